@@ -1,0 +1,222 @@
+"""loss.py against brute-force full-vocabulary references and hand-computed cases."""
+import math
+
+import pytest
+import torch
+
+import loss
+
+torch.set_default_dtype(torch.float64)
+
+
+def brute_jsd(s_logits, t_logits, beta=0.5):
+    """The direct formula on the full vocabulary, differentiated by autograd."""
+    p, q = s_logits.softmax(-1), t_logits.softmax(-1).detach()
+    m = beta * p + (1 - beta) * q
+    kl = lambda a, b: (a * (a.log() - b.log())).sum(-1)
+    return beta * kl(p, m) + (1 - beta) * kl(q, m)
+
+
+def support_of(s_logits, t_logits, k):
+    ids, mask = loss.union_support(s_logits.topk(k, -1).indices, t_logits.topk(k, -1).indices)
+    return ids, mask
+
+
+def test_topk_jsd_equals_full_jsd_on_full_support_value_and_gradient():
+    g = torch.Generator().manual_seed(0)
+    V = 50
+    s = (torch.randn(4, 7, V, generator=g) * 4).requires_grad_()
+    t = torch.randn(4, 7, V, generator=g) * 4
+    s.data[..., 0] -= 40.0  # some tiny probabilities (~1e-18)
+    ref = brute_jsd(s, t)
+    (g_ref,) = torch.autograd.grad(ref.sum(), s)
+    ids = torch.arange(V).expand(4, 7, V)
+    ours = loss.topk_jsd(s.log_softmax(-1).gather(-1, ids), t.log_softmax(-1).gather(-1, ids))
+    (g_ours,) = torch.autograd.grad(ours.sum(), s)
+    assert torch.allclose(ours, ref, atol=1e-10, rtol=0)
+    assert torch.allclose(g_ours, g_ref, atol=1e-10, rtol=0)
+    assert g_ref.abs().max() > 1e-3  # the comparison is not between two zeros
+
+
+@pytest.mark.parametrize("beta", [0.2, 0.5, 0.8])
+def test_topk_jsd_never_exceeds_full_jsd(beta):
+    g = torch.Generator().manual_seed(1)
+    for scale in (0.5, 2.0, 6.0):
+        s = torch.randn(200, 300, generator=g) * scale
+        t = torch.randn(200, 300, generator=g) * scale
+        ids, mask = support_of(s, t, 5)
+        ours = loss.topk_jsd(s.log_softmax(-1).gather(-1, ids), t.log_softmax(-1).gather(-1, ids), mask, beta)
+        full = brute_jsd(s, t, beta)
+        assert (ours <= full + 1e-12).all()
+        assert (ours >= -1e-12).all()
+        assert (ours > 0).any()
+
+
+def test_topk_jsd_zero_symmetric_bounded():
+    g = torch.Generator().manual_seed(2)
+    s = torch.randn(100, 64, generator=g) * 5
+    t = torch.randn(100, 64, generator=g) * 5
+    ids, mask = support_of(s, t, 4)
+    ps, pt = s.log_softmax(-1).gather(-1, ids), t.log_softmax(-1).gather(-1, ids)
+    assert loss.topk_jsd(ps, ps, mask).abs().max() < 1e-12
+    assert torch.allclose(loss.topk_jsd(ps, pt, mask), loss.topk_jsd(pt, ps, mask), atol=1e-12)
+    # disjoint point masses reach ln 2 and never go past it
+    far = torch.full((1, 2), -1000.0)
+    far[0, 0] = 0.0
+    near = far.flip(-1)
+    jsd = loss.topk_jsd(far.log_softmax(-1), near.log_softmax(-1))
+    assert abs(jsd.item() - math.log(2)) < 1e-9
+    assert (loss.topk_jsd(ps, pt, mask) <= math.log(2) + 1e-12).all()
+
+
+def test_student_gradient_is_nonzero_and_descends():
+    """The paper's release stops the gradient of the student's weights and trains nothing."""
+    g = torch.Generator().manual_seed(3)
+    s = (torch.randn(8, 100, generator=g) * 3).requires_grad_()
+    t = torch.randn(8, 100, generator=g) * 3
+    ids, mask = support_of(s.detach(), t, 10)
+    def jsd(logits):
+        return loss.topk_jsd(logits.log_softmax(-1).gather(-1, ids), t.log_softmax(-1).gather(-1, ids), mask).sum()
+    before = jsd(s)
+    (grad,) = torch.autograd.grad(before, s)
+    assert grad.abs().max() > 1e-3
+    after = jsd(s.detach() - 0.1 * grad)
+    assert after < before - 1e-4
+
+
+def test_padding_slots_change_nothing_and_extreme_inputs_stay_finite():
+    g = torch.Generator().manual_seed(4)
+    s = torch.randn(6, 40, generator=g).log_softmax(-1)
+    t = torch.randn(6, 40, generator=g).log_softmax(-1)
+    ids = torch.stack([torch.randperm(40, generator=g)[:5] for _ in range(6)])
+    base = loss.topk_jsd(s.gather(-1, ids), t.gather(-1, ids))
+    # append 3 padding slots holding garbage
+    pad_ids = torch.cat([ids, ids[:, :3]], -1)
+    mask = torch.cat([torch.ones(6, 5, dtype=torch.bool), torch.zeros(6, 3, dtype=torch.bool)], -1)
+    for fn in loss.DIVERGENCES.values():
+        padded = fn(s.gather(-1, pad_ids), t.gather(-1, pad_ids), mask)
+        assert torch.allclose(padded, fn(s.gather(-1, ids), t.gather(-1, ids)), atol=1e-12)
+    assert torch.allclose(loss.topk_jsd(s.gather(-1, pad_ids), t.gather(-1, pad_ids), mask), base, atol=1e-12)
+    # -inf log-probs, an empty support, tail mass ~0 and ~1, in float32 too
+    for dtype in (torch.float64, torch.float32):
+        x = torch.tensor([[0.0, float("-inf"), -80.0],       # all mass on the support
+                          [-50.0, -60.0, float("-inf")],      # tail ~1
+                          [float("-inf")] * 3,                # nothing on the support
+                          [-0.7, -0.7, float("-inf")]], dtype=dtype).requires_grad_()
+        y = torch.tensor([[-1e-30, float("-inf"), float("-inf")],
+                          [float("-inf")] * 3,
+                          [-0.1, -3.0, -4.0],
+                          [-0.7, -0.7, float("-inf")]], dtype=dtype)
+        m = torch.tensor([[True, True, True]] * 3 + [[True, True, False]])
+        for name, fn in loss.DIVERGENCES.items():
+            for mm in (None, m, torch.zeros_like(m)):
+                out = fn(x, y, mm)
+                (gx,) = torch.autograd.grad(out.sum(), x)
+                assert not torch.isnan(out).any() and not torch.isnan(gx).any()
+                if name == "jsd":  # a KL is truly infinite when the student has 0 where the tutor has mass
+                    assert torch.isfinite(out).all() and torch.isfinite(gx).all()
+
+
+def test_forward_and_reverse_kl_match_brute_force_on_full_support():
+    g = torch.Generator().manual_seed(5)
+    s = torch.randn(5, 30, generator=g).log_softmax(-1)
+    t = torch.randn(5, 30, generator=g).log_softmax(-1)
+    fkl = (t.exp() * (t - s)).sum(-1)
+    rkl = (s.exp() * (s - t)).sum(-1)
+    assert torch.allclose(loss.topk_forward_kl(s, t), fkl, atol=1e-10)
+    assert torch.allclose(loss.topk_reverse_kl(s, t), rkl, atol=1e-10)
+
+
+def test_union_support_holds_both_sets_without_duplicates():
+    g = torch.Generator().manual_seed(6)
+    a = torch.stack([torch.randperm(20, generator=g)[:6] for _ in range(50)])
+    b = torch.stack([torch.randperm(20, generator=g)[:6] for _ in range(50)])
+    ids, mask = loss.union_support(a, b, pad_id=0)
+    assert ids.shape == (50, 12)
+    for i in range(50):
+        want = set(a[i].tolist()) | set(b[i].tolist())
+        got = ids[i][mask[i]].tolist()
+        assert sorted(got) == sorted(want) and len(got) == len(set(got))
+        assert mask[i].sum() == len(want)
+        assert mask[i][:len(want)].all() and not mask[i][len(want):].any()
+        assert (ids[i][~mask[i]] == 0).all()
+
+
+def test_head_logprobs_chunked_equals_full_logits_values_and_gradients():
+    g = torch.Generator().manual_seed(7)
+    N, D, V = 37, 16, 300
+    h = torch.randn(N, D, generator=g, requires_grad=True)
+    w = torch.randn(V, D, generator=g, requires_grad=True)
+    tgt = torch.randint(0, V, (N,), generator=g)
+    sup = torch.randint(0, V, (N, 9), generator=g)
+    out = loss.head_logprobs(h, w, tgt, sup, topk=5, temperature=0.7, chunk_size=8)
+    lp, tok = loss.full_logprobs(h, w, tgt, temperature=0.7)
+    assert torch.allclose(out["logp"], tok, atol=1e-12)
+    assert torch.allclose(out["support_logp"], lp.gather(-1, sup), atol=1e-12)
+    assert torch.allclose(out["entropy"], -(lp.exp() * lp).sum(-1), atol=1e-10)
+    assert torch.equal(out["topk_ids"], lp.topk(5, -1).indices)
+    c = torch.randn(N, generator=g), torch.randn(N, 9, generator=g)
+    ga = torch.autograd.grad((out["logp"] * c[0]).sum() + (out["support_logp"] * c[1]).sum(), (h, w))
+    gb = torch.autograd.grad((tok * c[0]).sum() + (lp.gather(-1, sup) * c[1]).sum(), (h, w))
+    for x, y in zip(ga, gb):
+        assert torch.allclose(x, y, atol=1e-10)
+
+
+def test_group_advantages_by_hand():
+    r = torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0])
+    a = loss.group_advantages(r, 4)
+    std = math.sqrt(0.25)  # unbiased std of [1,0,0,0] = sqrt(0.75*0.25*4/3) = 0.5
+    assert torch.allclose(a[:4], torch.tensor([0.75, -0.25, -0.25, -0.25]) / (std + 1e-6))
+    assert torch.equal(a[4:], torch.zeros(4))  # constant group: exactly zero
+    assert torch.allclose(loss.group_advantages(r, 4, scale_by_std=False)[:4],
+                          torch.tensor([0.75, -0.25, -0.25, -0.25]))
+    assert not torch.isnan(loss.group_advantages(torch.full((6,), 0.3), 3)).any()
+    with pytest.raises(ValueError, match="group_size"):
+        loss.group_advantages(torch.ones(4), 1)
+    with pytest.raises(ValueError, match="multiple"):
+        loss.group_advantages(torch.ones(5), 2)
+
+
+def test_policy_loss_clip_branches_by_hand():
+    def one(ratio, adv):
+        logp = torch.tensor([[math.log(ratio)]], requires_grad=True)
+        out, m = loss.policy_loss(logp, torch.zeros(1, 1), torch.tensor([adv]), torch.ones(1, 1), 1.0)
+        (g,) = torch.autograd.grad(out, logp)
+        return out.item(), g.item(), m
+    # inside the clip range: -ratio * A, gradient -ratio * A
+    v, g, _ = one(1.1, 2.0); assert v == pytest.approx(-2.2) and g == pytest.approx(-2.2)
+    # positive advantage above 1 + clip_high (1.3): clipped, no gradient
+    v, g, m = one(1.5, 2.0); assert v == pytest.approx(-2.6) and g == 0.0 and m["clip_frac_high"] == 1
+    # positive advantage above 1 + clip_low but below 1 + clip_high: not clipped (clip higher)
+    v, g, _ = one(1.25, 1.0); assert v == pytest.approx(-1.25) and g != 0.0
+    # negative advantage below 1 - clip_low: clipped at 0.8
+    v, g, m = one(0.5, -1.0); assert v == pytest.approx(0.8) and g == 0.0 and m["clip_frac_low"] == 1
+    # negative advantage, huge ratio: dual clip caps the loss at 3 * |A|
+    v, g, m = one(10.0, -1.0); assert v == pytest.approx(3.0) and g == 0.0 and m["clip_frac_dual"] == 1
+    # negative advantage, ratio 2: -A * ratio = 2 < 3, gradient flows
+    v, g, _ = one(2.0, -1.0); assert v == pytest.approx(2.0) and g == pytest.approx(2.0)
+
+
+def test_policy_loss_micro_batches_with_global_normaliser_equal_one_pass():
+    g = torch.Generator().manual_seed(8)
+    logp = (torch.randn(6, 10, generator=g) * 0.2).requires_grad_()
+    old = torch.randn(6, 10, generator=g) * 0.2
+    adv = torch.randn(6, generator=g)
+    mask = torch.rand(6, 10, generator=g) > 0.3
+    n = mask.sum()
+    whole, _ = loss.policy_loss(logp, old, adv, mask, n)
+    (g_whole,) = torch.autograd.grad(whole, logp)
+    parts = sum(loss.policy_loss(logp[s], old[s], adv[s], mask[s], n)[0] for s in (slice(0, 2), slice(2, 6)))
+    (g_parts,) = torch.autograd.grad(parts, logp)
+    assert torch.allclose(whole, parts, atol=1e-12) and torch.allclose(g_whole, g_parts, atol=1e-12)
+    token_mean = loss.policy_loss(logp, old, adv, mask, 1.0)[0] / n
+    assert torch.allclose(whole, token_mean)
+
+
+def test_k3_kl_by_hand():
+    lp = torch.tensor([0.0, -1.0, -2.0])
+    ref = torch.tensor([0.0, -2.0, -1.0])
+    d = ref - lp
+    assert torch.allclose(loss.k3_kl(lp, ref), d.exp() - d - 1)
+    assert loss.k3_kl(lp, ref)[0] == 0 and (loss.k3_kl(lp, ref) >= 0).all()
+    assert torch.isfinite(loss.k3_kl(torch.tensor([0.0]), torch.tensor([-1e9]))).all()
