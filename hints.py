@@ -1,0 +1,368 @@
+"""
+hints.py: privileged hints, from an expert model's JSON to the block in the tutor's prompt.
+
+A hint is structured data (the paper's two parts), never the answer:
+    {"regions": [{"box": [x1, y1, x2, y2], "label": "the triangle", "role": "focus"},
+                 {"box": [...], "label": "a circle", "role": "distractor"}],
+     "steps": ["Find the triangle.", "Read the colour of its fill."]}
+boxes in pixels of the original image; both parts optional, not both empty.
+
+    validate_hint(hint, image_size)       -> the hint, cleaned, or ValueError naming the field
+    find_spoiler(text, answer, choices)   -> a reason string if the text leaks, else None
+    render_hint(hint, image_size, ...)    -> the deterministic text block the tutor reads
+    draw_focus(image, hint)               -> a copy of the image with the focus boxes framed
+    parse_expert_json(text)               -> the first JSON object in a model's reply
+
+Offline generation with any transformers vision-language model as the expert:
+    python hints.py --model EXPERT --data train.jsonl --out train_with_hints.jsonl
+It is resumable (ids already in --out are skipped) and ends with a report of counts by
+rejection reason. The zero-spoiler filter is a precise rule set, not a model; what it cannot
+catch (a paraphrase such as "the colour of a ripe tomato") is listed in tests/test_hints.py.
+"""
+import argparse
+import json
+import re
+import sys
+
+from reward import normalize, options, parse_number
+
+ROLES = ("focus", "distractor")
+
+# -----------------------------------------------------------------------------
+# schema
+
+
+def validate_hint(hint, image_size=None):
+    """Check and clean a structured hint; raise ValueError("field: problem") when bad.
+
+    image_size: (width, height) of the original image; when given, boxes must lie inside it.
+    """
+    if not isinstance(hint, dict):
+        raise ValueError(f"hint: expected an object, got {type(hint).__name__}")
+    unknown = set(hint) - {"regions", "steps"}
+    if unknown:
+        raise ValueError(f"hint: unknown keys {sorted(unknown)}")
+    regions, steps = hint.get("regions") or [], hint.get("steps") or []
+    if not isinstance(regions, list) or not isinstance(steps, list):
+        raise ValueError("hint: 'regions' and 'steps' must be lists")
+    clean = {"regions": [], "steps": []}
+    for i, r in enumerate(regions):
+        where = f"hint.regions[{i}]"
+        if not isinstance(r, dict):
+            raise ValueError(f"{where}: expected an object")
+        box, label, role = r.get("box"), r.get("label", ""), r.get("role", "focus")
+        if (not isinstance(box, (list, tuple)) or len(box) != 4
+                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in box)):
+            raise ValueError(f"{where}.box: expected [x1, y1, x2, y2] numbers, got {box!r}")
+        x1, y1, x2, y2 = box
+        if not (x1 < x2 and y1 < y2):
+            raise ValueError(f"{where}.box: needs x1 < x2 and y1 < y2, got {box!r}")
+        if image_size is not None:
+            w, h = image_size
+            if x1 < 0 or y1 < 0 or x2 > w or y2 > h:
+                raise ValueError(f"{where}.box: {box!r} lies outside the {w}x{h} image")
+        if role not in ROLES:
+            raise ValueError(f"{where}.role: must be one of {ROLES}, got {role!r}")
+        if not isinstance(label, str):
+            raise ValueError(f"{where}.label: expected a string")
+        clean["regions"].append({"box": [float(v) for v in box], "label": label.strip(), "role": role})
+    for i, s in enumerate(steps):
+        if not isinstance(s, str) or not s.strip():
+            raise ValueError(f"hint.steps[{i}]: expected a non-empty string")
+        clean["steps"].append(s.strip())
+    if not clean["regions"] and not clean["steps"]:
+        raise ValueError("hint: both 'regions' and 'steps' are empty")
+    return clean
+
+
+def hint_words(hint):
+    """The hint's own words (labels and steps), the part that can leak an answer."""
+    return " ".join([r["label"] for r in hint["regions"]] + hint["steps"])
+
+# -----------------------------------------------------------------------------
+# the zero-spoiler filter
+
+_WORD_NUMBERS = {w: i for i, w in enumerate(
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
+    "fifteen sixteen seventeen eighteen nineteen twenty".split())}
+_WORD_NUMBERS.update({w: 10 * (i + 3) for i, w in enumerate("thirty forty fifty sixty seventy eighty ninety".split())})
+_WORD_NUMBERS.update({"hundred": 100, "thousand": 1000, "half": 0.5, "quarter": 0.25})
+
+# Phrases that state a final answer, right or wrong: the "trap" filter.
+_ASSERTIONS = [
+    (r"\b(?:the\s+)?(?:final\s+|correct\s+|right\s+)?answer\s*(?:is|=|:|would be|should be|must be|will be)",
+     "states a final answer"),
+    (r"\b(?:so|thus|therefore|hence)\b[^.]{0,40}\b(?:result|answer|total|value|count|number)\s+(?:is|equals|=)",
+     "concludes a result"),
+    (r"\b(?:result|solution)\s+(?:is|equals|=)\s", "states the result"),
+    (r"\bcorrect\s+(?:option|choice)\b", "names the correct option"),
+    (r"\b(?i:choose|select|pick|tick|circle)\s+(?i:option\s+|choice\s+)?\(?[A-Z]\)?(?![\w-])", "picks an option"),
+    (r"\b(?i:option|choice)\s*\(?[A-Z]\)?\s+(?i:is|must be|would be)\s+(?i:the\s+)?(?i:correct|right|answer)",
+     "asserts an option"),
+    (r"(?<![\w(])\(?[A-Z]\)?\s+(?i:is)\s+(?i:the\s+)?(?i:correct|right)\b", "asserts an option"),
+    (r"<answer>|\\boxed", "contains an answer tag"),
+]
+_ASSERTIONS = [(re.compile(p, re.I if "[A-Z]" not in p else 0), why) for p, why in _ASSERTIONS]
+
+_BOX = re.compile(r"[\[(]\s*-?\d+(?:\.\d+)?(?:\s*,\s*-?\d+(?:\.\d+)?){1,3}\s*[\])]")
+_NUM_IN_TEXT = re.compile(r"(?<![\w.])[+-]?(?:\\[dt]?frac\{[^{}]{1,20}\}\{[^{}]{1,20}\}|\d+(?:,\d{3})*(?:\.\d+)?(?:\s*/\s*\d+)?%?)")
+
+
+def _numbers_in(text):
+    """Every number a text states (digits, fractions, number words), coordinates excluded."""
+    text = _BOX.sub(" ", text)
+    found = []
+    for m in _NUM_IN_TEXT.finditer(text):
+        v = parse_number(m.group(0).replace(" ", ""))
+        if v is not None:
+            found.append((m.group(0), v))
+    words = re.findall(r"[a-z]+(?:-[a-z]+)?", text.lower())
+    for w in words:
+        parts = w.split("-")
+        if all(p in _WORD_NUMBERS for p in parts):
+            found.append((w, sum(_WORD_NUMBERS[p] for p in parts)))
+    return found
+
+
+def _contains_phrase(text_norm, phrase_norm):
+    if not phrase_norm:
+        return False
+    return re.search(r"(?<![a-z0-9])" + re.escape(phrase_norm) + r"(?![a-z0-9])", text_norm) is not None
+
+
+def find_spoiler(text, answer, choices=None):
+    """Why `text` reveals or asserts the final answer, or None when it is clean.
+
+    Catches: an answer-stating phrase of any kind ("the answer is", "choose C": the trap
+    filter); the gold answer as text after normalisation; the gold value as a number in any
+    form (12.0, twelve, 1/2 = 0.5 = 50%), coordinates in [..] or (..) excepted; the correct
+    option's letter used as an answer and the correct option's text.
+    """
+    for pattern, why in _ASSERTIONS:
+        m = pattern.search(text)
+        if m:
+            return f"{why}: '{m.group(0).strip()}'"
+    t = normalize(text)
+    gold = normalize(str(answer))
+    opts = options(choices)
+    letter = gold.upper() if len(gold) == 1 and gold.isalpha() else None
+    targets = [gold] if not letter else []
+    if letter:
+        if re.search(rf"(?:\(\s*{letter}\s*\)|\b(?:option|choice|letter)\s+{letter}\b)", text, re.I):
+            return f"names the correct option ({letter})"
+        if letter in opts:
+            targets.append(normalize(opts[letter]))
+    for target in targets:
+        value = parse_number(target)
+        if value is None:
+            if target in ("yes", "no", "true", "false"):
+                continue  # a bare yes/no leaks only through an assertion, caught above
+            if len(target) >= 2 and _contains_phrase(t, target):
+                return f"contains the answer text '{target}'"
+            continue
+        candidates = {value, value * 100} if target.endswith("%") else {value}
+        for raw, v in _numbers_in(text):
+            if v in candidates:
+                return f"states the answer's value ({raw.strip()} = {target})"
+    return None
+
+# -----------------------------------------------------------------------------
+# rendering for the tutor
+
+
+def box_for_model(box, image_size, box_format="norm1000", resized_size=None):
+    """A pixel box in the model family's own convention.
+
+    norm1000: integers in 0..1000 relative to the image (Qwen3-VL).
+    pixels:   absolute pixels of the image as the processor resized it (Qwen2.5-VL);
+              resized_size = (width, height) after resizing.
+    """
+    w, h = image_size
+    if box_format == "norm1000":
+        sx, sy = 1000.0 / w, 1000.0 / h
+    elif box_format == "pixels":
+        rw, rh = resized_size or image_size
+        sx, sy = rw / w, rh / h
+    else:
+        raise ValueError(f"box_format must be norm1000 or pixels, got {box_format!r}")
+    x1, y1, x2, y2 = box
+    return [round(x1 * sx), round(y1 * sy), round(x2 * sx), round(y2 * sy)]
+
+
+def render_hint(hint, image_size=None, box_format="norm1000", resized_size=None):
+    """The hint as the text block appended to the question in the tutor's prompt."""
+    lines = ["Hint:"]
+    for role, head in (("focus", "Look at"), ("distractor", "Ignore")):
+        items = []
+        for r in hint["regions"]:
+            if r["role"] != role:
+                continue
+            label = r["label"] or "this region"
+            if image_size is not None:
+                b = box_for_model(r["box"], image_size, box_format, resized_size)
+                label += " [" + ", ".join(str(v) for v in b) + "]"
+            items.append(label)
+        if items:
+            lines.append(f"{head}: " + "; ".join(items) + ".")
+    for i, s in enumerate(hint["steps"], 1):
+        lines.append(f"{i}. {s}")
+    return "\n".join(lines)
+
+
+def draw_focus(image, hint, width=3, colour=(0, 0, 0)):
+    """A copy of the image with a frame around every focus box (the student never sees it)."""
+    from PIL import ImageDraw
+    out = image.convert("RGB").copy()
+    draw = ImageDraw.Draw(out)
+    for r in hint["regions"]:
+        if r["role"] == "focus":
+            x1, y1, x2, y2 = r["box"]
+            draw.rectangle([x1, y1, x2 - 1, y2 - 1], outline=colour, width=width)
+    return out
+
+# -----------------------------------------------------------------------------
+# the expert's prompt and its reply
+
+EXPERT_PROMPT = """You are writing a privileged hint for a student who will solve this problem.
+The image is {width}x{height} pixels. Problem: {question}
+{choices}The correct final answer is: {answer}
+(The answer is for your eyes only. The student must never learn it from the hint.)
+
+Write a hint that teaches the way, not the answer, as JSON with two parts:
+- "regions": the image regions that matter, each {{"box": [x1, y1, x2, y2] in pixels of this
+  image, "label": a few words naming the object, "role": "focus" or "distractor"}}; mark as
+  "distractor" what looks relevant but must be ignored;
+- "steps": 2 to 5 short sentences of reasoning direction, in order.
+Zero-spoiler rule: never state, imply or compute the final answer, its value in any form, the
+correct option letter or the correct option's text, and never write "the answer is".
+Reply with the JSON object only."""
+
+
+def parse_expert_json(text):
+    """The first balanced JSON object in a model's reply (code fences and chatter tolerated)."""
+    text = re.sub(r"```(?:json)?", "", text)
+    start = text.find("{")
+    while start != -1:
+        depth, in_str, esc = 0, False, False
+        for i in range(start, min(len(text), start + 20000)):
+            c = text[i]
+            if in_str:
+                if esc:
+                    esc = False
+                elif c == "\\":
+                    esc = True
+                elif c == '"':
+                    in_str = False
+                continue
+            if c == '"':
+                in_str = True
+            elif c == "{":
+                depth += 1
+            elif c == "}":
+                depth -= 1
+                if depth == 0:
+                    chunk = text[start:i + 1]
+                    for candidate in (chunk, re.sub(r",\s*([}\]])", r"\1", chunk)):
+                        try:
+                            obj = json.loads(candidate)
+                            if isinstance(obj, dict):
+                                return obj
+                        except json.JSONDecodeError:
+                            pass
+                    break
+        start = text.find("{", start + 1)
+    raise ValueError("no JSON object found in the reply")
+
+
+def check_expert_reply(text, example, image_size):
+    """Parse, validate and spoiler-check one expert reply: (hint, None) or (None, reason)."""
+    try:
+        raw = parse_expert_json(text)
+    except ValueError:
+        return None, "invalid JSON"
+    try:
+        hint = validate_hint(raw, image_size)
+    except ValueError as e:
+        return None, "bad schema: " + str(e).split(":")[0]
+    why = find_spoiler(hint_words(hint), example["answer"], example.get("choices"))
+    if why:
+        return None, "spoiler: " + why.split(":")[0]
+    return hint, None
+
+# -----------------------------------------------------------------------------
+# the command
+
+
+def generate_hints(args):
+    """Prompt the expert for every example without an accepted hint; write what passes."""
+    import os
+    from collections import Counter
+    from tqdm import tqdm
+    import data
+    import rollout
+
+    examples = data.load_jsonl(args.data, strict=False, check_hints=False)
+    done = set()
+    if os.path.exists(args.out):
+        with open(args.out) as f:
+            done = {json.loads(line)["id"] for line in f if line.strip()}
+    todo = [ex for ex in examples if ex["id"] not in done]
+    print(f"{len(examples)} examples, {len(done)} already in {args.out}, {len(todo)} to do")
+    model, processor = rollout.load_model(args.model, dtype=args.dtype, device=args.device)
+    report = Counter()
+    with open(args.out, "a") as out:
+        for i in tqdm(range(0, len(todo), args.batch_size), desc="hints"):
+            batch = todo[i:i + args.batch_size]
+            accepted = {}
+            for attempt in range(args.retries + 1):
+                pending = [ex for ex in batch if ex["id"] not in accepted]
+                if not pending:
+                    break
+                prompts = [expert_prompt(ex) for ex in pending]
+                replies = rollout.generate_text(model, processor, pending, prompts, max_new_tokens=args.max_new_tokens,
+                                                temperature=args.temperature, seed=args.seed + attempt)
+                for ex, reply in zip(pending, replies):
+                    hint, why = check_expert_reply(reply, ex, data.image_size(ex))
+                    if hint is not None:
+                        accepted[ex["id"]] = hint
+                    elif attempt == args.retries:
+                        report[why] += 1
+            for ex in batch:
+                if ex["id"] in accepted:
+                    rec = dict(ex["record"])
+                    rec["hint"] = accepted[ex["id"]]
+                    out.write(json.dumps(rec) + "\n")
+                    report["accepted"] += 1
+            out.flush()
+    print(f"hint report for {len(todo)} examples (after up to {args.retries} retries):")
+    for why, n in report.most_common():
+        print(f"  {n:6d}  {why}")
+    return report
+
+
+def expert_prompt(ex):
+    w, h = (ex.get("image_size") or (0, 0))
+    opts = options(ex.get("choices"))
+    choices = "".join(f"({k}) {v}\n" for k, v in opts.items())
+    return EXPERT_PROMPT.format(width=w, height=h, question=ex["question"], answer=ex["answer"],
+                                choices=("Options:\n" + choices) if choices else "")
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description="Generate privileged hints with an expert VLM.")
+    p.add_argument("--model", required=True, help="expert model: hub id, local directory, or 'toy'")
+    p.add_argument("--data", required=True, help="input JSONL (the shared format, see README)")
+    p.add_argument("--out", required=True, help="output JSONL; ids already there are skipped")
+    p.add_argument("--batch_size", type=int, default=8, help="prompts per generate() call")
+    p.add_argument("--retries", type=int, default=2, help="new tries for a rejected hint")
+    p.add_argument("--max_new_tokens", type=int, default=512, help="length cap of a reply")
+    p.add_argument("--temperature", type=float, default=0.7, help="sampling temperature (0: greedy)")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed")
+    p.add_argument("--dtype", default="auto", help="auto | float32 | bfloat16")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    report = generate_hints(p.parse_args(argv))
+    return 0 if report.get("accepted", 0) or sum(report.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
