@@ -206,42 +206,51 @@ def _head_chunk(h, weight, targets, support, temperature):
     return tok, sup
 
 
-def head_logprobs(hidden, weight, targets, support=None, topk=0, temperature=1.0,
+def head_logprobs(hidden, weight, targets, support=None, union_with=None, topk=0, temperature=1.0,
                   chunk_size=1024, entropy=True):
-    """Log-probs of the sampled tokens (and at a support), entropy and top-K ids, chunked.
+    """Log-probs of the sampled tokens (and on a support), entropy and top-K ids, chunked.
 
     hidden: (N, D) final hidden states at the positions that predict `targets`; weight: (V, D)
-    the lm_head weight; targets: (N,) long; support: (N, M) long or None.
-    Returns dict: logp (N,), support_logp (N, M) or None, entropy (N,) (no grad), topk_ids
-    (N, topk) (no grad) or None. Each chunk's logits are recomputed in the backward pass
-    (activation checkpointing), so peak memory is O(chunk_size * V), not O(N * V), and values
-    and gradients equal the plain full-logits computation.
+    the lm_head weight; targets: (N,) long.
+    support: (N, M) ids to score, or None. union_with: (N, K1) ids (the student's top-K): the
+    support becomes union_with united with this model's own top-`topk` ids, per position
+    (the tutor's side of Top-K JSD), built chunk by chunk so no (N, V) tensor is ever held.
+    Returns dict: logp (N,); support_logp (N, M) or None; support_ids, support_mask (N, M) when
+    union_with is given; entropy (N,) and topk_ids (N, topk), both without grad. With grad
+    enabled each chunk's logits are recomputed in the backward pass (activation
+    checkpointing): peak memory O(chunk_size * V), values and gradients equal to full logits.
     """
-    tok_out, sup_out, ent_out, top_out = [], [], [], []
+    outs = {k: [] for k in ("logp", "support_logp", "support_ids", "support_mask", "entropy", "topk_ids")}
     need_grad = torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad)
     for s in range(0, hidden.shape[0], chunk_size):
         h, t = hidden[s:s + chunk_size], targets[s:s + chunk_size]
         sup = support[s:s + chunk_size] if support is not None else None
+        if entropy or topk:
+            with torch.no_grad():
+                logits = _upcast(h.detach() @ weight.detach().t()) / temperature   # (n, V)
+                if entropy:
+                    lp = torch.log_softmax(logits, dim=-1)
+                    outs["entropy"].append(-(lp.exp() * lp).sum(-1))
+                    del lp
+                if topk:
+                    top = logits.topk(min(topk, logits.shape[-1]), dim=-1).indices  # (n, K)
+                    outs["topk_ids"].append(top)
+                    if union_with is not None:
+                        sup, smask = union_support(union_with[s:s + chunk_size], top)
+                        outs["support_ids"].append(sup)
+                        outs["support_mask"].append(smask)
+                del logits
         if need_grad:
             tok, sp = checkpoint(_head_chunk, h, weight, t, sup, temperature, use_reentrant=False)
         else:
             tok, sp = _head_chunk(h, weight, t, sup, temperature)
-        tok_out.append(tok)
-        sup_out.append(sp)
-        if entropy or topk:
-            with torch.no_grad():
-                logits = _upcast(h.detach() @ weight.detach().t()) / temperature
-                if entropy:
-                    lp = torch.log_softmax(logits, dim=-1)
-                    ent_out.append(-(lp.exp() * lp).sum(-1))
-                if topk:
-                    top_out.append(logits.topk(min(topk, logits.shape[-1]), dim=-1).indices)
-    return {
-        "logp": torch.cat(tok_out) if tok_out else hidden.new_zeros(0),
-        "support_logp": torch.cat(sup_out) if support is not None and sup_out else None,
-        "entropy": torch.cat(ent_out) if ent_out else None,
-        "topk_ids": torch.cat(top_out) if top_out else None,
-    }
+        outs["logp"].append(tok)
+        if sp is not None:
+            outs["support_logp"].append(sp)
+    res = {k: (torch.cat(v) if v else None) for k, v in outs.items()}
+    if res["logp"] is None:
+        res["logp"] = hidden.new_zeros(0)
+    return res
 
 
 def full_logprobs(hidden, weight, targets, temperature=1.0):

@@ -1,0 +1,109 @@
+"""tutor.py: alignment, it sees the image, the hint matters, the support is right, skips count."""
+import torch
+from PIL import Image
+
+import data
+import hints
+import rollout
+import tutor
+from test_rollout import ragged_responses, single_row_logp
+
+
+def student_topk(model, processor, exs, ids, mask, k=5):
+    prompts = [rollout.encode(processor, ex["question"], data.open_images(ex)) for ex in exs]
+    return rollout.score(model, prompts, ids, mask, topk=k)["topk_ids"]
+
+
+def run_teach(model, processor, exs, ids, mask, k=5, **kw):
+    top = student_topk(model, processor, exs, ids, mask, k)
+    return tutor.teach(model, processor, exs, torch.arange(len(exs)), ids, mask, top, topk=k, **kw), top
+
+
+def test_tutor_matches_unpadded_single_row_hinted_forward(tiny, examples):
+    model, processor, _ = tiny
+    exs = examples[:4]
+    ids, mask = ragged_responses(processor.tokenizer, 4)
+    # the sampled token is always in the support: score it by putting it in the student top-K
+    top = torch.cat([ids.unsqueeze(-1), student_topk(model, processor, exs, ids, mask, 4)], -1)
+    out = tutor.teach(model, processor, exs, torch.arange(4), ids, mask, top, topk=4)
+    for i, ex in enumerate(exs):
+        p = tutor.tutor_prompt(processor, ex, rollout.box_format(model))
+        assert "Hint:" in processor.tokenizer.decode(p["input_ids"])
+        ref, _ = single_row_logp(model, p, ids[i][mask[i]])
+        sup, lp = out["support_ids"][i][mask[i]], out["tutor_logp"][i][mask[i]]
+        got = lp.gather(-1, (sup == ids[i][mask[i]].unsqueeze(-1)).float().argmax(-1, keepdim=True)).squeeze(-1)
+        assert torch.allclose(got, ref, atol=1e-5)
+
+
+def test_tutor_sees_the_image(tiny, examples, tmp_path):
+    model, processor, _ = tiny
+    ex = examples[0]
+    ids, mask = ragged_responses(processor.tokenizer, 1)
+    a, top = run_teach(model, processor, [ex], ids, mask)
+    other = tmp_path / "other.png"
+    Image.new("RGB", ex["image_size"], (0, 255, 0)).save(other)
+    ex2 = {**ex, "images": [str(other)]}
+    b = tutor.teach(model, processor, [ex2], torch.arange(1), ids, mask, top, topk=5)
+    diff = (a["tutor_logp"] - b["tutor_logp"]).abs()[a["support_mask"] & b["support_mask"]]
+    assert diff.max() > 1e-4
+
+
+def test_the_hint_matters_and_an_empty_hint_is_the_plain_reference(tiny, examples):
+    model, processor, _ = tiny
+    ex = examples[1]
+    ids, mask = ragged_responses(processor.tokenizer, 1)
+    a, top = run_teach(model, processor, [ex], ids, mask, draw=False)
+    other = {**ex, "hint": {"regions": [], "steps": ["Something else entirely."]}}
+    b = tutor.teach(model, processor, [other], torch.arange(1), ids, mask, top, topk=5, draw=False)
+    both = a["support_mask"] & b["support_mask"]
+    assert (a["tutor_logp"] - b["tutor_logp"]).abs()[both].max() > 1e-4
+    # an empty hint: the tutor's prompt is the student's, so its log-probs are the reference's
+    empty = {**ex, "hint": None, "hint_text": ""}
+    c = tutor.teach(model, processor, [empty], torch.arange(1), ids, mask, top, topk=5)
+    plain = rollout.encode(processor, ex["question"], data.open_images(ex))
+    ref = rollout.score(model, [plain], ids, mask, support=c["support_ids"])
+    assert c["taught"].all()
+    assert torch.equal(c["tutor_logp"][c["support_mask"]], ref["support_logp"][c["support_mask"]])
+
+
+def test_support_holds_both_topk_sets_without_duplicates(tiny, examples):
+    model, processor, _ = tiny
+    exs = examples[:2]
+    ids, mask = ragged_responses(processor.tokenizer, 2)
+    out, top = run_teach(model, processor, exs, ids, mask, k=6)
+    fmt = rollout.box_format(model)
+    tut = rollout.score(model, [tutor.tutor_prompt(processor, ex, fmt) for ex in exs], ids, mask, topk=6)["topk_ids"]
+    assert out["support_ids"].shape[-1] == 12
+    for i in range(2):
+        for t in range(ids.shape[1]):
+            sup = out["support_ids"][i, t][out["support_mask"][i, t]].tolist()
+            if not mask[i, t]:
+                assert not sup
+                continue
+            assert len(sup) == len(set(sup))
+            assert set(sup) == set(top[i, t].tolist()) | set(tut[i, t].tolist())
+
+
+def test_rows_without_a_hint_are_skipped_and_counted(tiny, examples):
+    model, processor, _ = tiny
+    exs = [examples[0], {**examples[1], "hint": None, "hint_text": None}]
+    ids, mask = ragged_responses(processor.tokenizer, 2)
+    out, _ = run_teach(model, processor, exs, ids, mask)
+    assert out["taught"].tolist() == [True, False]
+    assert not out["support_mask"][1].any() and out["support_mask"][0].any()
+
+
+def test_answer_context_puts_the_answer_in_the_tutor_prompt(tiny, examples):
+    model, processor, _ = tiny
+    ex = examples[0]
+    text = processor.tokenizer.decode(tutor.tutor_prompt(processor, ex, context="answer")["input_ids"])
+    assert f"The correct answer is: {ex['answer']}." in text and "Hint:" not in text
+
+
+def test_student_and_tutor_prompts_differ_only_by_the_hint_block(tiny, examples):
+    model, processor, _ = tiny
+    ex = examples[2]
+    s = processor.tokenizer.decode(rollout.encode(processor, ex["question"], data.open_images(ex))["input_ids"])
+    t = processor.tokenizer.decode(tutor.tutor_prompt(processor, ex)["input_ids"])
+    block = hints.render_hint(ex["hint"], ex["image_size"], rollout.box_format(model))
+    assert t.replace("\n\n" + block, "") == s

@@ -1,0 +1,337 @@
+"""
+toy.py: the embedded demo, built offline in code: a synthetic visual task and a tiny Qwen-VL.
+
+The task: a 96x96 picture, a 2x2 grid of 48 px cells, one to four coloured shapes.
+    question: "What colour is the triangle?"       answer: "red"
+    response: "<think>The triangle is in the top left cell.</think><answer>red</answer>"
+With four objects the model must find the right one, which a ~1M-parameter model learns only
+slowly. The hint names the target and its distractors and frames the target's cell on the
+tutor's copy of the image; with it the frozen model is near-perfect. That gap (the tutor knows
+where to look, the student must learn it) is what PTD-PO distils.
+
+The model: a real Qwen3-VL (or Qwen2.5-VL) architecture from a hand-written config, ~1M
+parameters, a byte-level BPE tokenizer trained here with the Qwen special tokens and chat
+template, and an image-only processor (no torchvision needed). Saved with save_pretrained, so
+rollout.load_model reads it exactly as it reads a real checkpoint.
+
+    python toy.py                 # data + tiny model + warm start -> toy/ (deterministic)
+    python toy.py --steps 0       # random weights only (what the model-side tests use)
+
+The shipped checkpoint in toy/model was made by `python toy.py` (see README for diagnostics).
+Left out on purpose: digits and counting questions (the tiny model cannot read digits at
+this resolution in a CPU budget); video.
+"""
+import argparse
+import json
+import math
+import os
+import random
+import time
+
+import torch
+from PIL import Image, ImageDraw
+
+import data
+import hints
+import reward
+import rollout
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+DEFAULT_DIR = os.path.join(HERE, "toy")
+
+COLOURS = {"red": (220, 30, 30), "green": (30, 170, 60), "blue": (40, 70, 220),
+           "yellow": (235, 200, 20), "purple": (140, 50, 170), "orange": (245, 130, 20)}
+SHAPES = ("circle", "square", "triangle", "diamond", "cross")
+CELLS = {(0, 0): "top left", (1, 0): "top right", (0, 1): "bottom left", (1, 1): "bottom right"}
+CELL, SIZE = 48, 96
+
+# -----------------------------------------------------------------------------
+# the task
+
+
+def draw_shape(draw, shape, box, fill):
+    x1, y1, x2, y2 = box
+    cx, cy, w, h = (x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1
+    if shape == "circle":
+        draw.ellipse(box, fill=fill)
+    elif shape == "square":
+        draw.rectangle(box, fill=fill)
+    elif shape == "triangle":
+        draw.polygon([(cx, y1), (x2, y2), (x1, y2)], fill=fill)
+    elif shape == "diamond":
+        draw.polygon([(cx, y1), (x2, cy), (cx, y2), (x1, cy)], fill=fill)
+    elif shape == "cross":
+        draw.rectangle([x1, cy - h / 6, x2, cy + h / 6], fill=fill)
+        draw.rectangle([cx - w / 6, y1, cx + w / 6, y2], fill=fill)
+
+
+def make_example(rng, n_objects):
+    """One scene and its question, answer, gold response and structured hint."""
+    cells = rng.sample(sorted(CELLS), n_objects)
+    shapes = rng.sample(SHAPES, n_objects)
+    img = Image.new("RGB", (SIZE, SIZE), (255, 255, 255))
+    draw = ImageDraw.Draw(img)
+    objects = []
+    for (cx, cy), shape in zip(cells, shapes):
+        colour = rng.choice(sorted(COLOURS))
+        side = CELL * rng.uniform(0.7, 0.95)
+        x1 = cx * CELL + rng.uniform(0, CELL - side)
+        y1 = cy * CELL + rng.uniform(0, CELL - side)
+        box = [round(x1), round(y1), round(x1 + side), round(y1 + side)]
+        draw_shape(draw, shape, box, COLOURS[colour])
+        objects.append({"shape": shape, "colour": colour, "cell": (cx, cy), "box": box})
+    target = objects[0]
+    where = CELLS[target["cell"]]
+    cx, cy = target["cell"]
+    hint = {"regions": [{"box": [cx * CELL, cy * CELL, (cx + 1) * CELL, (cy + 1) * CELL],
+                         "label": f"the {target['shape']}", "role": "focus"}]
+            + [{"box": o["box"], "label": f"a {o['shape']}", "role": "distractor"} for o in objects[1:]],
+            "steps": [f"Find the {target['shape']} inside the framed cell.", "Name the colour of its fill."]}
+    return img, {
+        "question": f"What colour is the {target['shape']}?",
+        "answer": target["colour"],
+        "hint": hint,
+        "gold_response": f"<think>The {target['shape']} is in the {where} cell.</think><answer>{target['colour']}</answer>",
+        "scene": [{k: (list(v) if isinstance(v, tuple) else v) for k, v in o.items()} for o in objects],
+    }
+
+
+def write_split(out_dir, split, n, seed, min_objects, max_objects):
+    """Write n examples as <out_dir>/<split>.jsonl plus PNGs; deterministic for a seed."""
+    os.makedirs(os.path.join(out_dir, "images"), exist_ok=True)
+    rng = random.Random(seed)
+    path = os.path.join(out_dir, f"{split}.jsonl")
+    with open(path + ".tmp", "w") as f:
+        for i in range(n):
+            img, ex = make_example(rng, rng.randint(min_objects, max_objects))
+            name = f"images/{split}_{i:05d}.png"
+            img.save(os.path.join(out_dir, name))
+            rec = {"id": f"{split}-{i}", "image": name, **ex}
+            f.write(json.dumps(rec) + "\n")
+    os.replace(path + ".tmp", path)
+    return path
+
+
+def build_data(out_dir, n_train=4000, n_eval=400, seed=0):
+    """Train split: 1-4 objects (seed); held-out split: always 4 objects (a disjoint seed)."""
+    return (write_split(out_dir, "train", n_train, seed, 1, 4),
+            write_split(out_dir, "eval", n_eval, seed + 10_000, 4, 4))
+
+# -----------------------------------------------------------------------------
+# the tiny model
+
+SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
+           "<|image_pad|>", "<|video_pad|>"]
+
+CHAT_TEMPLATE = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' }}"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for part in message['content'] %}"
+    "{% if part['type'] == 'image' %}{{ '<|vision_start|><|image_pad|><|vision_end|>' }}"
+    "{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}{{ '<|im_end|>\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
+
+
+def tokenizer_corpus(rng):
+    """Text the tokenizer is trained on: everything the demo's prompts and responses can say."""
+    lines = [rollout.FORMAT_PROMPT, hints.EXPERT_PROMPT, "Hint:", "Look at:", "Ignore:",
+             "The correct answer is:", "user", "assistant", "system"]
+    for _ in range(3000):
+        _, ex = make_example(rng, rng.randint(1, 4))
+        lines += [ex["question"], ex["gold_response"], hints.render_hint(ex["hint"], (SIZE, SIZE))]
+    lines += [" ".join(str(i) for i in range(0, 1001, 7)), "{\"regions\": [], \"steps\": []}"]
+    return lines
+
+
+def build_tokenizer(vocab_size=1024, seed=0):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(tokenizer_corpus(random.Random(seed)), trainer)
+    t = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                                extra_special_tokens={"image_token": "<|image_pad|>", "video_token": "<|video_pad|>",
+                                                      "vision_bos_token": "<|vision_start|>",
+                                                      "vision_eos_token": "<|vision_end|>"})
+    t.chat_template = CHAT_TEMPLATE
+    return t
+
+
+def build_config(tok, family="qwen3"):
+    ids = {t: tok.convert_tokens_to_ids(t) for t in SPECIAL}
+    common = dict(image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+                  vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
+                  tie_word_embeddings=True)
+    text = dict(vocab_size=len(tok), hidden_size=128, intermediate_size=384, num_hidden_layers=4,
+                num_attention_heads=4, num_key_value_heads=2, head_dim=32, max_position_embeddings=2048,
+                bos_token_id=ids["<|im_start|>"], eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"],
+                rms_norm_eps=1e-6, tie_word_embeddings=True)
+    if family == "qwen3":
+        from transformers import Qwen3VLConfig
+        text["rope_parameters"] = {"rope_type": "default", "rope_theta": 10000.0,
+                                   "mrope_section": [6, 5, 5], "mrope_interleaved": True}
+        vision = dict(depth=2, hidden_size=64, intermediate_size=128, num_heads=4, out_hidden_size=128,
+                      patch_size=16, spatial_merge_size=2, temporal_patch_size=2, num_position_embeddings=64,
+                      deepstack_visual_indexes=[1])
+        return Qwen3VLConfig(text_config=text, vision_config=vision, **common)
+    if family == "qwen2.5":
+        from transformers import Qwen2_5_VLConfig
+        text["rope_parameters"] = {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [6, 5, 5]}
+        vision = dict(depth=2, hidden_size=64, intermediate_size=128, num_heads=4, out_hidden_size=128,
+                      patch_size=14, spatial_merge_size=2, temporal_patch_size=2, window_size=56,
+                      fullatt_block_indexes=[1])
+        return Qwen2_5_VLConfig(text_config=text, vision_config=vision, **common)
+    raise ValueError(f"family must be qwen3 or qwen2.5, got {family!r}")
+
+
+def build_processor(tok, family="qwen3"):
+    from transformers import Qwen2_5_VLProcessor, Qwen2VLImageProcessorPil, Qwen3VLProcessor
+    patch = 16 if family == "qwen3" else 14
+    # small images stay small: 64..256 merged tokens' worth of pixels
+    side = patch * 2
+    ip = Qwen2VLImageProcessorPil(patch_size=patch, merge_size=2, temporal_patch_size=2,
+                                  size={"shortest_edge": 4 * side * side, "longest_edge": 64 * side * side},
+                                  image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5])
+    cls = Qwen3VLProcessor if family == "qwen3" else Qwen2_5_VLProcessor
+    return rollout.image_only_processor(cls, ip, tok, CHAT_TEMPLATE)
+
+
+def build_model(out_dir, family="qwen3", seed=0):
+    """A random-weight tiny model, tokenizer and processor, saved to out_dir."""
+    from transformers import AutoModelForImageTextToText
+    torch.manual_seed(seed)
+    tok = build_tokenizer(seed=seed)
+    config = build_config(tok, family)
+    model = AutoModelForImageTextToText.from_config(config, dtype=torch.float32)
+    os.makedirs(out_dir, exist_ok=True)
+    model.save_pretrained(out_dir)
+    rollout.save_processor(build_processor(tok, family), out_dir)
+    return out_dir
+
+# -----------------------------------------------------------------------------
+# warm start: supervised training on gold responses, half the prompts with the hint
+
+
+def warm_start(model_dir, train_path, steps=800, batch_size=16, lr=2e-3, warmup=30, seed=0, threads=None):
+    """Teach the random tiny model the task format and to read hints in context."""
+    from tqdm import tqdm
+    import tutor
+    if threads:
+        torch.set_num_threads(threads)
+    model, processor = rollout.load_model(model_dir, dtype="float32", device="cpu")
+    examples = data.load_jsonl(train_path, report=lambda s: None)
+    tok = processor.tokenizer
+    eos = tok.convert_tokens_to_ids("<|im_end|>")
+    fmt = rollout.box_format(model)
+    rng = random.Random(seed)
+    torch.manual_seed(seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.95))
+    model.train()
+    bar = tqdm(range(steps), desc="warm start")
+    for step in bar:
+        frac = step / max(1, steps - 1)
+        scale = min(1.0, (step + 1) / warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
+        for g in opt.param_groups:
+            g["lr"] = lr * scale
+        batch = rng.sample(examples, batch_size)
+        prompts = [tutor.tutor_prompt(processor, ex, fmt) if rng.random() < 0.5
+                   else rollout.encode(processor, ex["question"], data.open_images(ex)) for ex in batch]
+        resp = [torch.tensor(tok(ex["record"]["gold_response"])["input_ids"] + [eos]) for ex in batch]
+        ids, mask = rollout.pad_responses(resp, eos, tok.pad_token_id)
+        out = rollout.score(model, prompts, ids, mask, grad=True, token_budget=10 ** 9)
+        loss = -(out["logp"] * mask).sum() / mask.sum()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+    model.eval()
+    model.save_pretrained(model_dir)
+    return model, processor
+
+
+def blank_like(ex, out_dir):
+    """The example with a plain white image of the same size (the 'is it reading?' control)."""
+    path = os.path.join(out_dir, "blank_%dx%d.png" % tuple(ex["image_size"]))
+    if not os.path.exists(path):
+        Image.new("RGB", tuple(ex["image_size"]), (255, 255, 255)).save(path)
+    return {**ex, "images": [path]}
+
+
+@torch.no_grad()
+def diagnose(model, processor, examples, samples=1, temperature=1.0, max_new_tokens=32, seed=0, tmp_dir=None):
+    """Held-out pass@1 of: the student (no hint), the tutor (hint + frame), the student on a
+    blank image, and the majority-answer baseline. The numbers the demo must satisfy."""
+    import tempfile
+    from collections import Counter
+    import tutor
+    fmt = rollout.box_format(model)
+    tmp_dir = tmp_dir or tempfile.mkdtemp()
+    variants = {
+        "student": [rollout.encode(processor, ex["question"], data.open_images(ex)) for ex in examples],
+        "tutor": [tutor.tutor_prompt(processor, ex, fmt) for ex in examples],
+        "blank": [rollout.encode(processor, ex["question"], data.open_images(blank_like(ex, tmp_dir)))
+                  for ex in examples],
+    }
+    res = {}
+    for name, prompts in variants.items():
+        ids, mask = rollout.sample(model, processor, prompts, samples, max_new_tokens, temperature, seed=seed)
+        texts = [processor.tokenizer.decode(r[m], skip_special_tokens=True) for r, m in zip(ids, mask)]
+        hits = [reward.reward(t, examples[i // samples]) for i, t in enumerate(texts)]
+        res[name] = sum(hits) / len(hits)
+    top = Counter(ex["answer"] for ex in examples).most_common(1)[0][1]
+    res["majority"] = top / len(examples)
+    return res
+
+
+def format_diagnostics(res, n):
+    return (f"held-out pass@1 on {n} examples (sampled, T=1): student {res['student']:.3f} | "
+            f"tutor (hint) {res['tutor']:.3f} | student on blank image {res['blank']:.3f} | "
+            f"majority answer {res['majority']:.3f}")
+
+
+def ensure(out_dir=DEFAULT_DIR):
+    """The demo's data and model directories, built (with warm start) if missing."""
+    model_dir, data_dir = os.path.join(out_dir, "model"), os.path.join(out_dir, "data")
+    if not os.path.exists(os.path.join(data_dir, "eval.jsonl")):
+        build_data(data_dir)
+    if not os.path.exists(os.path.join(model_dir, "config.json")):
+        main(["--out_dir", out_dir])
+    return model_dir, os.path.join(data_dir, "train.jsonl"), os.path.join(data_dir, "eval.jsonl")
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description="Build the embedded demo: task data, tiny model, warm start.")
+    p.add_argument("--out_dir", default=DEFAULT_DIR, help="writes <out_dir>/data and <out_dir>/model")
+    p.add_argument("--family", default="qwen3", choices=["qwen3", "qwen2.5"], help="tiny model architecture")
+    p.add_argument("--steps", type=int, default=800, help="warm-start steps (0: random weights)")
+    p.add_argument("--batch_size", type=int, default=16, help="warm-start batch size")
+    p.add_argument("--lr", type=float, default=2e-3, help="warm-start peak learning rate")
+    p.add_argument("--n_train", type=int, default=4000, help="training problems (1-4 objects)")
+    p.add_argument("--n_eval", type=int, default=400, help="held-out problems (4 objects)")
+    p.add_argument("--diag_n", type=int, default=400, help="held-out problems for the diagnostics")
+    p.add_argument("--seed", type=int, default=0, help="seed for data, weights and batches")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    args = p.parse_args(argv)
+    t0 = time.time()
+    data_dir, model_dir = os.path.join(args.out_dir, "data"), os.path.join(args.out_dir, "model")
+    train_path, eval_path = build_data(data_dir, args.n_train, args.n_eval, args.seed)
+    build_model(model_dir, args.family, args.seed)
+    print(f"built data and a random {args.family} tiny model in {time.time() - t0:.1f}s -> {args.out_dir}")
+    if args.steps:
+        model, processor = warm_start(model_dir, train_path, args.steps, args.batch_size, args.lr,
+                                      seed=args.seed, threads=args.threads or None)
+        evals = data.load_jsonl(eval_path, report=lambda s: None)[:args.diag_n]
+        res = diagnose(model, processor, evals, seed=args.seed)
+        print(format_diagnostics(res, len(evals)))
+        with open(os.path.join(model_dir, "diagnostics.json"), "w") as f:
+            json.dump({**res, "n": len(evals), "steps": args.steps, "seconds": round(time.time() - t0, 1)}, f, indent=1)
+    print(f"done in {time.time() - t0:.1f}s")
+
+
+if __name__ == "__main__":
+    main()

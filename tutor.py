@@ -1,0 +1,83 @@
+"""
+tutor.py: the privileged tutor, i.e. the frozen reference model reading the hint in context.
+
+The tutor never generates. For each distilled rollout it reads
+    [question + format instruction + hint block] + the same image (or the hint's framed copy)
+followed by the student's own sampled response, and returns, at every response position, the
+support S = (student top-K ids) union (tutor top-K ids) and the tutor's log-probs on S,
+normalised over the whole vocabulary. loss.topk_jsd then compares the student (no hint) with
+it. No extra model: the tutor is the GRPO KL reference with a longer prompt.
+
+    teach(ref_model, processor, examples, rows, response_ids, response_mask, student_topk)
+
+context="answer" puts the gold answer in the tutor's prompt instead of the hint: the leaky
+answer-conditioned self-distillation baseline the paper compares against (kept for ablations).
+Rows whose example has no hint are skipped and counted. Left out on purpose: a separate,
+larger teacher model (the point of the method is that none is needed).
+"""
+import torch
+
+import data
+import hints
+import rollout
+
+
+def tutor_extra(ex, context, box_format, resized=None):
+    """The text the tutor reads and the student does not, or None when there is none."""
+    if context == "answer":
+        return f"The correct answer is: {ex['answer']}."
+    if ex.get("hint_text") is not None:   # "" is an empty hint: the tutor reads the plain prompt
+        return ex["hint_text"]
+    if ex.get("hint"):
+        return hints.render_hint(ex["hint"], ex["image_size"], box_format, resized)
+    return None
+
+
+def tutor_prompt(processor, ex, box_format="norm1000", context="hint", draw=True):
+    """The encoded tutor prompt of one example (None if it has no hint). Same template and
+    image as the student's prompt; only the hint block (and, with draw, the frame) differ."""
+    images = data.open_images(ex)
+    resized = rollout.resized_size(processor, images[0]) if box_format == "pixels" else None
+    extra = tutor_extra(ex, context, box_format, resized)
+    if extra is None:
+        return None
+    if draw and context == "hint" and ex.get("hint"):
+        images[0] = hints.draw_focus(images[0], ex["hint"])
+    return rollout.encode(processor, ex["question"], images, extra)
+
+
+@torch.no_grad()
+def teach(ref_model, processor, examples, rows, response_ids, response_mask, student_topk, topk=100,
+          context="hint", draw=True, temperature=1.0, token_budget=16384, chunk_size=1024):
+    """The tutor's side of Top-K JSD for the rollouts in `rows`.
+
+    examples: the step's examples; rows: (N,) index of each rollout's example; response_ids,
+    response_mask: (N, R); student_topk: (N, R, K) ids from the old-policy pass.
+    Returns dict: taught (N,) bool (False: no hint, skipped); support_ids, support_mask,
+    tutor_logp (N, R, M) with M = K + topk, zeros / False where not taught or padding.
+    """
+    fmt = rollout.box_format(ref_model)
+    cache = {}
+    prompts, taught = [], []
+    for i in rows.tolist():
+        if i not in cache:
+            cache[i] = tutor_prompt(processor, examples[i], fmt, context, draw)
+        prompts.append(cache[i])
+        taught.append(cache[i] is not None)
+    taught = torch.tensor(taught, dtype=torch.bool)
+    N, R = response_ids.shape
+    M = student_topk.shape[-1] + topk
+    out = {"taught": taught,
+           "support_ids": torch.zeros((N, R, M), dtype=torch.long),
+           "support_mask": torch.zeros((N, R, M), dtype=torch.bool),
+           "tutor_logp": torch.zeros((N, R, M))}
+    idx = taught.nonzero().squeeze(-1)
+    if len(idx) == 0:
+        return out
+    scored = rollout.score(ref_model, [prompts[i] for i in idx.tolist()], response_ids[idx], response_mask[idx],
+                           union_with=student_topk[idx], topk=topk, temperature=temperature,
+                           token_budget=token_budget, chunk_size=chunk_size)
+    out["support_ids"][idx] = scored["support_ids"].cpu()
+    out["support_mask"][idx] = scored["support_mask"].cpu() & response_mask[idx].unsqueeze(-1)
+    out["tutor_logp"][idx] = scored["support_logp"].float().cpu()
+    return out
