@@ -1,0 +1,214 @@
+"""
+eval.py: benchmarks (pass@1, pass@k, per category, length, entropy) and run comparisons.
+
+    python eval.py                                       # the demo model on the demo's held-out split
+    python eval.py --model runs/demo --data eval.jsonl --n_samples 8 --k 1 4 8
+    python eval.py --model runs/demo --with_hints        # the hinted tutor instead: the hint gain
+    python eval.py --diagnose                            # demo diagnostics: student / tutor / blank / majority
+    python eval.py --compare runs/grpo runs/ptdpo --png curves.png
+    torchrun --nproc_per_node=8 eval.py --model ... --data ...   # questions split across ranks
+
+--model takes a model directory or hub id, a run directory (its final/ export), or with
+--checkpoint a run's torch.distributed.checkpoint step directory. Hints are never shown unless
+--with_hints. Rule-based answer matching only (reward.is_correct); no LLM judge.
+"""
+import argparse
+import json
+import math
+import os
+import sys
+from collections import defaultdict
+
+import torch
+
+import data
+import reward
+import rollout
+import train
+import tutor
+
+
+def get_args(argv=None):
+    p = argparse.ArgumentParser(description="Evaluate a model, or compare training runs.")
+    p.add_argument("--model", default="toy", help="model dir / hub id / run dir, or 'toy' (the demo model)")
+    p.add_argument("--checkpoint", default="", help="a run's checkpoints/step_N directory to load into --model")
+    p.add_argument("--data", default="", help="benchmark JSONL (default: the demo's held-out split)")
+    p.add_argument("--limit", type=int, default=0, help="evaluate the first N problems only (0: all)")
+    p.add_argument("--n_samples", type=int, default=4, help="samples per problem")
+    p.add_argument("--k", type=int, nargs="+", default=[1], help="pass@k values to report (k <= n_samples)")
+    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (0: greedy)")
+    p.add_argument("--top_p", type=float, default=1.0, help="nucleus")
+    p.add_argument("--max_new_tokens", type=int, default=32, help="response length cap")
+    p.add_argument("--with_hints", action="store_true", help="evaluate the hinted tutor (hint in context)")
+    p.add_argument("--diagnose", action="store_true", help="demo diagnostics: student, tutor, blank image, majority")
+    p.add_argument("--token_budget", type=int, default=16384, help="padded tokens per micro-batch")
+    p.add_argument("--dtype", default="auto", help="auto | float32 | bfloat16")
+    p.add_argument("--seed", type=int, default=1234, help="sampling seed")
+    p.add_argument("--out", default="", help="write the results as JSON here")
+    p.add_argument("--compare", nargs="+", default=None, help="run directories whose metrics.jsonl to compare")
+    p.add_argument("--png", default="compare.png", help="where --compare draws its curves")
+    p.add_argument("--trust_remote_code", action="store_true", help="allow model code from the hub")
+    return p.parse_args(argv)
+
+
+def pass_at_k(n, c, k):
+    """Unbiased pass@k from n samples with c correct (Chen et al. 2021)."""
+    if n - c < k:
+        return 1.0
+    return 1.0 - math.prod((n - c - i) / (n - i) for i in range(k))
+
+
+def resolve_model(args):
+    if args.model == "toy":
+        import toy
+        args.model, _, demo_eval = toy.ensure()
+        args.data = args.data or demo_eval
+    elif os.path.exists(os.path.join(args.model, "metrics.jsonl")) and not args.checkpoint:
+        args.model = os.path.join(args.model, "final")
+    if not args.data:
+        sys.exit("eval.py: --data is required with a model other than 'toy'")
+
+
+def load(args, device):
+    model, processor = rollout.load_model(args.model, args.dtype, str(device), args.trust_remote_code)
+    if args.checkpoint:
+        import torch.distributed.checkpoint as dcp
+        from torch.distributed.checkpoint.state_dict import get_model_state_dict, set_model_state_dict
+        sd = {"model": get_model_state_dict(model)}
+        dcp.load(sd, checkpoint_id=args.checkpoint)
+        set_model_state_dict(model, sd["model"])
+    return model, processor
+
+
+@torch.no_grad()
+def evaluate(model, processor, examples, args, rank=0, world=1):
+    """Per-problem correct counts, lengths and entropies; summed over ranks."""
+    fmt = rollout.box_format(model)
+    mine = list(range(rank, len(examples), world))
+    prompts = []
+    for i in mine:
+        ex = examples[i]
+        p = tutor.tutor_prompt(processor, ex, fmt) if args.with_hints else None
+        prompts.append(p or rollout.encode(processor, ex["question"], data.open_images(ex)))
+    n = args.n_samples
+    ids, mask = rollout.sample(model, processor, prompts, n, args.max_new_tokens, args.temperature, args.top_p,
+                               args.token_budget, seed=args.seed, row_offset=rank * 10_000_000)
+    ent = rollout.score(model, [p for p in prompts for _ in range(n)], ids, mask,
+                        token_budget=args.token_budget)["entropy"]
+    texts = processor.tokenizer.batch_decode([r[m] for r, m in zip(ids, mask)], skip_special_tokens=True)
+    correct = torch.zeros(len(examples))
+    length = torch.zeros(len(examples))
+    entropy = torch.zeros(len(examples))
+    for j, i in enumerate(mine):
+        rows = slice(j * n, (j + 1) * n)
+        correct[i] = sum(reward.reward(t, examples[i]) for t in texts[rows])
+        length[i] = mask[rows].sum()
+        entropy[i] = (ent[rows] * mask[rows]).sum()
+    return train.all_sum(correct), train.all_sum(length), train.all_sum(entropy)
+
+
+def summarise(examples, correct, length, entropy, args):
+    n = args.n_samples
+    res = {"problems": len(examples), "samples": n, "pass@1": correct.sum().item() / (n * len(examples)),
+           "resp_len": length.sum().item() / (n * len(examples)),
+           "entropy": entropy.sum().item() / max(length.sum().item(), 1), "with_hints": args.with_hints}
+    for k in args.k:
+        if k <= n:
+            res[f"pass@{k}"] = sum(pass_at_k(n, int(c), k) for c in correct.tolist()) / len(examples)
+    cats = defaultdict(list)
+    for ex, c in zip(examples, correct.tolist()):
+        cats[str(ex["record"].get("category", "all"))].append(c / n)
+    if len(cats) > 1:
+        res["by_category"] = {k: sum(v) / len(v) for k, v in sorted(cats.items())}
+    return res
+
+
+def print_table(res):
+    keys = [k for k in res if k.startswith("pass@")] + ["resp_len", "entropy"]
+    print(f"{res['problems']} problems x {res['samples']} samples" + (" (tutor, with hints)" if res["with_hints"] else ""))
+    for k in keys:
+        print(f"  {k:10s} {res[k]:.4f}")
+    for cat, v in res.get("by_category", {}).items():
+        print(f"  pass@1 [{cat}] {v:.4f}")
+
+# -----------------------------------------------------------------------------
+# comparing runs
+
+
+def read_metrics(run):
+    with open(os.path.join(run, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def compare(runs, png):
+    """A summary table of several runs and one PNG with their curves."""
+    rows = []
+    for run in runs:
+        ms = read_metrics(run)
+        ev = [m for m in ms if "eval_pass1" in m]
+        tr = [m for m in ms if "reward" in m]
+        tail = tr[-max(1, len(tr) // 5):] if tr else []
+        rows.append({"run": run, "steps": tr[-1]["step"] if tr else 0,
+                     "pass1_start": ev[0]["eval_pass1"] if ev else float("nan"),
+                     "pass1_end": ev[-1]["eval_pass1"] if ev else float("nan"),
+                     "entropy_end": sum(m["entropy"] for m in tail) / max(len(tail), 1),
+                     "jsd_mean": sum(m["jsd"] for m in tr) / max(len(tr), 1),
+                     "distilled_frac": sum(m["distilled_frac"] for m in tr) / max(len(tr), 1),
+                     "seconds": sum(m["t_rollout"] + m["t_old_ref"] + m["t_ref_tutor"] + m["t_update"] for m in tr)})
+    print(f"{'run':40s} {'steps':>5s} {'pass@1 0':>9s} {'pass@1 end':>10s} {'entropy':>8s} {'jsd':>8s} "
+          f"{'distilled':>9s} {'time s':>7s}")
+    for r in rows:
+        print(f"{r['run'][-40:]:40s} {r['steps']:5d} {r['pass1_start']:9.3f} {r['pass1_end']:10.3f} "
+              f"{r['entropy_end']:8.3f} {r['jsd_mean']:8.4f} {r['distilled_frac']:9.2f} {r['seconds']:7.0f}")
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("eval.py: no PNG drawn: --compare draws with matplotlib (pip install matplotlib)")
+        return rows
+    fig, axes = plt.subplots(1, 4, figsize=(20, 4.5))
+    for run in runs:
+        ms = read_metrics(run)
+        label = os.path.basename(os.path.normpath(run))
+        ev = [m for m in ms if "eval_pass1" in m]
+        tr = [m for m in ms if "reward" in m]
+        axes[0].plot([m["step"] for m in ev], [m["eval_pass1"] for m in ev], marker="o", label=label)
+        for ax, key in zip(axes[1:], ("reward", "entropy", "jsd")):
+            ax.plot([m["step"] for m in tr], [m[key] for m in tr], label=label, alpha=0.8)
+    for ax, title in zip(axes, ("held-out pass@1 (no hints)", "train reward", "policy entropy", "Top-K JSD")):
+        ax.set_title(title)
+        ax.set_xlabel("step")
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+    print(f"curves written to {png}")
+    return rows
+
+
+def main(argv=None):
+    args = get_args(argv)
+    if args.compare:
+        return compare(args.compare, args.png)
+    rank, world, device = train.setup_distributed()
+    resolve_model(args)
+    model, processor = load(args, device)
+    examples = data.load_jsonl(args.data, report=train.print0 if rank == 0 else (lambda *a: None))
+    examples = examples[:args.limit] if args.limit else examples
+    if args.diagnose:
+        import toy
+        res = toy.diagnose(model, processor, examples, samples=args.n_samples, temperature=args.temperature,
+                           max_new_tokens=args.max_new_tokens, seed=args.seed)
+        train.print0(toy.format_diagnostics(res, len(examples)))
+    else:
+        res = summarise(examples, *evaluate(model, processor, examples, args, rank, world), args)
+        if rank == 0:
+            print_table(res)
+    if args.out and rank == 0:
+        with open(args.out, "w") as f:
+            json.dump({**res, "model": args.model, "data": args.data}, f, indent=1)
+    return res
+
+
+if __name__ == "__main__":
+    main()
