@@ -92,7 +92,7 @@ def evaluate(model, processor, examples, args, rank=0, world=1):
         prompts.append(p or rollout.encode(processor, ex["question"], data.open_images(ex)))
     n = args.n_samples
     ids, mask = rollout.sample(model, processor, prompts, n, args.max_new_tokens, args.temperature, args.top_p,
-                               args.token_budget, seed=args.seed, row_offset=rank * 10_000_000)
+                               args.token_budget, seed=args.seed, prompt_ids=mine)
     ent = rollout.score(model, [p for p in prompts for _ in range(n)], ids, mask,
                         token_budget=args.token_budget)["entropy"]
     texts = processor.tokenizer.batch_decode([r[m] for r, m in zip(ids, mask)], skip_special_tokens=True)

@@ -226,17 +226,19 @@ class RowSampler:
 
 @torch.no_grad()
 def sample(model, processor, prompts, group_size, max_new_tokens, temperature=1.0, top_p=1.0,
-           token_budget=16384, seed=0, row_offset=0, progress=None):
+           token_budget=16384, seed=0, prompt_ids=None, progress=None):
     """group_size responses per prompt. Returns (B*G, R) ids right-padded, (B*G, R) mask.
 
     Each response ends with EOS unless cut at max_new_tokens. Row order: prompt-major
     (the G responses of prompt 0, then of prompt 1, ...), the layout group_advantages expects.
-    Row i's tokens depend only on (seed, row_offset + i): pass the rank's offset into the
-    global batch and a data-parallel run samples exactly what one process would."""
+    Response g of prompt p depends only on (seed, prompt_ids[p], g): give each prompt its index
+    in the global batch and a data-parallel run samples exactly what one process would."""
     from transformers import LogitsProcessorList
     tok = processor.tokenizer
     eos, pad = tok.convert_tokens_to_ids("<|im_end|>"), tok.pad_token_id
     rows = [p for p in prompts for _ in range(group_size)]
+    pids = list(range(len(prompts))) if prompt_ids is None else list(prompt_ids)
+    row_keys = [seed * 7_919 + pid * group_size + g for pid in pids for g in range(group_size)]
     lengths = [len(p["input_ids"]) + max_new_tokens for p in rows]
     device = next(model.parameters()).device
     banned = vision_token_ids(tok)
@@ -244,7 +246,7 @@ def sample(model, processor, prompts, group_size, max_new_tokens, temperature=1.
     with gathered(model):
         for idx in micro_batches(lengths, token_budget):
             batch = collate([rows[i] for i in idx], pad, device=device)
-            keys = [seed * 7_919 + row_offset + i for i in idx]
+            keys = [row_keys[i] for i in idx]
             procs = LogitsProcessorList([RowSampler(keys, temperature, top_p, banned)])
             gen = model.generate(**batch, do_sample=False, max_new_tokens=max_new_tokens, eos_token_id=eos,
                                  pad_token_id=pad, logits_processor=procs, top_k=None, top_p=None,

@@ -101,14 +101,15 @@ def write_split(out_dir, split, n, seed, min_objects, max_objects):
     os.makedirs(os.path.join(out_dir, "images"), exist_ok=True)
     rng = random.Random(seed)
     path = os.path.join(out_dir, f"{split}.jsonl")
-    with open(path + ".tmp", "w") as f:
+    tmp = f"{path}.{os.getpid()}.tmp"   # concurrent builders never share a temp file
+    with open(tmp, "w") as f:
         for i in range(n):
             img, ex = make_example(rng, rng.randint(min_objects, max_objects))
             name = f"images/{split}_{i:05d}.png"
             img.save(os.path.join(out_dir, name))
             rec = {"id": f"{split}-{i}", "image": name, **ex}
             f.write(json.dumps(rec) + "\n")
-    os.replace(path + ".tmp", path)
+    os.replace(tmp, path)
     return path
 
 

@@ -15,7 +15,7 @@ kl_coef * KL and ptd_coef * Top-K JSD -> log, evaluate, checkpoint.
 
 Loss normalisation: every term is a sum over tokens divided by a global count (all response
 tokens of the mini-batch for GRPO and KL; the distilled rows' tokens for JSD), so gradients
-must be summed across ranks, not averaged: set_gradient_divide_factor(1.0) does that.
+must be summed across ranks, not averaged: each rank's loss is multiplied by the world size.
 Left out on purpose: vLLM rollouts, sequence packing, tensor/context parallelism, LoRA.
 """
 import argparse
@@ -134,10 +134,11 @@ def all_sum(t):
     return t
 
 
-def shard(model, device, dtype, frozen=False):
+def shard(model, device, dtype):
     """FSDP2 as torchtitan applies it: the vision tower as one unit, each decoder layer, then the
-    root. bf16 parameters with fp32 gradient reduction on CUDA. Gradients are summed across ranks
-    (divide factor 1): our losses are already divided by global token counts."""
+    root. bf16 parameters with fp32 gradient reduction on CUDA. FSDP averages gradients over
+    ranks; our losses are already divided by global token counts, so update() multiplies them
+    by the world size to turn that average into the sum the normalisation needs."""
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard, register_fsdp_forward_method
     if not dist.is_initialized():
         return model
@@ -149,8 +150,6 @@ def shard(model, device, dtype, frozen=False):
         fully_shard(layer, **kw)
     fully_shard(model, **kw)
     register_fsdp_forward_method(model, "ptd_score")
-    if not frozen:
-        model.set_gradient_divide_factor(1.0)
     return model
 
 # -----------------------------------------------------------------------------
@@ -276,10 +275,11 @@ def barrier():
 @torch.no_grad()
 def evaluate(model, processor, examples, args, rank, world, seed=1234):
     """Held-out pass@1 (mean over samples) and mean entropy, no hints, split across ranks."""
-    mine = examples[rank::world]
+    idx = list(range(rank, len(examples), world))
+    mine = [examples[i] for i in idx]
     prompts = [rollout.encode(processor, ex["question"], data.open_images(ex)) for ex in mine]
     ids, mask = rollout.sample(model, processor, prompts, args.eval_samples, args.max_new_tokens, args.temperature,
-                               args.top_p, args.token_budget, seed=seed, row_offset=rank * 1_000_000)
+                               args.top_p, args.token_budget, seed=seed, prompt_ids=idx)
     texts = processor.tokenizer.batch_decode([r[m] for r, m in zip(ids, mask)], skip_special_tokens=True)
     hits = sum(reward.reward(t, mine[i // args.eval_samples]) for i, t in enumerate(texts))
     tot = all_sum(torch.tensor([hits, float(len(texts)), float(mask.sum())], dtype=torch.float64))
@@ -335,7 +335,7 @@ def update(policy, opt, prompts, ids, mask, old, adv, ref, distil, teach, args, 
                 total = total + args.ptd_coef * jsd / n_jsd
                 parts.update(jsd=jsd.item(), jsd_tokens=dm.sum().item())
             finite &= bool(torch.isfinite(total))
-            (total * weight).backward()
+            (total * (weight * world)).backward()     # FSDP averages over ranks: undo it
             if weight:
                 for k, v in parts.items():
                     stats[k] += v
@@ -357,15 +357,19 @@ def update(policy, opt, prompts, ids, mask, old, adv, ref, distil, teach, args, 
 
 def train_step(step, policy, ref, processor, opt, examples, args, rank, world):
     """One PTD-PO step on this rank's share of the prompts. Returns the step's metrics."""
-    G, dev = args.group_size, next(policy.parameters()).device
-    n_local = args.prompts_per_step // world
-    exs = step_examples(examples, step, args.prompts_per_step, args.seed)[rank * n_local:(rank + 1) * n_local]
+    G = args.group_size
+    # global mini-batch j = prompts [j*mb, (j+1)*mb), split evenly across ranks, so every
+    # optimiser step sees the same prompts whatever the number of ranks
+    mb, per = args.minibatch_prompts, args.minibatch_prompts // world
+    mine = [j * mb + rank * per + i for j in range(args.prompts_per_step // mb) for i in range(per)]
+    step_all = step_examples(examples, step, args.prompts_per_step, args.seed)
+    exs = [step_all[i] for i in mine]
     prompts = [rollout.encode(processor, ex["question"], data.open_images(ex)) for ex in exs]
     rows = torch.arange(len(exs)).repeat_interleave(G)                         # (N,) example of each row
     t0 = time.time()
     # 1. rollouts (no grad, shards gathered once)
     ids, mask = rollout.sample(policy, processor, prompts, G, args.max_new_tokens, args.temperature, args.top_p,
-                               args.token_budget, seed=args.seed * 100_003 + step, row_offset=rank * n_local * G)
+                               args.token_budget, seed=args.seed * 100_003 + step, prompt_ids=mine)
     texts = processor.tokenizer.batch_decode([r[m] for r, m in zip(ids, mask)], skip_special_tokens=True)
     # 2. rewards: correctness only; the format reward is logged, never gated on
     rewards = torch.tensor([reward.reward(t, exs[i]) for t, i in zip(texts, rows.tolist())])
@@ -456,8 +460,8 @@ def main(argv=None):
         box = [vars(args)]
         dist.broadcast_object_list(box, src=0)
         args = argparse.Namespace(**box[0])
-    if args.prompts_per_step % world or args.minibatch_prompts % world:
-        sys.exit(f"train.py: --prompts_per_step and --minibatch_prompts must be multiples of the {world} ranks")
+    if args.minibatch_prompts % world or args.prompts_per_step % args.minibatch_prompts:
+        sys.exit(f"train.py: --minibatch_prompts must be a multiple of the {world} ranks and divide --prompts_per_step")
     torch.manual_seed(args.seed)
     os.makedirs(args.out_dir, exist_ok=True)
     print0("config:\n" + json.dumps(vars(args), indent=1))
@@ -471,7 +475,7 @@ def main(argv=None):
     if args.grad_ckpt:
         policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     dtype = rollout.resolve_dtype(args.dtype, device)
-    policy, ref = shard(policy, device, dtype), shard(ref, device, dtype, frozen=True)
+    policy, ref = shard(policy, device, dtype), shard(ref, device, dtype)
     opt = torch.optim.AdamW(policy.parameters(), lr=args.lr, weight_decay=args.weight_decay, betas=(0.9, 0.999))
     # data: validated at start, problems named by file, line and field
     log = print0 if rank == 0 else (lambda *a: None)
@@ -479,6 +483,13 @@ def main(argv=None):
                              args.max_prompt_tokens, args.strict)
     eval_ex = data.load_jsonl(args.eval_data, args.strict, report=log) if args.eval_data else []
     eval_ex = eval_ex[:args.eval_n] if args.eval_n else eval_ex
+    if dist.is_initialized():
+        # FSDP2 initialises lazily in the root's first forward; generate() must not come first
+        p0 = rollout.encode(processor, train_ex[0]["question"], data.open_images(train_ex[0]))
+        one = torch.ones(1, 1, dtype=torch.long)
+        for m in (policy, ref):
+            with torch.no_grad():
+                rollout.score(m, [p0], one, one.bool())
     start = load_checkpoint(args.out_dir, policy, opt) if args.resume else 0
     wb = None
     if args.wandb and rank == 0:
