@@ -112,9 +112,12 @@ def _with_tail(logp, mask):
     empty = torch.isneginf(logp).all(dim=-1, keepdim=True)          # (..., 1)
     lse = torch.logsumexp(logp.masked_fill(empty, 0.0), dim=-1, keepdim=True)
     lse = torch.where(empty, torch.full_like(lse, float("-inf")), lse).clamp(max=-1e-12)
-    tail = torch.where(lse > -math.log(2.0),
-                       torch.log(-torch.expm1(lse)),                # tail small: expm1 exact
-                       torch.log1p(-torch.exp(lse)))                # tail large: log1p exact
+    # each branch gets inputs inside its own domain, so the branch torch.where discards cannot
+    # produce an inf whose zero-weighted gradient would become NaN
+    small = lse > -math.log(2.0)
+    tail = torch.where(small,
+                       torch.log(-torch.expm1(lse.clamp(min=-math.log(2.0)))),   # tail small: expm1 exact
+                       torch.log1p(-torch.exp(lse.clamp(max=-math.log(2.0)))))   # tail large: log1p exact
     return torch.cat([logp, tail], dim=-1)
 
 

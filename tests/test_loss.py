@@ -102,12 +102,14 @@ def test_padding_slots_change_nothing_and_extreme_inputs_stay_finite():
         x = torch.tensor([[0.0, float("-inf"), -80.0],       # all mass on the support
                           [-50.0, -60.0, float("-inf")],      # tail ~1
                           [float("-inf")] * 3,                # nothing on the support
-                          [-0.7, -0.7, float("-inf")]], dtype=dtype).requires_grad_()
+                          [-0.7, -0.7, float("-inf")],
+                          [-1e-8, -40.0, float("-inf")]], dtype=dtype).requires_grad_()  # tail ~1e-8
         y = torch.tensor([[-1e-30, float("-inf"), float("-inf")],
                           [float("-inf")] * 3,
                           [-0.1, -3.0, -4.0],
-                          [-0.7, -0.7, float("-inf")]], dtype=dtype)
-        m = torch.tensor([[True, True, True]] * 3 + [[True, True, False]])
+                          [-0.7, -0.7, float("-inf")],
+                          [-0.5, -1.5, -3.0]], dtype=dtype)
+        m = torch.tensor([[True, True, True]] * 3 + [[True, True, False]] + [[True, True, True]])
         for name, fn in loss.DIVERGENCES.items():
             for mm in (None, m, torch.zeros_like(m)):
                 out = fn(x, y, mm)
