@@ -63,8 +63,12 @@ def resolve_model(args):
         import toy
         args.model, _, demo_eval = toy.ensure()
         args.data = args.data or demo_eval
-    elif os.path.exists(os.path.join(args.model, "metrics.jsonl")) and not args.checkpoint:
-        args.model = os.path.join(args.model, "final")
+    elif os.path.exists(os.path.join(args.model, "config.json")) and os.path.exists(
+            os.path.join(args.model, "metrics.jsonl")):      # a run directory: its export and eval data
+        with open(os.path.join(args.model, "config.json")) as f:
+            run_cfg = json.load(f)
+        args.data = args.data or run_cfg.get("eval_data") or ""
+        args.model = run_cfg["model"] if args.checkpoint else os.path.join(args.model, "final")
     if not args.data:
         sys.exit("eval.py: --data is required with a model other than 'toy'")
 

@@ -330,6 +330,8 @@ def generate_hints(args):
             for ex in batch:
                 if ex["id"] in accepted:
                     rec = dict(ex["record"])
+                    rec.pop("image", None)   # image paths re-anchored at the output file's folder
+                    rec["images"] = [os.path.relpath(p, os.path.dirname(os.path.abspath(args.out))) for p in ex["images"]]
                     rec["hint"] = accepted[ex["id"]]
                     out.write(json.dumps(rec) + "\n")
                     report["accepted"] += 1

@@ -1,0 +1,54 @@
+"""The README's commands, shortened: the demo through train.py and eval.py, and hints.py."""
+import json
+import os
+
+import pytest
+
+import toy
+from test_distributed import run
+
+pytestmark = pytest.mark.skipif(not os.path.exists(os.path.join(toy.DEFAULT_DIR, "model", "config.json")),
+                                reason="the shipped demo checkpoint is missing")
+
+
+def test_demo_train_then_eval(tmp_path):
+    out = str(tmp_path / "demo")
+    log = run(["train.py", "--steps", "2", "--prompts_per_step", "4", "--minibatch_prompts", "2",
+               "--eval_n", "8", "--eval_samples", "1", "--out_dir", out, "--threads", "1"])
+    assert "held-out pass@1" in log and "before training" in log and "after 2 steps" in log
+    lines = [json.loads(x) for x in open(os.path.join(out, "metrics.jsonl"))]
+    steps = [m for m in lines if "reward" in m]
+    assert [m["step"] for m in steps] == [1, 2]
+    for m in steps:
+        for k in ("reward", "entropy", "kl", "jsd", "distilled_frac", "clip_frac_low", "t_rollout", "tok_per_s"):
+            assert k in m
+    assert os.path.exists(os.path.join(out, "final", "model.safetensors"))
+    res_path = str(tmp_path / "eval.json")
+    log = run(["eval.py", "--model", out, "--limit", "8", "--n_samples", "2", "--k", "1", "2", "--out", res_path])
+    res = json.load(open(res_path))
+    assert res["problems"] == 8 and 0 <= res["pass@1"] <= res["pass@2"] <= 1
+    hinted = str(tmp_path / "hinted.json")
+    run(["eval.py", "--model", out, "--limit", "8", "--n_samples", "2", "--with_hints", "--out", hinted])
+    assert json.load(open(hinted))["with_hints"] is True
+    log = run(["eval.py", "--compare", out, out, "--png", str(tmp_path / "c.png")])
+    assert "pass@1 end" in log
+
+
+def test_hint_generation_command_finishes_and_reports(tmp_path):
+    _, _, eval_path = toy.ensure()
+    src = tmp_path / "in.jsonl"
+    with open(eval_path) as f, open(src, "w") as g:
+        for line in list(f)[:3]:
+            rec = json.loads(line)
+            rec["image"] = os.path.join(os.path.dirname(eval_path), rec["image"])
+            rec.pop("hint")
+            g.write(json.dumps(rec) + "\n")
+    out = tmp_path / "out.jsonl"
+    log = run(["hints.py", "--model", toy.DEFAULT_DIR + "/model", "--data", str(src), "--out", str(out),
+               "--max_new_tokens", "24", "--retries", "1"])
+    assert "hint report for 3 examples" in log
+    # resumable: a second run has nothing left to do for ids already written
+    log2 = run(["hints.py", "--model", toy.DEFAULT_DIR + "/model", "--data", str(src), "--out", str(out),
+                "--max_new_tokens", "8", "--retries", "0"])
+    written = sum(1 for _ in open(out)) if out.exists() else 0
+    assert f"{written} already in" in log2
