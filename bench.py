@@ -1,0 +1,190 @@
+"""
+bench.py: measured costs, printed as tables with ratios against a baseline in the same run.
+
+    python bench.py loss                  # Top-K JSD (chunked, K=100) vs full-vocabulary JSD,
+                                          # V=151,936, 2k and 8k response tokens (add 16384 on a GPU)
+    python bench.py loss --tokens 2048 8192 16384 --device cuda --dtype bfloat16
+    python bench.py step                  # PTD-PO step vs GRPO-with-KL step on the same batch,
+                                          # time split by phase, tokens/s (the demo model)
+
+Each loss measurement runs in a fresh subprocess. Peak memory on CPU is the rise of the
+process's peak resident set (ru_maxrss) over its level just before the first call, with the
+inputs already allocated; on CUDA it is torch.cuda.max_memory_allocated over the same
+window. A run that exceeds --mem_limit_gb is reported as such, not retried.
+Timings are wall-clock seconds of one forward+backward after one warm-up (CPU: no warm-up
+for the full-vocabulary path at 8k tokens and up, it would double a minutes-long run).
+"""
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+import torch
+
+import loss
+
+# -----------------------------------------------------------------------------
+# the distillation term, two ways
+
+
+def ours(hidden, weight, targets, tutor_logp, support, support_mask, chunk):
+    """Top-K JSD: chunked student log-probs on the support, JSD with a tail bucket."""
+    out = loss.head_logprobs(hidden, weight, targets, support=support, chunk_size=chunk, entropy=False)
+    return loss.topk_jsd(out["support_logp"], tutor_logp, support_mask).mean()
+
+
+def full(hidden, weight, tutor_full_logp):
+    """Plain JSD on the full vocabulary: (N, V) logits, log-softmax, mixture, two KLs."""
+    logp = torch.log_softmax((hidden @ weight.t()).float(), dim=-1)
+    m = torch.logaddexp(logp, tutor_full_logp) - torch.log(torch.tensor(2.0))
+    kl_p = (logp.exp() * (logp - m)).sum(-1)
+    kl_q = (tutor_full_logp.exp() * (tutor_full_logp - m)).sum(-1)
+    return (0.5 * kl_p + 0.5 * kl_q).mean()
+
+
+def rss_gb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20  # Linux: KiB
+
+
+def measure_one(a):
+    """One (path, tokens) measurement in this process; prints a JSON line."""
+    torch.manual_seed(0)
+    dev, dtype = torch.device(a.device), getattr(torch, a.dtype)
+    N, V, D, K = a.n, a.vocab, a.hidden, a.topk
+    hidden = (torch.randn(N, D, device=dev) / D ** 0.5).to(dtype).requires_grad_()
+    weight = torch.randn(V, D, device=dev).to(dtype).requires_grad_()
+    targets = torch.randint(0, V, (N,), device=dev)
+    if a.path == "ours":
+        # what the tutor pass leaves behind: (N, 2K) support ids, mask and tutor log-probs
+        support = torch.randint(0, V, (N, 2 * K), device=dev)
+        support_mask = torch.rand(N, 2 * K, device=dev) < 0.8
+        tutor_logp = torch.log_softmax(torch.randn(N, 2 * K, device=dev), -1) - 1.0
+        fn = lambda: ours(hidden, weight, targets, tutor_logp, support, support_mask, a.chunk)
+    else:
+        tutor_full = torch.log_softmax(torch.randn(N, V, device=dev), -1)
+        fn = lambda: full(hidden, weight, tutor_full)
+    # peak: from just before the first call (ru_maxrss is a high-water mark, so the window
+    # must include it); time: the second call when there is a warm-up
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    else:
+        base = rss_gb()
+    if a.device == "cuda" or a.path == "ours" or N < 8192:
+        fn().backward()
+        hidden.grad = weight.grad = None
+    t0 = time.perf_counter()
+    fn().backward()
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+        peak = (torch.cuda.max_memory_allocated() - base) / 2 ** 30
+    else:
+        peak = rss_gb() - base
+    print(json.dumps({"path": a.path, "tokens": N, "seconds": time.perf_counter() - t0, "peak_gb": peak}))
+
+
+def bench_loss(a):
+    rows = []
+    for n in a.tokens:
+        res = {}
+        for path in ("ours", "full"):
+            cmd = [sys.executable, __file__, "_one", "--path", path, "--n", str(n), "--vocab", str(a.vocab),
+                   "--hidden", str(a.hidden), "--topk", str(a.topk), "--chunk", str(a.chunk),
+                   "--device", a.device, "--dtype", a.dtype, "--mem_limit_gb", str(a.mem_limit_gb)]
+            p = subprocess.run(cmd, capture_output=True, text=True)
+            lines = [x for x in p.stdout.splitlines() if x.startswith("{")]
+            res[path] = json.loads(lines[-1]) if p.returncode == 0 and lines else None
+            if res[path] is None:
+                print(f"  {path} at {n} tokens did not finish (limit {a.mem_limit_gb} GB): "
+                      f"{(p.stderr.strip().splitlines() or ['?'])[-1][:120]}", flush=True)
+        rows.append((n, res))
+        print_loss_row(n, res)
+    return rows
+
+
+def print_loss_row(n, res):
+    o, f = res.get("ours"), res.get("full")
+    fmt = lambda r, k: f"{r[k]:8.2f}" if r else "     n/a"
+    ratio_m = f"{f['peak_gb'] / max(o['peak_gb'], 1e-3):7.1f}x" if o and f else "    n/a"
+    ratio_t = f"{f['seconds'] / o['seconds']:6.2f}x" if o and f else "   n/a"
+    if not hasattr(print_loss_row, "header"):
+        print(f"{'tokens':>7s} | {'ours GB':>8s} {'full GB':>8s} {'mem full/ours':>13s} | "
+              f"{'ours s':>8s} {'full s':>8s} {'speed ours/full':>15s}")
+        print_loss_row.header = True
+    print(f"{n:7d} | {fmt(o, 'peak_gb')} {fmt(f, 'peak_gb')} {ratio_m:>13s} | "
+          f"{fmt(o, 'seconds')} {fmt(f, 'seconds')} {ratio_t:>15s}", flush=True)
+
+# -----------------------------------------------------------------------------
+# a PTD-PO step against a GRPO step on the same batch
+
+
+def bench_step(a):
+    import train
+    args = train.get_args(["--prompts_per_step", str(a.prompts), "--minibatch_prompts", str(a.prompts),
+                           "--no_export", "--threads", str(a.threads)])
+    train.resolve_paths(args)
+    import data
+    import rollout
+    examples = data.load_jsonl(args.train_data, report=lambda s: None)
+    res = {}
+    for algo in ("grpo", "ptdpo"):
+        args.algo = algo
+        times = []
+        for rep in range(a.repeats):
+            policy, processor = rollout.load_model(args.model, "float32", "cpu")
+            ref, _ = rollout.load_model(args.model, "float32", "cpu")
+            ref.requires_grad_(False)
+            opt = torch.optim.AdamW(policy.parameters(), lr=args.lr)
+            m = train.train_step(a.step, policy, ref, processor, opt, examples, args, 0, 1)
+            times.append(m)
+        avg = {k: sum(t[k] for t in times) / len(times) for k in ("t_rollout", "t_old_ref", "t_ref_tutor",
+                                                                  "t_update", "tok_per_s", "distilled_frac")}
+        avg["total"] = avg["t_rollout"] + avg["t_old_ref"] + avg["t_ref_tutor"] + avg["t_update"]
+        res[algo] = avg
+    g, p = res["grpo"], res["ptdpo"]
+    print(f"one step: {a.prompts} prompts x {args.group_size} rollouts, demo model, CPU, {a.threads} thread(s), "
+          f"mean of {a.repeats}")
+    print(f"{'':8s} {'rollout':>8s} {'old+ref':>8s} {'ref/tutor':>9s} {'update':>8s} {'total':>8s} {'tok/s':>7s} "
+          f"{'distilled':>9s}")
+    for name, r in res.items():
+        print(f"{name:8s} {r['t_rollout']:8.2f} {r['t_old_ref']:8.2f} {r['t_ref_tutor']:9.2f} {r['t_update']:8.2f} "
+              f"{r['total']:8.2f} {r['tok_per_s']:7.0f} {r['distilled_frac']:9.2f}")
+    print(f"PTD-PO / GRPO step time: {p['total'] / g['total']:.2f}x  "
+          f"(scoring passes only: {(p['t_old_ref'] + p['t_ref_tutor']) / (g['t_old_ref'] + g['t_ref_tutor']):.2f}x)")
+    return res
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description="Benchmarks: loss path memory/time, step-time breakdown.")
+    p.add_argument("what", choices=["loss", "step", "_one"], help="which benchmark")
+    p.add_argument("--tokens", type=int, nargs="+", default=[2048, 8192], help="response tokens (loss)")
+    p.add_argument("--vocab", type=int, default=151_936, help="vocabulary size (loss)")
+    p.add_argument("--hidden", type=int, default=2048, help="hidden size (loss; Qwen3-VL-2B: 2048)")
+    p.add_argument("--topk", type=int, default=100, help="K (loss)")
+    p.add_argument("--chunk", type=int, default=1024, help="positions per lm_head chunk (loss)")
+    p.add_argument("--device", default="cpu", help="cpu | cuda (loss)")
+    p.add_argument("--dtype", default="float32", help="float32 | bfloat16 (loss)")
+    p.add_argument("--mem_limit_gb", type=float, default=20.0, help="address-space cap per loss run (CPU)")
+    p.add_argument("--prompts", type=int, default=16, help="prompts per step (step)")
+    p.add_argument("--repeats", type=int, default=2, help="steps averaged per algorithm (step)")
+    p.add_argument("--step", type=int, default=0, help="which data step to use (step)")
+    p.add_argument("--threads", type=int, default=2, help="torch threads (step)")
+    p.add_argument("--path", default="ours", help=argparse.SUPPRESS)
+    p.add_argument("--n", type=int, default=2048, help=argparse.SUPPRESS)
+    a = p.parse_args(argv)
+    if a.what == "_one":
+        if a.device == "cpu":
+            lim = int(a.mem_limit_gb * 2 ** 30)
+            resource.setrlimit(resource.RLIMIT_AS, (lim, lim))
+        return measure_one(a)
+    print(f"torch {torch.__version__}, {os.cpu_count()} CPU cores" +
+          (f", {torch.cuda.get_device_name()}" if a.device == "cuda" else ""))
+    return bench_loss(a) if a.what == "loss" else bench_step(a)
+
+
+if __name__ == "__main__":
+    main()
