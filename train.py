@@ -405,7 +405,7 @@ def train_step(step, policy, ref, processor, opt, examples, args, rank, world):
         R, K = ids.shape[1], old["topk_ids"].shape[-1] if old["topk_ids"] is not None else topk
         teach = {"support_ids": torch.zeros((len(ids), R, K + topk), dtype=torch.long),
                  "support_mask": torch.zeros((len(ids), R, K + topk), dtype=torch.bool),
-                 "tutor_logp": torch.zeros((len(ids), R, K + topk))}
+                 "tutor_logp": torch.zeros((len(ids), R, K + topk), dtype=torch.float32)}
         with rollout.gathered(ref):
             if len(sel):
                 t = tutor.teach(ref, processor, exs, rows[sel], ids[sel], mask[sel], old["topk_ids"][sel].cpu(), topk,

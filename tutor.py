@@ -70,7 +70,7 @@ def teach(ref_model, processor, examples, rows, response_ids, response_mask, stu
     out = {"taught": taught,
            "support_ids": torch.zeros((N, R, M), dtype=torch.long),
            "support_mask": torch.zeros((N, R, M), dtype=torch.bool),
-           "tutor_logp": torch.zeros((N, R, M))}
+           "tutor_logp": torch.zeros((N, R, M), dtype=torch.float32)}
     idx = taught.nonzero().squeeze(-1)
     if len(idx) == 0:
         return out

@@ -6,7 +6,15 @@ import torch
 
 import loss
 
-torch.set_default_dtype(torch.float64)
+
+
+@pytest.fixture(autouse=True)
+def float64():
+    """Exactness claims are checked in float64; restored afterwards for the other test files."""
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(old)
 
 
 def brute_jsd(s_logits, t_logits, beta=0.5):
