@@ -103,6 +103,12 @@ def bench_loss(a):
                       f"{(p.stderr.strip().splitlines() or ['?'])[-1][:120]}", flush=True)
         rows.append((n, res))
         print_loss_row(n, res)
+        done = [(m, r["full"]) for m, r in rows if r.get("full")]
+        if res.get("full") is None and res.get("ours") and done:
+            m, f = done[-1]   # the full path's memory grows linearly in tokens: extrapolate, marked as such
+            est = f["peak_gb"] * n / m
+            print(f"  full at {n} tokens, extrapolated linearly from {m}: ~{est:.1f} GB "
+                  f"(~{est / max(res['ours']['peak_gb'], 1e-3):.0f}x ours; not measured)", flush=True)
     return rows
 
 
@@ -141,20 +147,20 @@ def bench_step(a):
             opt = torch.optim.AdamW(policy.parameters(), lr=args.lr)
             m = train.train_step(a.step, policy, ref, processor, opt, examples, args, 0, 1)
             times.append(m)
-        avg = {k: sum(t[k] for t in times) / len(times) for k in ("t_rollout", "t_old_ref", "t_ref_tutor",
+        avg = {k: sum(t[k] for t in times) / len(times) for k in ("t_rollout", "t_old", "t_ref_tutor",
                                                                   "t_update", "tok_per_s", "distilled_frac")}
-        avg["total"] = avg["t_rollout"] + avg["t_old_ref"] + avg["t_ref_tutor"] + avg["t_update"]
+        avg["total"] = avg["t_rollout"] + avg["t_old"] + avg["t_ref_tutor"] + avg["t_update"]
         res[algo] = avg
     g, p = res["grpo"], res["ptdpo"]
     print(f"one step: {a.prompts} prompts x {args.group_size} rollouts, demo model, CPU, {a.threads} thread(s), "
           f"mean of {a.repeats}")
-    print(f"{'':8s} {'rollout':>8s} {'old+ref':>8s} {'ref/tutor':>9s} {'update':>8s} {'total':>8s} {'tok/s':>7s} "
+    print(f"{'':8s} {'rollout':>8s} {'old':>8s} {'ref/tutor':>9s} {'update':>8s} {'total':>8s} {'tok/s':>7s} "
           f"{'distilled':>9s}")
     for name, r in res.items():
-        print(f"{name:8s} {r['t_rollout']:8.2f} {r['t_old_ref']:8.2f} {r['t_ref_tutor']:9.2f} {r['t_update']:8.2f} "
+        print(f"{name:8s} {r['t_rollout']:8.2f} {r['t_old']:8.2f} {r['t_ref_tutor']:9.2f} {r['t_update']:8.2f} "
               f"{r['total']:8.2f} {r['tok_per_s']:7.0f} {r['distilled_frac']:9.2f}")
     print(f"PTD-PO / GRPO step time: {p['total'] / g['total']:.2f}x  "
-          f"(scoring passes only: {(p['t_old_ref'] + p['t_ref_tutor']) / (g['t_old_ref'] + g['t_ref_tutor']):.2f}x)")
+          f"(scoring passes only: {(p['t_old'] + p['t_ref_tutor']) / (g['t_old'] + g['t_ref_tutor']):.2f}x)")
     return res
 
 
@@ -165,7 +171,7 @@ def main(argv=None):
     p.add_argument("--vocab", type=int, default=151_936, help="vocabulary size (loss)")
     p.add_argument("--hidden", type=int, default=2048, help="hidden size (loss; Qwen3-VL-2B: 2048)")
     p.add_argument("--topk", type=int, default=100, help="K (loss)")
-    p.add_argument("--chunk", type=int, default=1024, help="positions per lm_head chunk (loss)")
+    p.add_argument("--chunk", type=int, default=256, help="positions per lm_head chunk (loss)")
     p.add_argument("--device", default="cpu", help="cpu | cuda (loss)")
     p.add_argument("--dtype", default="float32", help="float32 | bfloat16 (loss)")
     p.add_argument("--mem_limit_gb", type=float, default=20.0, help="address-space cap per loss run (CPU)")

@@ -158,7 +158,7 @@ def compare(runs, png):
                      "entropy_end": sum(m["entropy"] for m in tail) / max(len(tail), 1),
                      "jsd_mean": sum(m["jsd"] for m in tr) / max(len(tr), 1),
                      "distilled_frac": sum(m["distilled_frac"] for m in tr) / max(len(tr), 1),
-                     "seconds": sum(m["t_rollout"] + m["t_old_ref"] + m["t_ref_tutor"] + m["t_update"] for m in tr)})
+                     "seconds": sum(m["t_rollout"] + m["t_old"] + m["t_ref_tutor"] + m["t_update"] for m in tr)})
     print(f"{'run':40s} {'steps':>5s} {'pass@1 0':>9s} {'pass@1 end':>10s} {'entropy':>8s} {'jsd':>8s} "
           f"{'distilled':>9s} {'time s':>7s}")
     for r in rows:

@@ -202,7 +202,9 @@ def _upcast(x):
 
 def _head_chunk(h, weight, targets, support, temperature):
     """One chunk: logits = h @ W^T / temperature, then what the callers need. (n, D) -> (n, ...)"""
-    logits = _upcast(h @ weight.t()) / temperature                 # (n, V)
+    logits = _upcast(h @ weight.t())                                # (n, V)
+    if temperature != 1.0:
+        logits = logits / temperature
     lse = torch.logsumexp(logits, dim=-1, keepdim=True)             # (n, 1)
     tok = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - lse.squeeze(-1)
     sup = logits.gather(-1, support) - lse if support is not None else None
@@ -210,7 +212,7 @@ def _head_chunk(h, weight, targets, support, temperature):
 
 
 def head_logprobs(hidden, weight, targets, support=None, union_with=None, topk=0, temperature=1.0,
-                  chunk_size=1024, entropy=True):
+                  chunk_size=256, entropy=True):
     """Log-probs of the sampled tokens (and on a support), entropy and top-K ids, chunked.
 
     hidden: (N, D) final hidden states at the positions that predict `targets`; weight: (V, D)

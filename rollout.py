@@ -293,7 +293,7 @@ def generate_text(model, processor, examples, texts, max_new_tokens=256, tempera
 
 
 def _score_forward(self, batch, response_ids, response_mask, support=None, union_with=None, topk=0,
-                   temperature=1.0, chunk_size=1024):
+                   temperature=1.0, chunk_size=256):
     """Runs inside the FSDP2 root's forward hooks (see attach_scorer). Shapes: (B, R[, K])."""
     R = response_ids.shape[1]
     hidden = self.model(**batch, use_cache=False).last_hidden_state     # (B, P+R, D)
@@ -320,7 +320,7 @@ def attach_scorer(model):
 
 
 def score(model, prompts, response_ids, response_mask, support=None, union_with=None, topk=0,
-          temperature=1.0, token_budget=16384, chunk_size=1024, grad=False):
+          temperature=1.0, token_budget=16384, chunk_size=256, grad=False):
     """Per-token scores of responses under `model`, micro-batched by token budget.
 
     prompts: B encoded prompts; response_ids, response_mask: (B, R). support: (B, R, M) ids to

@@ -53,7 +53,8 @@ def get_args(argv=None):
     g.add_argument("--algo", default="ptdpo", choices=["ptdpo", "grpo"], help="ptdpo adds the tutor's Top-K JSD")
     g.add_argument("--group_size", type=int, default=8, help="G: rollouts per prompt")
     g.add_argument("--kl_coef", type=float, default=0.01, help="k3 KL to the frozen reference (0 disables the pass)")
-    g.add_argument("--ptd_coef", type=float, default=0.5, help="lambda: weight of the distillation term")
+    g.add_argument("--ptd_coef", type=float, default=2.0,
+                   help="lambda: weight of the distillation term (paper: 0.05 for 2B/8B, 0.5 for 4B)")
     g.add_argument("--tau", type=float, default=1.0, help="a group with accuracy < tau is a PTD group")
     g.add_argument("--topk", type=int, default=100, help="K of the Top-K JSD support (-1: full vocabulary)")
     g.add_argument("--distill_all", action="store_true", help="distil every rollout of a PTD group, not only failed ones")
@@ -73,7 +74,7 @@ def get_args(argv=None):
     g.add_argument("--steps", type=int, default=60, help="training steps (one rollout batch each)")
     g.add_argument("--prompts_per_step", type=int, default=16, help="prompts per step, all ranks together")
     g.add_argument("--minibatch_prompts", type=int, default=8, help="prompts per optimiser step, all ranks together")
-    g.add_argument("--lr", type=float, default=2e-5, help="AdamW learning rate (1e-6 for real models)")
+    g.add_argument("--lr", type=float, default=5e-4, help="AdamW learning rate (demo: 5e-4; real models: 1e-6)")
     g.add_argument("--warmup_steps", type=int, default=0, help="linear warm-up, then constant")
     g.add_argument("--weight_decay", type=float, default=0.01, help="AdamW weight decay")
     g.add_argument("--grad_clip", type=float, default=1.0, help="gradient-norm clip")
@@ -81,7 +82,7 @@ def get_args(argv=None):
     g.add_argument("--dtype", default="auto", help="auto (bf16 on CUDA, fp32 on CPU) | float32 | bfloat16")
     g.add_argument("--grad_ckpt", action="store_true", help="activation checkpointing in the decoder")
     g.add_argument("--token_budget", type=int, default=16384, help="padded tokens per micro-batch")
-    g.add_argument("--chunk_size", type=int, default=1024, help="positions per lm_head chunk")
+    g.add_argument("--chunk_size", type=int, default=256, help="positions per lm_head chunk")
     g.add_argument("--seed", type=int, default=0, help="seed for data order and sampling")
     g.add_argument("--threads", type=int, default=0, help="torch CPU threads per process (0: default)")
     g = p.add_argument_group("logging, evaluation, checkpoints")
@@ -373,6 +374,10 @@ def train_step(step, policy, ref, processor, opt, examples, args, rank, world):
     texts = processor.tokenizer.batch_decode([r[m] for r, m in zip(ids, mask)], skip_special_tokens=True)
     # 2. rewards: correctness only; the format reward is logged, never gated on
     rewards = torch.tensor([reward.reward(t, exs[i]) for t, i in zip(texts, rows.tolist())])
+    # a response cut at max_new_tokens is not a finished answer: reward 0 (else the policy learns
+    # to ramble on after </answer>, which costs nothing under a correctness-only reward)
+    truncated = ~(ids == processor.tokenizer.convert_tokens_to_ids("<|im_end|>")).any(1)
+    rewards = torch.where(truncated, torch.zeros_like(rewards), rewards)
     fmt = torch.tensor([reward.format_reward(t) for t in texts])
     # 3. advantages (no value network: the group mean is the baseline)
     adv = loss.group_advantages(rewards, G, scale_by_std=not args.no_std_norm)
@@ -424,7 +429,7 @@ def train_step(step, policy, ref, processor, opt, examples, args, rank, world):
     m = mask.float()
     local = {"reward": rewards.sum(), "format": fmt.sum(), "rows": float(len(ids)), "len": m.sum(),
              "entropy": (old["entropy"].cpu() * m).sum(), "distilled": distil.float().sum(),
-             "ptd_groups": ptd_group.float().sum() / G, "groups": float(len(exs)),
+             "ptd_groups": ptd_group.float().sum() / G, "groups": float(len(exs)), "truncated": truncated.float().sum(),
              "mixed_groups": ((rewards.view(-1, G).std(1) > 0).float().sum()), **stats}
     keys = sorted(local)
     tot = dict(zip(keys, all_sum(torch.tensor([float(local[k]) for k in keys], dtype=torch.float64)).tolist()))
@@ -438,15 +443,16 @@ def train_step(step, policy, ref, processor, opt, examples, args, rank, world):
             "clip_frac_dual": tot["clip_frac_dual"] / max(tot["tokens"], 1),
             "grad_norm": tot["grad_norm"] / max(tot["minibatches"] - tot["skipped"], 1) / world,
             "skipped": tot["skipped"] / world, "resp_len": tot["len"] / tot["rows"],
-            "t_rollout": t1 - t0, "t_old_ref": t2 - t1 + (t3 - t2 if teach is None else 0.0),
-            "t_ref_tutor": t3 - t2, "t_update": t4 - t3, "tok_per_s": gen_tokens / max(t4 - t0, 1e-9)}
+            "truncated_frac": tot["truncated"] / tot["rows"],
+            "t_rollout": t1 - t0, "t_old": t2 - t1, "t_ref_tutor": t3 - t2, "t_update": t4 - t3,
+            "tok_per_s": gen_tokens / max(t4 - t0, 1e-9)}
 
 
 def log_line(m):
     return (f"step {m['step']:4d} | reward {m['reward']:.3f} | entropy {m['entropy']:.3f} | kl {m['kl']:.4f} | "
             f"jsd {m['jsd']:.4f} | distilled {m['distilled_frac']:.2f} | clip {m['clip_frac_low']:.3f}/"
             f"{m['clip_frac_high']:.3f} | len {m['resp_len']:.1f} | time {m['t_rollout']:.1f}/"
-            f"{m['t_old_ref'] + m['t_ref_tutor']:.1f}/{m['t_update']:.1f}s | {m['tok_per_s']:.0f} tok/s")
+            f"{m['t_old'] + m['t_ref_tutor']:.1f}/{m['t_update']:.1f}s | {m['tok_per_s']:.0f} tok/s")
 
 
 def main(argv=None):

@@ -48,7 +48,7 @@ def tutor_prompt(processor, ex, box_format="norm1000", context="hint", draw=True
 
 @torch.no_grad()
 def teach(ref_model, processor, examples, rows, response_ids, response_mask, student_topk, topk=100,
-          context="hint", draw=True, temperature=1.0, token_budget=16384, chunk_size=1024):
+          context="hint", draw=True, temperature=1.0, token_budget=16384, chunk_size=256):
     """The tutor's side of Top-K JSD for the rollouts in `rows`.
 
     examples: the step's examples; rows: (N,) index of each rollout's example; response_ids,
