@@ -53,7 +53,8 @@ def _check_record(rec, where, base_dir, check_hints):
     choices = rec.get("choices")
     if choices is not None and not (isinstance(choices, (list, dict)) and len(choices) >= 2):
         raise DataError(f"{where}: field 'choices': expected a list or object with at least 2 options")
-    ex = {"id": str(rec.get("id", where)), "images": paths, "image_size": sizes[0], "question": question,
+    ex = {"id": str(rec.get("id", where)), "images": paths, "image_size": sizes[0], "image_sizes": sizes,
+          "question": question,
           "answer": str(answer).strip(), "choices": choices, "hint": None, "hint_text": None,
           "where": where, "record": rec}
     notes = []

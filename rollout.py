@@ -94,22 +94,23 @@ def box_format(model):
 # prompts
 
 
-def prompt_text(processor, question, extra=None):
+def prompt_text(processor, question, extra=None, instruct=True):
     """The chat-formatted prompt: image, question, format instruction, then the hint block.
-    Student and tutor prompts differ only by `extra` (the hint block)."""
-    text = question.replace("<image>", "").strip() + "\n" + FORMAT_PROMPT
+    Student and tutor prompts differ only by `extra` (the hint block). instruct=False leaves the
+    format instruction out (the hint generator asks for JSON instead)."""
+    text = question.replace("<image>", "").strip() + ("\n" + FORMAT_PROMPT if instruct else "")
     if extra:
         text += "\n\n" + extra
     messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]}]
     return processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 
-def encode(processor, question, images, extra=None):
+def encode(processor, question, images, extra=None, instruct=True):
     """One prompt -> dict(input_ids (P,), mm_token_type_ids (P,), pixel_values, image_grid_thw).
 
     Several images are supported by repeating the image part of the template; the tiny demo
     and most benchmarks use one."""
-    text = prompt_text(processor, question, extra)
+    text = prompt_text(processor, question, extra, instruct)
     if len(images) > 1:
         one = "<|vision_start|><|image_pad|><|vision_end|>"
         text = text.replace(one, one * len(images), 1)
@@ -284,7 +285,7 @@ def pad_responses(seqs, eos, pad):
 def generate_text(model, processor, examples, texts, max_new_tokens=256, temperature=0.0, seed=0):
     """Free-form replies to arbitrary prompts (used by the hint generator)."""
     import data
-    prompts = [encode(processor, t, data.open_images(ex)) for ex, t in zip(examples, texts)]
+    prompts = [encode(processor, t, data.open_images(ex), instruct=False) for ex, t in zip(examples, texts)]
     ids, mask = sample(model, processor, prompts, 1, max_new_tokens, temperature, seed=seed)
     return [processor.tokenizer.decode(r[m], skip_special_tokens=True) for r, m in zip(ids, mask)]
 

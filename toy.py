@@ -217,7 +217,7 @@ def build_model(out_dir, family="qwen3", seed=0):
 # warm start: supervised training on gold responses, half the prompts with the hint
 
 
-def warm_start(model_dir, train_path, steps=800, batch_size=16, lr=2e-3, warmup=30, seed=0, threads=None):
+def warm_start(model_dir, train_path, steps=1200, batch_size=16, lr=2e-3, warmup=30, seed=0, threads=None):
     """Teach the random tiny model the task format and to read hints in context."""
     from tqdm import tqdm
     import tutor
@@ -309,7 +309,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description="Build the embedded demo: task data, tiny model, warm start.")
     p.add_argument("--out_dir", default=DEFAULT_DIR, help="writes <out_dir>/data and <out_dir>/model")
     p.add_argument("--family", default="qwen3", choices=["qwen3", "qwen2.5"], help="tiny model architecture")
-    p.add_argument("--steps", type=int, default=800, help="warm-start steps (0: random weights)")
+    p.add_argument("--steps", type=int, default=1200, help="warm-start steps (0: random weights)")
     p.add_argument("--batch_size", type=int, default=16, help="warm-start batch size")
     p.add_argument("--lr", type=float, default=2e-3, help="warm-start peak learning rate")
     p.add_argument("--n_train", type=int, default=4000, help="training problems (1-4 objects)")

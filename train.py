@@ -173,7 +173,7 @@ def prompt_length(processor, ex):
     ip = processor.image_processor
     factor = ip.patch_size * ip.merge_size
     n = len(processor.tokenizer(rollout.prompt_text(processor, ex["question"]))["input_ids"])
-    for w, h in [ex["image_size"]] * len(ex["images"]):
+    for w, h in ex.get("image_sizes", [ex["image_size"]] * len(ex["images"])):
         rh, rw = smart_resize(h, w, factor, ip.size["shortest_edge"], ip.size["longest_edge"])
         n += (rh // factor) * (rw // factor) - 1
     return n

@@ -61,3 +61,17 @@ def test_no_valid_record_is_an_error(tmp_path):
     path = write(tmp_path, [{**GOOD, "answer": ""}])
     with pytest.raises(data.DataError, match="no valid examples"):
         data.load_jsonl(path, report=lambda s: None)
+
+
+def test_prompt_length_is_exact_and_long_prompts_are_skipped_not_truncated(tiny, examples):
+    import rollout
+    import train
+    model, processor, _ = tiny
+    for ex in examples[:3]:
+        n = len(rollout.encode(processor, ex["question"], data.open_images(ex))["input_ids"])
+        assert train.prompt_length(processor, ex) == n
+    long_ex = {**examples[0], "question": "Describe it. " * 400, "where": "x.jsonl:7"}
+    kept = train.check_lengths([examples[0], long_ex], processor, 200, strict=False)
+    assert kept == [examples[0]]
+    with pytest.raises(data.DataError, match=r"x.jsonl:7: field 'question': prompt is \d+ tokens"):
+        train.check_lengths([long_ex], processor, 200, strict=True)
