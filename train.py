@@ -75,7 +75,8 @@ def get_args(argv=None):
     g.add_argument("--prompts_per_step", type=int, default=16, help="prompts per step, all ranks together")
     g.add_argument("--minibatch_prompts", type=int, default=8, help="prompts per optimiser step, all ranks together")
     g.add_argument("--lr", type=float, default=5e-4, help="AdamW learning rate (demo: 5e-4; real models: 1e-6)")
-    g.add_argument("--warmup_steps", type=int, default=0, help="linear warm-up, then constant")
+    g.add_argument("--warmup_steps", type=int, default=10,
+                   help="linear warm-up, then constant (Adam's first steps move every weight by ~lr)")
     g.add_argument("--weight_decay", type=float, default=0.01, help="AdamW weight decay")
     g.add_argument("--grad_clip", type=float, default=1.0, help="gradient-norm clip")
     g = p.add_argument_group("system")
