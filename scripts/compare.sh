@@ -28,5 +28,5 @@ start=$(date +%s)
 # shellcheck disable=SC2086
 xargs -P "$JOBS" -L 1 sh -c 'python train.py '"$COMMON"' "$@" > "$(echo "$@" | sed "s/.*--out_dir //").log" 2>&1' _ < "$jobs_file"
 echo "all runs done in $(( $(date +%s) - start ))s"
-python eval.py --compare $(ls -d "$OUT"/grpo_s* "$OUT"/ptdpo_s* "$OUT"/abl_*) --png results/compare.png | tee results/compare.txt
+python eval.py --compare $(ls -d "$OUT"/grpo_s*/ "$OUT"/ptdpo_s*/ "$OUT"/abl_*/) --png results/compare.png | tee results/compare.txt
 python scripts/summarise.py "$OUT" | tee -a results/compare.txt

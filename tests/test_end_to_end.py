@@ -66,7 +66,7 @@ def test_the_loop_learns_a_small_problem_set(algo, tmp_path):
             g.write(json.dumps(rec) + "\n")
     out = str(tmp_path / algo)
     run(["train.py", "--algo", algo, "--train_data", str(small), "--eval_data", str(small), "--steps", "8",
-         "--prompts_per_step", "8", "--minibatch_prompts", "4", "--lr", "5e-4", "--ptd_coef", "2",
+         "--prompts_per_step", "8", "--minibatch_prompts", "4", "--lr", "5e-4", "--ptd_coef", "2", "--warmup_steps", "2",
          "--eval_n", "8", "--eval_samples", "8", "--eval_every", "0", "--out_dir", out, "--threads", "1",
          "--no_export"])
     ev = [json.loads(x) for x in open(os.path.join(out, "metrics.jsonl"))]
