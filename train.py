@@ -26,6 +26,7 @@ import random
 import shutil
 import sys
 import time
+import warnings
 
 import torch
 import torch.distributed as dist
@@ -223,7 +224,9 @@ def save_checkpoint(out_dir, step, model, opt, keep):
         os.makedirs(tmp, exist_ok=True)
     barrier()
     msd, osd = get_state_dict(model, opt)
-    dcp.save({"model": msd, "optim": osd}, checkpoint_id=tmp)
+    with warnings.catch_warnings():  # one process without a process group is a supported case
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        dcp.save({"model": msd, "optim": osd}, checkpoint_id=tmp)
     torch.save({"step": step, "rng": torch.get_rng_state()}, os.path.join(tmp, f"extra_rank{os.environ.get('RANK', 0)}.pt"))
     barrier()
     if int(os.environ.get("RANK", 0)) == 0:
@@ -248,7 +251,9 @@ def load_checkpoint(out_dir, model, opt):
     path = os.path.join(out_dir, "checkpoints", open(latest).read().strip())
     msd, osd = get_state_dict(model, opt)
     state = {"model": msd, "optim": osd}
-    dcp.load(state, checkpoint_id=path)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        dcp.load(state, checkpoint_id=path)
     set_state_dict(model, opt, model_state_dict=state["model"], optim_state_dict=state["optim"])
     extra = torch.load(os.path.join(path, f"extra_rank{os.environ.get('RANK', 0)}.pt"), weights_only=True)
     torch.set_rng_state(extra["rng"])
