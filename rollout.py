@@ -16,7 +16,6 @@ so no (tokens x vocabulary) tensor is ever kept for the backward pass.
 Left out on purpose: a vLLM/SGLang engine (HF generate() is slow but exact and simple).
 """
 import contextlib
-import os
 import types
 
 import torch

@@ -20,7 +20,6 @@ Left out on purpose: vLLM rollouts, sequence packing, tensor/context parallelism
 """
 import argparse
 import json
-import math
 import os
 import random
 import shutil

@@ -1,5 +1,4 @@
 """Shared fixtures: a random-weight tiny Qwen-VL and a few demo examples, built once per session."""
-import os
 
 import pytest
 

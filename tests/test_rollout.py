@@ -1,6 +1,5 @@
 """rollout.py: padded batched scoring equals unpadded single-row forwards; sampling; loading."""
 import torch
-from PIL import Image
 
 import data
 import rollout
