@@ -1,0 +1,57 @@
+"""Where the tutor disagrees with the student on the student's own failed responses (demo task).
+
+For failed rollouts of the shipped demo model on held-out problems, the per-token Top-K JSD
+between the student (no hint) and the tutor, averaged over three kinds of token: the cell name
+in <think>, the answer colour, and everything else; for the hinted tutor and for the
+answer-conditioned one.   python scripts/tutor_gap.py [--n 64]"""
+import argparse
+import os
+import sys
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import data  # noqa: E402
+import loss  # noqa: E402
+import reward  # noqa: E402
+import rollout  # noqa: E402
+import toy  # noqa: E402
+import tutor  # noqa: E402
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--n", type=int, default=64, help="held-out problems")
+    p.add_argument("--group_size", type=int, default=4, help="rollouts per problem")
+    a = p.parse_args()
+    model_dir, _, eval_path = toy.ensure()
+    model, proc = rollout.load_model(model_dir, "float32", "cpu")
+    exs = data.load_jsonl(eval_path, report=lambda s: None)[:a.n]
+    tok = proc.tokenizer
+    prompts = [rollout.encode(proc, e["question"], data.open_images(e)) for e in exs]
+    ids, mask = rollout.sample(model, proc, prompts, a.group_size, 32, 1.0, seed=0)
+    rows = torch.arange(len(exs)).repeat_interleave(a.group_size)
+    texts = tok.batch_decode([r[m] for r, m in zip(ids, mask)], skip_special_tokens=True)
+    failed = torch.tensor([reward.reward(t, exs[i]) == 0 for t, i in zip(texts, rows.tolist())]).nonzero().squeeze(-1)
+    rp = [prompts[i] for i in rows[failed].tolist()]
+    f_ids, f_mask = ids[failed], mask[failed]
+    top = rollout.score(model, rp, f_ids, f_mask, topk=100)["topk_ids"]
+    # token kinds: cell-name words, the answer colour, the rest
+    cells = {w for name in toy.CELLS.values() for w in name.split()}
+    kind = torch.zeros_like(f_ids)
+    for r in range(len(f_ids)):
+        for t in range(int(f_mask[r].sum())):
+            piece = tok.decode([int(f_ids[r, t])]).strip()
+            kind[r, t] = 1 if piece in cells else 2 if piece in toy.COLOURS else 0
+    print(f"{len(failed)} failed rollouts of {len(ids)} ({a.n} problems x {a.group_size})")
+    print(f"{'tutor':8s} {'cell-name tokens':>17s} {'colour token':>13s} {'other tokens':>13s}")
+    for context in ("hint", "answer"):
+        t = tutor.teach(model, proc, exs, rows[failed], f_ids, f_mask, top, 100, context=context)
+        st = rollout.score(model, rp, f_ids, f_mask, support=t["support_ids"])
+        j = loss.topk_jsd(st["support_logp"], t["tutor_logp"], t["support_mask"])
+        cols = [j[(kind == k) & f_mask].mean().item() for k in (1, 2, 0)]
+        print(f"{context:8s} {cols[0]:17.3f} {cols[1]:13.3f} {cols[2]:13.3f}")
+
+
+if __name__ == "__main__":
+    main()
