@@ -1,7 +1,7 @@
 """
 train.py: PTD-PO (and plain GRPO) on FSDP2, one flat loop.
 
-    python train.py                                   # the embedded demo on CPU (~5 min)
+    python train.py                                   # the embedded demo on CPU (~2 min on 2 cores)
     torchrun --nproc_per_node=2 train.py              # the same on 2 CPU processes (gloo)
     torchrun --nproc_per_node=8 train.py --model Qwen/Qwen3-VL-2B-Thinking \\
         --train_data virl39k_hints.jsonl --eval_data mmk12_test.jsonl --lr 1e-6 --ptd_coef 0.05 \\
