@@ -78,6 +78,7 @@ def load(args, device):
     if args.checkpoint:
         import torch.distributed.checkpoint as dcp
         from torch.distributed.checkpoint.state_dict import get_model_state_dict, set_model_state_dict
+        train.check_checkpoint_metadata(args.checkpoint)
         sd = {"model": get_model_state_dict(model)}
         dcp.load(sd, checkpoint_id=args.checkpoint)
         set_model_state_dict(model, sd["model"])

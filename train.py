@@ -240,6 +240,29 @@ def save_checkpoint(out_dir, step, model, opt, keep):
     barrier()
 
 
+def check_checkpoint_metadata(path):
+    """DCP stores its .metadata with pickle. Before dcp.load reads it, check that it names only
+    DCP's own metadata classes, torch dtypes/layouts/sizes and paths: a tampered checkpoint
+    cannot run code on load. (DCP reads the tensors themselves with weights_only=True.)"""
+    import pickle
+
+    class Strict(pickle.Unpickler):
+        def find_class(self, module, name):
+            ok = (module.startswith("torch.distributed.checkpoint.")
+                  or (module == "torch" and (name == "Size" or isinstance(
+                      getattr(torch, name, None), (torch.dtype, torch.layout, torch.memory_format))))
+                  or (module == "torch.serialization" and name == "_get_layout")
+                  or (module == "pathlib" and name in ("PosixPath", "PurePosixPath", "WindowsPath"))
+                  or (module == "collections" and name == "OrderedDict")
+                  or (module == "builtins" and name in ("set", "frozenset", "slice", "complex")))
+            if not ok:
+                raise pickle.UnpicklingError(f"{path}: checkpoint metadata names {module}.{name}; refusing to load")
+            return super().find_class(module, name)
+
+    with open(os.path.join(path, ".metadata"), "rb") as f:
+        Strict(f).load()
+
+
 def load_checkpoint(out_dir, model, opt):
     """Restore model, optimiser and RNG from `latest`; returns the step to continue from (0: none)."""
     import torch.distributed.checkpoint as dcp
@@ -248,6 +271,7 @@ def load_checkpoint(out_dir, model, opt):
     if not os.path.exists(latest):
         return 0
     path = os.path.join(out_dir, "checkpoints", open(latest).read().strip())
+    check_checkpoint_metadata(path)
     msd, osd = get_state_dict(model, opt)
     state = {"model": msd, "optim": osd}
     with warnings.catch_warnings():

@@ -86,3 +86,16 @@ def test_fsdp_sampling_with_ranks_stopping_at_different_lengths(tiny, toy_data, 
         assert torch.equal(got["ids"], got["ref_ids"]) and torch.equal(got["mask"], got["ref_mask"])
         lengths.append(got["ids"].shape[1])
     assert lengths[0] < lengths[1]
+
+
+def test_a_tampered_checkpoint_is_refused(tmp_path):
+    import pickle
+    import train
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo pwned",))
+
+    (tmp_path / ".metadata").write_bytes(pickle.dumps({"x": Evil()}))
+    with pytest.raises(pickle.UnpicklingError, match="refusing to load"):
+        train.check_checkpoint_metadata(str(tmp_path))
