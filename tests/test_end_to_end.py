@@ -34,15 +34,21 @@ def test_demo_train_then_eval(tmp_path):
     assert "pass@1 end" in log
 
 
-def test_hint_generation_command_finishes_and_reports(tmp_path):
+def held_out_copy(path, n, keep_hint=True):
+    """The first n held-out demo problems, with absolute image paths, as a new JSONL file."""
     _, _, eval_path = toy.ensure()
-    src = tmp_path / "in.jsonl"
-    with open(eval_path) as f, open(src, "w") as g:
-        for line in list(f)[:3]:
+    with open(eval_path) as f, open(path, "w") as g:
+        for line in list(f)[:n]:
             rec = json.loads(line)
             rec["image"] = os.path.join(os.path.dirname(eval_path), rec["image"])
-            rec.pop("hint")
+            if not keep_hint:
+                rec.pop("hint")
             g.write(json.dumps(rec) + "\n")
+    return path
+
+
+def test_hint_generation_command_finishes_and_reports(tmp_path):
+    src = held_out_copy(tmp_path / "in.jsonl", 3, keep_hint=False)
     out = tmp_path / "out.jsonl"
     log = run(["hints.py", "--model", toy.DEFAULT_DIR + "/model", "--data", str(src), "--out", str(out),
                "--max_new_tokens", "24", "--retries", "1"])
@@ -57,13 +63,7 @@ def test_hint_generation_command_finishes_and_reports(tmp_path):
 @pytest.mark.parametrize("algo", ["grpo", "ptdpo"])
 def test_the_loop_learns_a_small_problem_set(algo, tmp_path):
     """RL on 8 problems, evaluated on the same 8: pass@1 must rise (the loop really optimises)."""
-    _, _, eval_path = toy.ensure()
-    small = tmp_path / "small.jsonl"
-    with open(eval_path) as f, open(small, "w") as g:
-        for line in list(f)[:8]:
-            rec = json.loads(line)
-            rec["image"] = os.path.join(os.path.dirname(eval_path), rec["image"])
-            g.write(json.dumps(rec) + "\n")
+    small = held_out_copy(tmp_path / "small.jsonl", 8)
     out = str(tmp_path / algo)
     run(["train.py", "--algo", algo, "--train_data", str(small), "--eval_data", str(small), "--steps", "8",
          "--prompts_per_step", "8", "--minibatch_prompts", "4", "--lr", "5e-4", "--ptd_coef", "2", "--warmup_steps", "2",
