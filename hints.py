@@ -4,8 +4,13 @@ hints.py: privileged hints, from an expert model's JSON to the block in the tuto
 A hint is structured data (the paper's two parts), never the answer:
     {"regions": [{"box": [x1, y1, x2, y2], "label": "the triangle", "role": "focus"},
                  {"box": [...], "label": "a circle", "role": "distractor"}],
-     "steps": ["Find the triangle.", "Read the colour of its fill."]}
-boxes in pixels of the original image; both parts optional, not both empty.
+     "steps": ["Find the triangle.", "Read the colour of its fill."],
+     "frame": false}
+boxes in pixels of the original image; both parts optional, not both empty. "frame": true asks
+the tutor's copy of the image to carry a frame around each focus box (draw_focus). That is a
+visual channel beyond the paper's method (its tutor gets the same pixels as the student), so
+it is off unless the data asks for it; the embedded demo asks, because a ~1M-parameter model
+cannot use boxes given in words.
 
     validate_hint(hint, image_size)       -> the hint, cleaned, or ValueError naming the field
     find_spoiler(text, answer, choices)   -> a reason string if the text leaks, else None
@@ -39,13 +44,17 @@ def validate_hint(hint, image_size=None):
     """
     if not isinstance(hint, dict):
         raise ValueError(f"hint: expected an object, got {type(hint).__name__}")
-    unknown = set(hint) - {"regions", "steps"}
+    unknown = set(hint) - {"regions", "steps", "frame"}
     if unknown:
         raise ValueError(f"hint: unknown keys {sorted(unknown)}")
     regions, steps = hint.get("regions") or [], hint.get("steps") or []
     if not isinstance(regions, list) or not isinstance(steps, list):
         raise ValueError("hint: 'regions' and 'steps' must be lists")
+    if not isinstance(hint.get("frame", False), bool):
+        raise ValueError(f"hint.frame: expected true or false, got {hint['frame']!r}")
     clean = {"regions": [], "steps": []}
+    if hint.get("frame"):
+        clean["frame"] = True
     for i, r in enumerate(regions):
         where = f"hint.regions[{i}]"
         if not isinstance(r, dict):
@@ -210,7 +219,8 @@ def render_hint(hint, image_size=None, box_format="norm1000", resized_size=None)
 
 
 def draw_focus(image, hint, width=3, colour=(0, 0, 0)):
-    """A copy of the image with a frame around every focus box (the student never sees it)."""
+    """A copy of the image with a frame around every focus box (the student never sees it).
+    Used only for hints with "frame": true (a privileged visual channel beyond the paper)."""
     from PIL import ImageDraw
     out = image.convert("RGB").copy()
     draw = ImageDraw.Draw(out)

@@ -86,7 +86,8 @@ def make_example(rng, n_objects):
     hint = {"regions": [{"box": [cx * CELL, cy * CELL, (cx + 1) * CELL, (cy + 1) * CELL],
                          "label": f"the {target['shape']}", "role": "focus"}]
             + [{"box": o["box"], "label": f"a {o['shape']}", "role": "distractor"} for o in objects[1:]],
-            "steps": [f"Find the {target['shape']} inside the framed cell.", "Name the colour of its fill."]}
+            "steps": [f"Find the {target['shape']} inside the framed cell.", "Name the colour of its fill."],
+            "frame": True}   # the tutor's copy of the image frames the cell (see hints.py)
     return img, {
         "question": f"What colour is the {target['shape']}?",
         "answer": target["colour"],

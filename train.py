@@ -61,7 +61,6 @@ def get_args(argv=None):
     g.add_argument("--divergence", default="jsd", choices=["jsd", "fkl", "rkl"], help="distillation divergence")
     g.add_argument("--tutor_context", default="hint", choices=["hint", "answer"],
                    help="what the tutor reads: the hint, or the gold answer (leaky baseline)")
-    g.add_argument("--no_hint_draw", action="store_true", help="do not frame the focus regions on the tutor's image")
     g.add_argument("--clip_low", type=float, default=0.2, help="PPO clip below 1")
     g.add_argument("--clip_high", type=float, default=0.3, help="PPO clip above 1 (clip higher)")
     g.add_argument("--dual_clip", type=float, default=3.0, help="dual clip for negative advantages")
@@ -443,7 +442,7 @@ def train_step(step, policy, ref, processor, opt, examples, args, rank, world):
         with rollout.gathered(ref):
             if len(sel):
                 t = tutor.teach(ref, processor, exs, rows[sel], ids[sel], mask[sel], old["topk_ids"][sel].cpu(), topk,
-                                args.tutor_context, not args.no_hint_draw, args.temperature, args.token_budget,
+                                args.tutor_context, args.temperature, args.token_budget,
                                 args.chunk_size)
                 for k in ("support_ids", "support_mask", "tutor_logp"):
                     teach[k][sel] = t[k]

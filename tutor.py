@@ -2,7 +2,8 @@
 tutor.py: the privileged tutor, i.e. the frozen reference model reading the hint in context.
 
 The tutor never generates. For each distilled rollout it reads
-    [question + format instruction + hint block] + the same image (or the hint's framed copy)
+    [question + format instruction + hint block] + the same image (a framed copy only when the
+    hint asks for one with "frame": true; see hints.py)
 followed by the student's own sampled response, and returns, at every response position, the
 support S = (student top-K ids) union (tutor top-K ids) and the tutor's log-probs on S,
 normalised over the whole vocabulary. loss.topk_jsd then compares the student (no hint) with
@@ -33,22 +34,23 @@ def tutor_extra(ex, context, box_format, resized=None):
     return None
 
 
-def tutor_prompt(processor, ex, box_format="norm1000", context="hint", draw=True):
+def tutor_prompt(processor, ex, box_format="norm1000", context="hint"):
     """The encoded tutor prompt of one example (None if it has no hint). Same template and
-    image as the student's prompt; only the hint block (and, with draw, the frame) differ."""
+    pixels as the student's prompt; only the hint block differs (and the focus frame, when the
+    hint sets "frame": true)."""
     images = data.open_images(ex)
     resized = rollout.resized_size(processor, images[0]) if box_format == "pixels" else None
     extra = tutor_extra(ex, context, box_format, resized)
     if extra is None:
         return None
-    if draw and context == "hint" and ex.get("hint"):
+    if context == "hint" and (ex.get("hint") or {}).get("frame"):
         images[0] = hints.draw_focus(images[0], ex["hint"])
     return rollout.encode(processor, ex["question"], images, extra)
 
 
 @torch.no_grad()
 def teach(ref_model, processor, examples, rows, response_ids, response_mask, student_topk, topk=100,
-          context="hint", draw=True, temperature=1.0, token_budget=16384, chunk_size=256):
+          context="hint", temperature=1.0, token_budget=16384, chunk_size=256):
     """The tutor's side of Top-K JSD for the rollouts in `rows`.
 
     examples: the step's examples; rows: (N,) index of each rollout's example; response_ids,
@@ -61,7 +63,7 @@ def teach(ref_model, processor, examples, rows, response_ids, response_mask, stu
     prompts, taught = [], []
     for i in rows.tolist():
         if i not in cache:
-            cache[i] = tutor_prompt(processor, examples[i], fmt, context, draw)
+            cache[i] = tutor_prompt(processor, examples[i], fmt, context)
         prompts.append(cache[i])
         taught.append(cache[i] is not None)
     taught = torch.tensor(taught, dtype=torch.bool)

@@ -50,11 +50,11 @@ def test_tutor_sees_the_image(tiny, examples, tmp_path):
 
 def test_the_hint_matters_and_an_empty_hint_is_the_plain_reference(tiny, examples):
     model, processor, _ = tiny
-    ex = examples[1]
+    ex = {**examples[1], "hint": {k: v for k, v in examples[1]["hint"].items() if k != "frame"}}
     ids, mask = ragged_responses(processor.tokenizer, 1)
-    a, top = run_teach(model, processor, [ex], ids, mask, draw=False)
+    a, top = run_teach(model, processor, [ex], ids, mask)
     other = {**ex, "hint": {"regions": [], "steps": ["Something else entirely."]}}
-    b = tutor.teach(model, processor, [other], torch.arange(1), ids, mask, top, topk=5, draw=False)
+    b = tutor.teach(model, processor, [other], torch.arange(1), ids, mask, top, topk=5)
     both = a["support_mask"] & b["support_mask"]
     assert (a["tutor_logp"] - b["tutor_logp"]).abs()[both].max() > 1e-4
     # an empty hint: the tutor's prompt is the student's, so its log-probs are the reference's
@@ -107,3 +107,15 @@ def test_student_and_tutor_prompts_differ_only_by_the_hint_block(tiny, examples)
     t = processor.tokenizer.decode(tutor.tutor_prompt(processor, ex)["input_ids"])
     block = hints.render_hint(ex["hint"], ex["image_size"], rollout.box_format(model))
     assert t.replace("\n\n" + block, "") == s
+
+
+def test_tutor_gets_the_students_pixels_unless_the_hint_asks_for_a_frame(tiny, examples):
+    model, processor, _ = tiny
+    ex = examples[0]
+    assert ex["hint"].get("frame") is True                   # the demo's hints ask for the frame
+    student = rollout.encode(processor, ex["question"], data.open_images(ex))
+    framed = tutor.tutor_prompt(processor, ex, rollout.box_format(model))
+    plain = tutor.tutor_prompt(processor, {**ex, "hint": {**ex["hint"], "frame": False}},
+                               rollout.box_format(model))
+    assert torch.equal(plain["pixel_values"], student["pixel_values"])
+    assert not torch.equal(framed["pixel_values"], student["pixel_values"])
