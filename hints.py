@@ -18,16 +18,15 @@ cannot use boxes given in words.
     draw_focus(image, hint)               -> a copy of the image with the focus boxes framed
     parse_expert_json(text)               -> the first JSON object in a model's reply
 
-Offline generation with any transformers vision-language model as the expert:
-    python hints.py --model EXPERT --data train.jsonl --out train_with_hints.jsonl
-It is resumable (ids already in --out are skipped) and ends with a report of counts by
-rejection reason. The zero-spoiler filter is a precise rule set, not a model; what it cannot
+    expert_prompt(example)                -> the prompt an expert model answers with a hint
+    check_expert_reply(text, example, size) -> (hint, None) or (None, rejection reason)
+
+Pure: the standard library, reward.py's answer normalisation and Pillow (draw_focus). The
+offline command that asks an expert model for hints is make_hints.py. The zero-spoiler filter is a precise rule set, not a model; what it cannot
 catch (a paraphrase such as "the colour of a ripe tomato") is listed in tests/test_hints.py.
 """
-import argparse
 import json
 import re
-import sys
 
 from reward import normalize, options, parse_number
 
@@ -299,82 +298,9 @@ def check_expert_reply(text, example, image_size):
         return None, "spoiler: " + why.split(":")[0]
     return hint, None
 
-# -----------------------------------------------------------------------------
-# the command
-
-
-def generate_hints(args):
-    """Prompt the expert for every example without an accepted hint; write what passes."""
-    import os
-    from collections import Counter
-    from tqdm import tqdm
-    import data
-    import rollout
-
-    examples = data.load_jsonl(args.data, strict=False, check_hints=False)
-    done = set()
-    if os.path.exists(args.out):
-        with open(args.out) as f:
-            done = {json.loads(line)["id"] for line in f if line.strip()}
-    todo = [ex for ex in examples if ex["id"] not in done]
-    print(f"{len(examples)} examples, {len(done)} already in {args.out}, {len(todo)} to do")
-    model, processor = rollout.load_model(args.model, dtype=args.dtype, device=args.device)
-    report = Counter()
-    with open(args.out, "a") as out:
-        for i in tqdm(range(0, len(todo), args.batch_size), desc="hints"):
-            batch = todo[i:i + args.batch_size]
-            accepted = {}
-            for attempt in range(args.retries + 1):
-                pending = [ex for ex in batch if ex["id"] not in accepted]
-                if not pending:
-                    break
-                prompts = [expert_prompt(ex) for ex in pending]
-                replies = rollout.generate_text(model, processor, pending, prompts, max_new_tokens=args.max_new_tokens,
-                                                temperature=args.temperature, seed=args.seed + attempt)
-                for ex, reply in zip(pending, replies):
-                    hint, why = check_expert_reply(reply, ex, data.image_size(ex))
-                    if hint is not None:
-                        accepted[ex["id"]] = hint
-                    elif attempt == args.retries:
-                        report[why] += 1
-            for ex in batch:
-                if ex["id"] in accepted:
-                    rec = dict(ex["record"])
-                    rec.pop("image", None)   # image paths re-anchored at the output file's folder
-                    rec["images"] = [os.path.relpath(p, os.path.dirname(os.path.abspath(args.out))) for p in ex["images"]]
-                    rec["hint"] = accepted[ex["id"]]
-                    out.write(json.dumps(rec) + "\n")
-                    report["accepted"] += 1
-            out.flush()
-    print(f"hint report for {len(todo)} examples (after up to {args.retries} retries):")
-    for why, n in report.most_common():
-        print(f"  {n:6d}  {why}")
-    return report
-
-
 def expert_prompt(ex):
     w, h = (ex.get("image_size") or (0, 0))
     opts = options(ex.get("choices"))
     choices = "".join(f"({k}) {v}\n" for k, v in opts.items())
     return EXPERT_PROMPT.format(width=w, height=h, question=ex["question"], answer=ex["answer"],
                                 choices=("Options:\n" + choices) if choices else "")
-
-
-def main(argv=None):
-    p = argparse.ArgumentParser(description="Generate privileged hints with an expert VLM.")
-    p.add_argument("--model", required=True, help="expert model: hub id, local directory, or 'toy'")
-    p.add_argument("--data", required=True, help="input JSONL (the shared format, see README)")
-    p.add_argument("--out", required=True, help="output JSONL; ids already there are skipped")
-    p.add_argument("--batch_size", type=int, default=8, help="prompts per generate() call")
-    p.add_argument("--retries", type=int, default=2, help="new tries for a rejected hint")
-    p.add_argument("--max_new_tokens", type=int, default=512, help="length cap of a reply")
-    p.add_argument("--temperature", type=float, default=0.7, help="sampling temperature (0: greedy)")
-    p.add_argument("--seed", type=int, default=0, help="sampling seed")
-    p.add_argument("--dtype", default="auto", help="auto | float32 | bfloat16")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    report = generate_hints(p.parse_args(argv))
-    return 0 if report.get("accepted", 0) or sum(report.values()) else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

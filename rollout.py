@@ -281,10 +281,10 @@ def pad_responses(seqs, eos, pad):
 
 
 @torch.no_grad()
-def generate_text(model, processor, examples, texts, max_new_tokens=256, temperature=0.0, seed=0):
-    """Free-form replies to arbitrary prompts (used by the hint generator)."""
-    import data
-    prompts = [encode(processor, t, data.open_images(ex), instruct=False) for ex, t in zip(examples, texts)]
+def generate_text(model, processor, images, texts, max_new_tokens=256, temperature=0.0, seed=0):
+    """Free-form replies to arbitrary prompts (used by make_hints.py). images: a list of PIL
+    images per prompt."""
+    prompts = [encode(processor, t, imgs, instruct=False) for imgs, t in zip(images, texts)]
     ids, mask = sample(model, processor, prompts, 1, max_new_tokens, temperature, seed=seed)
     return [processor.tokenizer.decode(r[m], skip_special_tokens=True) for r, m in zip(ids, mask)]
 

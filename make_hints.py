@@ -1,0 +1,85 @@
+"""
+make_hints.py: the offline hint command. An expert vision-language model writes a structured
+hint for every training problem; hints.py checks each reply (schema, zero-spoiler filter) and
+only what passes is written.
+
+    python make_hints.py --model EXPERT --data train.jsonl --out train_with_hints.jsonl
+
+Any transformers VLM works as the expert (hub id or local directory). Resumable: ids already in
+--out are skipped. Ends with counts by rejection reason. Left out on purpose: an LLM spoiler
+judge (the filter is a rule set; see hints.py) and API-served experts.
+"""
+import argparse
+import json
+import os
+import sys
+from collections import Counter
+
+from tqdm import tqdm
+
+import data
+import rollout
+from hints import check_expert_reply, expert_prompt
+
+
+def generate_hints(args):
+    """Prompt the expert for every example without an accepted hint; write what passes."""
+    examples = data.load_jsonl(args.data, strict=False, check_hints=False)
+    done = set()
+    if os.path.exists(args.out):
+        with open(args.out) as f:
+            done = {json.loads(line)["id"] for line in f if line.strip()}
+    todo = [ex for ex in examples if ex["id"] not in done]
+    print(f"{len(examples)} examples, {len(done)} already in {args.out}, {len(todo)} to do")
+    model, processor = rollout.load_model(args.model, dtype=args.dtype, device=args.device)
+    report = Counter()
+    with open(args.out, "a") as out:
+        for i in tqdm(range(0, len(todo), args.batch_size), desc="hints"):
+            batch = todo[i:i + args.batch_size]
+            accepted = {}
+            for attempt in range(args.retries + 1):
+                pending = [ex for ex in batch if ex["id"] not in accepted]
+                if not pending:
+                    break
+                prompts = [expert_prompt(ex) for ex in pending]
+                replies = rollout.generate_text(model, processor, [data.open_images(ex) for ex in pending], prompts, max_new_tokens=args.max_new_tokens,
+                                                temperature=args.temperature, seed=args.seed + attempt)
+                for ex, reply in zip(pending, replies):
+                    hint, why = check_expert_reply(reply, ex, data.image_size(ex))
+                    if hint is not None:
+                        accepted[ex["id"]] = hint
+                    elif attempt == args.retries:
+                        report[why] += 1
+            for ex in batch:
+                if ex["id"] in accepted:
+                    rec = dict(ex["record"])
+                    rec.pop("image", None)   # image paths re-anchored at the output file's folder
+                    rec["images"] = [os.path.relpath(p, os.path.dirname(os.path.abspath(args.out))) for p in ex["images"]]
+                    rec["hint"] = accepted[ex["id"]]
+                    out.write(json.dumps(rec) + "\n")
+                    report["accepted"] += 1
+            out.flush()
+    print(f"hint report for {len(todo)} examples (after up to {args.retries} retries):")
+    for why, n in report.most_common():
+        print(f"  {n:6d}  {why}")
+    return report
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description="Generate privileged hints with an expert VLM.")
+    p.add_argument("--model", required=True, help="expert model: hub id, local directory, or 'toy'")
+    p.add_argument("--data", required=True, help="input JSONL (the shared format, see README)")
+    p.add_argument("--out", required=True, help="output JSONL; ids already there are skipped")
+    p.add_argument("--batch_size", type=int, default=8, help="prompts per generate() call")
+    p.add_argument("--retries", type=int, default=2, help="new tries for a rejected hint")
+    p.add_argument("--max_new_tokens", type=int, default=512, help="length cap of a reply")
+    p.add_argument("--temperature", type=float, default=0.7, help="sampling temperature (0: greedy)")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed")
+    p.add_argument("--dtype", default="auto", help="auto | float32 | bfloat16")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    report = generate_hints(p.parse_args(argv))
+    return 0 if report.get("accepted", 0) or sum(report.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
