@@ -16,10 +16,10 @@ cannot use boxes given in words.
     find_spoiler(text, answer, choices)   -> a reason string if the text leaks, else None
     render_hint(hint, image_size, ...)    -> the deterministic text block the tutor reads
     draw_focus(image, hint)               -> a copy of the image with the focus boxes framed
-    parse_expert_json(text)               -> the first JSON object in a model's reply
+    parse_expert_json(text, opened_think) -> the first JSON object after any <think> block
 
     expert_prompt(example)                -> the prompt an expert model answers with a hint
-    check_expert_reply(text, example, size) -> (hint, None) or (None, rejection reason)
+    check_expert_reply(text, example, size, opened_think) -> (hint, None) or (None, reason)
 
 Pure: the standard library, reward.py's answer normalisation and Pillow (draw_focus). The
 offline command that asks an expert model for hints is make_hints.py. The zero-spoiler filter is a precise rule set, not a model; what it cannot
@@ -27,8 +27,9 @@ catch (a paraphrase such as "the colour of a ripe tomato") is listed in tests/te
 """
 import json
 import re
+from fractions import Fraction
 
-from reward import normalize, options, parse_number
+from reward import clean_unicode, normalize, options, parse_number
 
 ROLES = ("focus", "distractor")
 
@@ -92,9 +93,11 @@ def hint_words(hint):
 
 _WORD_NUMBERS = {w: i for i, w in enumerate(
     "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
-    "fifteen sixteen seventeen eighteen nineteen twenty".split())}
-_WORD_NUMBERS.update({w: 10 * (i + 3) for i, w in enumerate("thirty forty fifty sixty seventy eighty ninety".split())})
-_WORD_NUMBERS.update({"hundred": 100, "thousand": 1000, "half": 0.5, "quarter": 0.25})
+    "fifteen sixteen seventeen eighteen nineteen".split())}
+_WORD_NUMBERS.update({w: 10 * (i + 2) for i, w in enumerate("twenty thirty forty fifty sixty seventy eighty ninety".split())})
+_SCALES = {"hundred": 100, "thousand": 1000, "million": 10 ** 6}
+_PARTS = {"half": Fraction(1, 2), "halves": Fraction(1, 2), "quarter": Fraction(1, 4), "quarters": Fraction(1, 4),
+          "third": Fraction(1, 3), "thirds": Fraction(1, 3)}
 
 # Phrases that state a final answer, right or wrong: the "trap" filter.
 _ASSERTIONS = [
@@ -104,6 +107,7 @@ _ASSERTIONS = [
      "concludes a result"),
     (r"\b(?:result|solution)\s+(?:is|equals|=)\s", "states the result"),
     (r"\bcorrect\s+(?:option|choice)\b", "names the correct option"),
+    (r"\b(?:correct|right)\s+(?:one|letter|pick)\s+(?:is|=|:|would be|must be)", "names the correct option"),
     (r"\b(?i:choose|select|pick|tick|circle)\s+(?i:option\s+|choice\s+)?\(?[A-Z]\)?(?![\w-])", "picks an option"),
     (r"\b(?i:option|choice)\s*\(?[A-Z]\)?\s+(?i:is|must be|would be)\s+(?i:the\s+)?(?i:correct|right|answer)",
      "asserts an option"),
@@ -113,23 +117,51 @@ _ASSERTIONS = [
 _ASSERTIONS = [(re.compile(p, re.I if "[A-Z]" not in p else 0), why) for p, why in _ASSERTIONS]
 
 _BOX = re.compile(r"[\[(]\s*-?\d+(?:\.\d+)?(?:\s*,\s*-?\d+(?:\.\d+)?){1,3}\s*[\])]")
-_NUM_IN_TEXT = re.compile(r"(?<![\w.])[+-]?(?:\\[dt]?frac\{[^{}]{1,20}\}\{[^{}]{1,20}\}|\d+(?:,\d{3})*(?:\.\d+)?(?:\s*/\s*\d+)?%?)")
+_NUM_IN_TEXT = re.compile(r"(?<![\w.])[+-]?(?:\\[dt]?frac\{[^{}]{1,20}\}\{[^{}]{1,20}\}|"
+                          r"\d+(?:,\d{3})*(?:\.\d+)?(?:[eE][+-]?\d+)?(?:\s*/\s*\d+)?%?)")
 
 
 def _numbers_in(text):
-    """Every number a text states (digits, fractions, number words), coordinates excluded."""
+    """Every number a text states (digits, 1.2e1, fractions, number words), coordinates excluded."""
     text = _BOX.sub(" ", text)
     found = []
     for m in _NUM_IN_TEXT.finditer(text):
         v = parse_number(m.group(0).replace(" ", ""))
         if v is not None:
             found.append((m.group(0), v))
-    words = re.findall(r"[a-z]+(?:-[a-z]+)?", text.lower())
-    for w in words:
-        parts = w.split("-")
-        if all(p in _WORD_NUMBERS for p in parts):
-            found.append((w, sum(_WORD_NUMBERS[p] for p in parts)))
+    return found + _word_numbers(text)
+
+
+def _word_numbers(text):
+    """Numbers in words: each word alone and each run as a whole ("twenty four" = 24 and 20 and 4,
+    "two hundred" = 200, "three quarters" = 0.75), so no spelling hides the value."""
+    found, run = [], []
+    for w in re.findall(r"[a-z]+", text.lower()) + [""]:
+        if w in _WORD_NUMBERS or w in _SCALES or w in _PARTS or (w == "and" and run):
+            run.append(w)
+            continue
+        while run and run[-1] == "and":
+            run.pop()
+        if run:
+            found += [(x, _run_value([x])) for x in run if x != "and"]
+            if len(run) > 1:
+                found.append((" ".join(run), _run_value(run)))
+        run = []
     return found
+
+
+def _run_value(words):
+    total, current = 0, 0
+    for w in words:
+        if w in _WORD_NUMBERS:
+            current += _WORD_NUMBERS[w]
+        elif w == "hundred":
+            current = (current or 1) * 100
+        elif w in _SCALES:
+            total, current = total + (current or 1) * _SCALES[w], 0
+        elif w in _PARTS:
+            current = (current or 1) * _PARTS[w]
+    return total + current
 
 
 def _contains_phrase(text_norm, phrase_norm):
@@ -141,11 +173,14 @@ def _contains_phrase(text_norm, phrase_norm):
 def find_spoiler(text, answer, choices=None):
     """Why `text` reveals or asserts the final answer, or None when it is clean.
 
-    Catches: an answer-stating phrase of any kind ("the answer is", "choose C": the trap
-    filter); the gold answer as text after normalisation; the gold value as a number in any
-    form (12.0, twelve, 1/2 = 0.5 = 50%), coordinates in [..] or (..) excepted; the correct
-    option's letter used as an answer and the correct option's text.
+    Catches: an answer-stating phrase of any kind ("the answer is", "choose C", "the correct one
+    is B": the trap filter); the gold answer as text after normalisation; the gold value as a
+    number in any form (12.0, 1.2e1, twelve, twenty four, 1/2 = 0.5 = 50%), coordinates in [..]
+    or (..) excepted; the correct option's letter used as an answer and the correct option's text.
+    Text and answer first go through reward.clean_unicode, the answer checker's own normaliser
+    (full-width ｒｅｄ, the minus sign U+2212, zero-width characters).
     """
+    text, answer = clean_unicode(text), clean_unicode(str(answer))
     for pattern, why in _ASSERTIONS:
         m = pattern.search(text)
         if m:
@@ -247,46 +282,53 @@ correct option letter or the correct option's text, and never write "the answer 
 Reply with the JSON object only."""
 
 
-def parse_expert_json(text):
-    """The first balanced JSON object in a model's reply (code fences and chatter tolerated)."""
+def parse_expert_json(text, opened_think=False):
+    """The first JSON object in a model's reply (code fences and chatter tolerated).
+
+    A thinking expert reasons in <think>...</think> first, often with a draft JSON in there: only
+    what follows the last </think> counts, and a reply cut off inside <think> has no JSON.
+    opened_think: the chat template opened the <think> block itself (Qwen3-VL-*-Thinking), so
+    the reply starts inside it. One pass over the text, then one json.loads per outermost
+    balanced {...}: linear time, whatever the reply holds (30 kB of "{" included)."""
+    end = text.rfind("</think>")
+    if end != -1:
+        text = text[end + len("</think>"):]
+    elif opened_think or "<think>" in text:
+        raise ValueError("the reply ends inside <think>: cut off before its JSON")
     text = re.sub(r"```(?:json)?", "", text)
-    start = text.find("{")
-    while start != -1:
-        depth, in_str, esc = 0, False, False
-        for i in range(start, min(len(text), start + 20000)):
-            c = text[i]
-            if in_str:
-                if esc:
-                    esc = False
-                elif c == "\\":
-                    esc = True
-                elif c == '"':
-                    in_str = False
+    for start, stop in _outermost_braces(text):
+        chunk = text[start:stop + 1]
+        for candidate in (chunk, re.sub(r",\s*([}\]])", r"\1", chunk)):
+            try:
+                obj = json.loads(candidate)
+            except (json.JSONDecodeError, RecursionError):
                 continue
-            if c == '"':
-                in_str = True
-            elif c == "{":
-                depth += 1
-            elif c == "}":
-                depth -= 1
-                if depth == 0:
-                    chunk = text[start:i + 1]
-                    for candidate in (chunk, re.sub(r",\s*([}\]])", r"\1", chunk)):
-                        try:
-                            obj = json.loads(candidate)
-                            if isinstance(obj, dict):
-                                return obj
-                        except json.JSONDecodeError:
-                            pass
-                    break
-        start = text.find("{", start + 1)
+            if isinstance(obj, dict):
+                return obj
     raise ValueError("no JSON object found in the reply")
 
 
-def check_expert_reply(text, example, image_size):
+def _outermost_braces(text, max_chars=20000):
+    """(start, end) of every balanced {...} not inside another balanced one, in order. Braces
+    are counted without reading strings: a JSON string holding one lone brace is lost, which
+    costs a retry, where tracking quotes would let one stray quote in the chatter hide the JSON."""
+    opened, spans = [], []
+    for i, c in enumerate(text):
+        if c == "{":
+            opened.append(i)
+        elif c == "}" and opened:
+            start = opened.pop()
+            while spans and spans[-1][0] > start:  # a closed span inside this one: keep the outer
+                spans.pop()
+            if i - start < max_chars:
+                spans.append((start, i))
+    return spans
+
+
+def check_expert_reply(text, example, image_size, opened_think=False):
     """Parse, validate and spoiler-check one expert reply: (hint, None) or (None, reason)."""
     try:
-        raw = parse_expert_json(text)
+        raw = parse_expert_json(text, opened_think)
     except ValueError:
         return None, "invalid JSON"
     try:
@@ -297,6 +339,7 @@ def check_expert_reply(text, example, image_size):
     if why:
         return None, "spoiler: " + why.split(":")[0]
     return hint, None
+
 
 def expert_prompt(ex):
     w, h = (ex.get("image_size") or (0, 0))

@@ -5,9 +5,10 @@ only what passes is written.
 
     python make_hints.py --model EXPERT --data train.jsonl --out train_with_hints.jsonl
 
-Any transformers VLM works as the expert (hub id or local directory). Resumable: ids already in
---out are skipped. Ends with counts by rejection reason. Left out on purpose: an LLM spoiler
-judge (the filter is a rule set; see hints.py) and API-served experts.
+Any transformers VLM works as the expert (hub id or local directory); a thinking expert's JSON is
+taken from after its </think>. Resumable: ids already in --out are skipped, and a partial last
+line (a kill mid-write) is dropped and redone. Ends with counts by rejection reason. Left out on
+purpose: an LLM spoiler judge (the filter is a rule set; see hints.py) and API-served experts.
 """
 import argparse
 import json
@@ -22,16 +23,29 @@ import rollout
 from hints import check_expert_reply, expert_prompt
 
 
+def finished_ids(path):
+    """Ids already written to `path`. A kill mid-write leaves a partial last line: it is cut off
+    here (its example is done again), so the appends that follow start on a line of their own."""
+    if not os.path.exists(path):
+        return set()
+    with open(path, "rb") as f:
+        raw = f.read()
+    whole = raw[:raw.rfind(b"\n") + 1]
+    if len(whole) < len(raw):
+        print(f"{path}: dropping a partial last line ({len(raw) - len(whole)} bytes)")
+        with open(path, "r+b") as f:
+            f.truncate(len(whole))
+    return {json.loads(line)["id"] for line in whole.decode("utf-8").splitlines() if line.strip()}
+
+
 def generate_hints(args):
     """Prompt the expert for every example without an accepted hint; write what passes."""
     examples = data.load_jsonl(args.data, strict=False, check_hints=False)
-    done = set()
-    if os.path.exists(args.out):
-        with open(args.out) as f:
-            done = {json.loads(line)["id"] for line in f if line.strip()}
+    done = finished_ids(args.out)
     todo = [ex for ex in examples if ex["id"] not in done]
     print(f"{len(examples)} examples, {len(done)} already in {args.out}, {len(todo)} to do")
     model, processor = rollout.load_model(args.model, dtype=args.dtype, device=args.device)
+    opened_think = rollout.opens_think(processor)  # a Thinking template: replies start inside <think>
     report = Counter()
     with open(args.out, "a") as out:
         for i in tqdm(range(0, len(todo), args.batch_size), desc="hints"):
@@ -45,7 +59,7 @@ def generate_hints(args):
                 replies = rollout.generate_text(model, processor, [data.open_images(ex) for ex in pending], prompts, max_new_tokens=args.max_new_tokens,
                                                 temperature=args.temperature, seed=args.seed + attempt)
                 for ex, reply in zip(pending, replies):
-                    hint, why = check_expert_reply(reply, ex, data.image_size(ex))
+                    hint, why = check_expert_reply(reply, ex, data.image_size(ex), opened_think)
                     if hint is not None:
                         accepted[ex["id"]] = hint
                     elif attempt == args.retries:
@@ -72,7 +86,9 @@ def main(argv=None):
     p.add_argument("--out", required=True, help="output JSONL; ids already there are skipped")
     p.add_argument("--batch_size", type=int, default=8, help="prompts per generate() call")
     p.add_argument("--retries", type=int, default=2, help="new tries for a rejected hint")
-    p.add_argument("--max_new_tokens", type=int, default=512, help="length cap of a reply")
+    p.add_argument("--max_new_tokens", type=int, default=2048,
+                   help="length cap of a reply; thinking experts spend most of it inside <think> and "
+                        "a reply cut off there is rejected, so keep it generous")
     p.add_argument("--temperature", type=float, default=0.7, help="sampling temperature (0: greedy)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed")
     p.add_argument("--dtype", default="auto", help="auto | float32 | bfloat16")

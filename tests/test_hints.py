@@ -2,6 +2,9 @@
 import pytest
 from PIL import Image
 
+import json
+import time
+
 from hints import (box_for_model, check_expert_reply, draw_focus, find_spoiler, parse_expert_json,
                    render_hint, validate_hint)
 
@@ -39,6 +42,15 @@ LEAKS = [  # (hint text, gold answer, choices): each must be rejected
     ("The result is negative three.", "-3", None),
     ("Notice the top left cell holds it.", "top left", None),
     ("The angle is 30 degrees.", "30", None),
+    ("There are twenty four of them.", "24", None),       # number words as a run, not word by word
+    ("About two hundred beads.", "200", None),
+    ("Roughly three quarters of the disc.", "0.75", None),
+    ("It measures 1.2e1 units.", "12", None),
+    ("The fill is ｒｅｄ.", "red", None),                 # full-width letters: one Unicode normaliser
+    ("The fill is re\u200bd.", "red", None),             # a zero-width space inside the word
+    ("Mark the point at −3 on the axis.", "-3", None),    # U+2212, the minus sign
+    ("The correct one is B.", "B", ABCD),
+    ("The correct one is (Ｂ).", "B", ABCD),
 ]
 
 CLEAN = [  # (hint text, gold answer, choices): each must pass
@@ -58,6 +70,8 @@ CLEAN = [  # (hint text, gold answer, choices): each must pass
     ("Ignore the decorations; they are distractors.", "none of these", None),
     ("The angle marked 40 is not the one asked for.", "30", None),
     ("Think about what fraction of the circle is shaded.", "1/4", None),
+    ("Compare one bar with the other two.", "12", None),
+    ("A hundred tiny dots fill the background.", "24", None),
 ]
 
 
@@ -147,3 +161,46 @@ def test_check_expert_reply_reasons():
     assert check_expert_reply('{"steps": ["It is red."]}', ex, (100, 100))[1].startswith("spoiler")
     bad_box = '{"regions": [{"box": [0, 0, 500, 5], "label": "x", "role": "focus"}]}'
     assert check_expert_reply(bad_box, ex, (100, 100))[1].startswith("bad schema")
+
+
+@pytest.mark.parametrize("reply", ["{" * 10_000, "{" * 30_000, '{"a": ' * 6_000, "{}" * 15_000,
+                                   "{" * 15_000 + "}" * 15_000, '"' + "{" * 30_000])
+def test_parse_expert_json_is_linear_on_hostile_replies(reply):
+    t0 = time.perf_counter()
+    try:
+        parse_expert_json(reply)
+    except ValueError:
+        pass
+    assert time.perf_counter() - t0 < 0.2  # milliseconds in practice; quadratic took seconds
+
+
+DRAFT = '{"steps": ["It is red."]}'
+FINAL = '{"steps": ["Find the triangle."]}'
+
+
+def test_thinking_reply_uses_the_json_after_think():
+    reply = f"<think>\nA first draft: {DRAFT}. Too revealing.\n</think>\n\n{FINAL}"
+    assert parse_expert_json(reply) == json.loads(FINAL)
+    # a Thinking template opens <think> in the prompt: the reply holds only the closing tag
+    assert parse_expert_json(f"draft {DRAFT}\n</think>\n{FINAL}", opened_think=True) == json.loads(FINAL)
+    hint, why = check_expert_reply(reply, {"answer": "red"}, (100, 100))
+    assert why is None and hint["steps"] == ["Find the triangle."]
+
+
+@pytest.mark.parametrize("reply,opened", [(f"<think>I will write {DRAFT} and then", False),
+                                          (f"I will write {FINAL} and then", True)])
+def test_reply_cut_off_inside_think_is_invalid_json(reply, opened):
+    with pytest.raises(ValueError, match="inside <think>"):
+        parse_expert_json(reply, opened_think=opened)
+    assert check_expert_reply(reply, {"answer": "blue"}, (100, 100), opened) == (None, "invalid JSON")
+
+
+def test_make_hints_resume_drops_a_partial_last_line(tmp_path):
+    from make_hints import finished_ids
+    out = tmp_path / "hints.jsonl"
+    assert finished_ids(str(out)) == set()
+    out.write_text('{"id": "a", "hint": {}}\n{"id": "b", "hint": {}}\n{"id": "c", "hi')  # killed mid-write
+    assert finished_ids(str(out)) == {"a", "b"}
+    with open(out, "a") as f:                     # what the resumed run appends lands on its own line
+        f.write('{"id": "c", "hint": {}}\n')
+    assert [json.loads(line)["id"] for line in out.read_text().splitlines()] == ["a", "b", "c"]

@@ -1,8 +1,10 @@
-"""reward.py: a table of cases both ways, format reward, and bounded time on hostile input."""
+"""reward.py: a table of cases both ways, format reward, bounded time on hostile input, and (both
+with math_verify and without) the false accepts and rejects measured on the peers' own tables."""
 import time
 
 import pytest
 
+import reward as reward_module
 from reward import extract_answer, format_reward, is_correct, reward
 
 ABCD = ["a cat", "a dog", "12 apples", "none of these"]
@@ -99,3 +101,100 @@ def test_bounded_time_on_hostile_input():
         is_correct(text, "B", ABCD)
         format_reward(text)
         assert time.perf_counter() - t0 < 2.0, text[:30]
+
+
+# -----------------------------------------------------------------------------
+# both modes: with math_verify where installed, and the standard library alone (what CI has)
+
+def _modes():
+    try:
+        import math_verify  # noqa: F401
+        return [False, True]
+    except ImportError:
+        return [False, pytest.param(True, marks=pytest.mark.skip(reason="math-verify not installed"))]
+
+
+@pytest.fixture(params=_modes(), ids=lambda m: "math_verify" if m else "stdlib")
+def mode(request, monkeypatch):
+    monkeypatch.setattr(reward_module, "USE_MATH_VERIFY", request.param)
+    return request.param
+
+FALSE_ACCEPTS = [  # (prediction, gold): each must be rejected, in both modes
+    ("3", "3\\sqrt{13}"), ("12", "12\\pi"), ("5", "6 - 5i"), ("0", "(-\\infty,0]"), ("0", "5x-7y+11z+4=0"),
+    ("7 or -1", "-1"), ("-1 \\text{ or } 7", "-1"), ("\\boxed{7} or \\boxed{-1}", "-1"), ("1", "1,-3"),
+    ("7425001", "7425000"), ("1000001", "1000000"), ("2.999999", "3"), ("16386.21", "16386.20"),
+    ("3.00000", "3.000001"), ("0.333", "\\frac13"),
+    ("2", "2k"), ("5", "5r^5"), ("3", "3R^2"), ("15 cm^2", "15\\mbox{ cm}^3"),
+    ("1+\\frac1{\\mathrm e}", "1-\\frac1{\\mathrm e}"), ("1 + \\frac{1}{\\mathrm{e}}", "1 - \\frac{1}{\\mathrm{e}}"),
+    ("204_5", "204_6"), ("52", "52_8"), ("x \\geq 5", "x \\leq 5"), ("x > -1", "x < 1"), ("(0,1)", "[0,1)"),
+    ("(1,3)", "(3,1)"), ("2021", "\\pm 2021"), ("x+1", "x+2n+1"), ("4", "4\\sqrt{2}"), ("0", "a + 3z = 0"),
+]
+
+FALSE_REJECTS = [  # (prediction, gold): each must be accepted, in both modes
+    ("28", "28\\%"), ("28 percent", "28\\%"), ("0.28", "28\\%"), ("1", "k=1"), ("k=1", "1"),
+    ("5 \\geq x", "x \\leq 5"), ("-x > -1", "x < 1"), ("(3,2)", "(p,q)=(3,2)"), ("\\frac3{3}", "1"),
+    ("\\frac94\\pi", "\\frac{9}{4}\\pi"), ("\\sqrt 2+\\sqrt 5", "\\sqrt{2}+\\sqrt{5}"), ("\\cfrac{1}{3}", "1/3"),
+    ("\\left(\\frac13\\right)", "\\frac13"), ("(1,4.5)", "(1,\\frac92)"), ("125\\textnormal{ miles}", "125 miles"),
+    ("6,8", "6 \\text{ and } 8"), ("8, 6", "6 \\text{ and } 8"), ("\\boxed{6} and \\boxed{8}", "6,8"),
+    ("−3", "-3"), ("－３", "-3"), ("１２．５", "12.5"), ("12\u200b", "12"), ("1e1", "10"),
+    ("0.0833333", "\\frac{1}{12}"), ("1.41421", "\\sqrt2"), ("x^2+2x+1", "(x+1)^2"), ("\\tan^2(y)+1", "\\sec^2(y)"),
+    ("-5x+7y-11z-4=0", "5x - 7y + 11z + 4 = 0"), ("y=3+2x", "y = 2x + 3"), ("-2, 2", "\\pm 2"),
+    ("1+\\sqrt{19}, 1-\\sqrt{19}", "1 \\pm \\sqrt{19}"), ("90", "90^\\circ"), ("\\$18.90", "18.90"), ("10080", "10,\\!080"),
+    ("\\begin{pmatrix} 1 \\\\ 2 \\end{pmatrix}", "\\begin{bmatrix}1\\\\2\\end{bmatrix}"), ("x \\in [-2,7]", "[-2, 7]"),
+    ("15\\text{ cm}^2", "15\\mbox{ cm}^2"), ("52_{8}", "52_8"), ("\\text{Evelyn}", "Evelyn"),
+]
+
+
+def _answer(pred):
+    return pred if "\\boxed" in pred else f"<answer>{pred}</answer>"
+
+
+@pytest.mark.parametrize("pred,gold", FALSE_ACCEPTS)
+def test_wrong_or_partial_answers_are_rejected(pred, gold, mode):
+    assert not is_correct(_answer(pred), gold)
+
+
+@pytest.mark.parametrize("pred,gold", FALSE_REJECTS)
+def test_equivalent_forms_are_accepted(pred, gold, mode):
+    assert is_correct(_answer(pred), gold)
+
+
+def test_unicode_option_letter_and_numbers():
+    assert is_correct("<answer>Ｂ</answer>", "B", ABCD) and is_correct("<answer>(Ｂ)</answer>", "B", ABCD)
+    assert extract_answer("<answer>\u200b１２</answer>") == "12"
+    assert not is_correct("<answer>−3</answer>", "3")
+
+
+def test_reward_py_imports_only_the_standard_library():
+    import ast
+    import sys
+    tree = ast.parse(open(reward_module.__file__, encoding="utf-8").read())
+    top = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
+    names = {n.module.split(".")[0] if isinstance(n, ast.ImportFrom) else a.name.split(".")[0]
+             for n in top for a in n.names}
+    assert names <= set(sys.stdlib_module_names), names
+
+
+# -----------------------------------------------------------------------------
+# the peers' own test tables and MATH-500 golds (tests/data/, sources named in scripts/reward_table.py)
+
+def _table():
+    import importlib.util
+    import os
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts", "reward_table.py")
+    spec = importlib.util.spec_from_file_location("reward_table", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_agrees_with_the_peers_tables(mode):
+    numbers = _table().measure()
+    agree, n = numbers["agree"]
+    assert n > 280 and agree / n >= (0.80 if mode else 0.70), numbers
+
+
+def test_no_false_accepts_of_partial_numbers_or_changed_digits(mode):
+    numbers = _table().measure()
+    assert numbers["partial"][0] == 0 and numbers["partial"][1] > 200, numbers
+    assert numbers["changed"][0] <= (3 if mode else 0) and numbers["changed"][1] > 250, numbers
