@@ -21,9 +21,10 @@ cannot use boxes given in words.
     expert_prompt(example)                -> the prompt an expert model answers with a hint
     check_expert_reply(text, example, size, opened_think) -> (hint, None) or (None, reason)
 
-Pure: the standard library, reward.py's answer normalisation and Pillow (draw_focus). The
-offline command that asks an expert model for hints is make_hints.py. The zero-spoiler filter is a precise rule set, not a model; what it cannot
-catch (a paraphrase such as "the colour of a ripe tomato") is listed in tests/test_hints.py.
+Pure: the standard library, reward.py's normalisers (clean_unicode, normalize, parse_number) and
+Pillow (draw_focus). The offline command that asks an expert model for hints is make_hints.py.
+The zero-spoiler filter is a precise rule set, not a model; what it cannot catch (a paraphrase
+such as "the colour of a ripe tomato") is listed in tests/test_hints.py.
 """
 import json
 import re
@@ -94,7 +95,8 @@ def hint_words(hint):
 _WORD_NUMBERS = {w: i for i, w in enumerate(
     "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
     "fifteen sixteen seventeen eighteen nineteen".split())}
-_WORD_NUMBERS.update({w: 10 * (i + 2) for i, w in enumerate("twenty thirty forty fifty sixty seventy eighty ninety".split())})
+_WORD_NUMBERS.update({w: 10 * (i + 2) for i, w in enumerate(
+    "twenty thirty forty fifty sixty seventy eighty ninety".split())})
 _SCALES = {"hundred": 100, "thousand": 1000, "million": 10 ** 6}
 _PARTS = {"half": Fraction(1, 2), "halves": Fraction(1, 2), "quarter": Fraction(1, 4), "quarters": Fraction(1, 4),
           "third": Fraction(1, 3), "thirds": Fraction(1, 3)}

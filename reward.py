@@ -32,6 +32,7 @@ Standard library only (math_verify optional, imported where used): copy it anywh
 """
 import cmath
 import math
+import operator
 import re
 import unicodedata
 from fractions import Fraction
@@ -135,7 +136,8 @@ def extract_answer(text):
 # text normalisation (text answers, multiple choice, and hints.py)
 
 
-_TEXT_WRAP = re.compile(r"\\(?:text|textbf|textit|textnormal|textrm|mathrm|mathbf|mathit|operatorname|mbox)\{([^{}]*)\}")
+_TEXT_WRAP = re.compile(r"\\(?:text|textbf|textit|textnormal|textrm|mathrm|mathbf|mathit|operatorname|mbox)"
+                        r"\{([^{}]*)\}")
 
 
 def _unwrap(s):
@@ -259,6 +261,11 @@ def _factorial(a):
     raise ValueError("factorial of a non-integer")
 
 
+def _apply(fn, *args):
+    """A closure computing fn of the values of the argument closures at one point."""
+    return lambda env: fn(*(a(env) for a in args))
+
+
 class _Parser:
     """Recursive descent over tokens: expr := term (+|- term)*, term := factor (*|/|juxtaposed factor)*,
     factor := -factor | atom (^ factor)? !?. Builds closures; nothing is ever eval'ed."""
@@ -279,9 +286,8 @@ class _Parser:
     def expr(self):
         left = self.term()
         while self.peek()[1] in ("+", "-"):
-            op, right = self.take(), self.term()
-            left = (lambda l, r: lambda e: l(e) + r(e))(left, right) if op == "+" else \
-                   (lambda l, r: lambda e: l(e) - r(e))(left, right)
+            op = operator.add if self.take() == "+" else operator.sub
+            left = _apply(op, left, self.term())
         return left
 
     def term(self):
@@ -290,12 +296,9 @@ class _Parser:
             kind, tok = self.peek()
             if tok in _MUL or tok in _DIV:
                 self.take()
-                right = self.factor()
-                left = (lambda l, r: lambda e: l(e) / r(e))(left, right) if tok in _DIV else \
-                       (lambda l, r: lambda e: l(e) * r(e))(left, right)
-            elif kind in ("num", "var", "cmd") and tok not in _MUL | _DIV or tok in ("(", "{"):
-                right = self.factor()  # juxtaposition: 2\pi, 3x, (a+5)(b+2)
-                left = (lambda l, r: lambda e: l(e) * r(e))(left, right)
+                left = _apply(operator.truediv if tok in _DIV else operator.mul, left, self.factor())
+            elif kind in ("num", "var", "cmd") or tok in ("(", "{"):
+                left = _apply(operator.mul, left, self.factor())  # juxtaposed: 2\pi, 3x, (a+5)(b+2)
             else:
                 return left
 
@@ -303,15 +306,15 @@ class _Parser:
         if self.peek()[1] in ("-", "+"):
             neg = self.take() == "-"
             inner = self.factor()
-            return (lambda f: lambda e: -f(e))(inner) if neg else inner
+            return _apply(operator.neg, inner) if neg else inner
         base = self.atom()
         if self.peek()[1] == "^":
             self.take()
             exp = self.factor() if self.peek()[1] in ("-", "+") else self.atom()
-            base = (lambda b, x: lambda e: _power(b(e), x(e)))(base, exp)
+            base = _apply(_power, base, exp)
         while self.peek()[1] == "!":
             self.take()
-            base = (lambda b: lambda e: _factorial(b(e)))(base)
+            base = _apply(_factorial, base)
         return base
 
     def argument(self):
@@ -360,7 +363,7 @@ class _Parser:
             self.take()
             inner = self.expr()
             self.take("|")
-            return lambda e: abs(inner(e))
+            return _apply(abs, inner)
         if kind == "cmd":
             return self.command()
         raise ValueError(f"unexpected {tok!r}")
@@ -370,7 +373,7 @@ class _Parser:
         name = tok[1:]
         if name == "frac":
             num, den = self.argument(), self.argument()
-            return lambda e: num(e) / den(e)
+            return _apply(operator.truediv, num, den)
         if name == "sqrt":
             n = None
             if self.peek()[1] == "[":
@@ -378,25 +381,22 @@ class _Parser:
                 n = self.expr()
                 self.take("]")
             arg = self.argument()
-            if n is None:
-                return lambda e: _sqrt(arg(e))
-            return lambda e: _power(arg(e), 1 / n(e))
+            return _apply(_sqrt, arg) if n is None else _apply(lambda a, k: _power(a, 1 / k), arg, n)
         if name == "pi":
             return lambda e: math.pi
         if name == "infty":
             return lambda e: math.inf
-        if name in ("text", "operatorname") and self.peek()[1] == "{" and self.toks[self.i + 2:self.i + 3] == [("op", "}")]:
-            return self.argument()  # \mathrm{e} (made \text{e} by _prepare): one letter, never a word
+        one_letter = self.toks[self.i:self.i + 3][::2] == [("op", "{"), ("op", "}")]
+        if name in ("text", "operatorname") and one_letter:
+            return self.argument()  # \mathrm{e} (made \text{e} by _prepare): a letter, never a word
         if name in _FUNCS:
             fn = _FUNCS[name]
             power = None
             if self.peek()[1] == "^":  # \sin^2 x
                 self.take()
                 power = self.atom()
-            arg = self.factor()
-            if power is None:
-                return lambda e: fn(complex(arg(e)))
-            return lambda e: _power(fn(complex(arg(e))), power(e))
+            value = _apply(lambda z: fn(complex(z)), self.factor())
+            return value if power is None else _apply(_power, value, power)
         raise ValueError(f"unknown command {tok}")
 
 
@@ -449,7 +449,8 @@ def _expression(s):
 _MATH_CHARS = str.maketrans({"π": "\\pi ", "√": "\\sqrt ", "∞": "\\infty ", "≤": "\\le ", "≥": "\\ge ",
                              "≠": "\\ne ", "·": "*", "⋅": "*", "×": "*", "÷": "/", "±": "\\pm ", "∓": "\\mp ",
                              "°": "^\\circ ", "∪": "\\cup ", "∈": "\\in ", "≈": "\\approx "})
-_SPACING = re.compile(r"\\(?:left|right|[bB]igg?[lr]?)(?![a-zA-Z])|(?<!\\)\\[,;:! ]|\\q?quad(?![a-zA-Z])|\\displaystyle")
+_SPACING = re.compile(r"\\(?:left|right|[bB]igg?[lr]?)(?![a-zA-Z])|(?<!\\)\\[,;:! ]|\\q?quad(?![a-zA-Z])"
+                      r"|\\displaystyle")
 _TEXTLIKE = re.compile(r"\\(?:textbf|textit|textnormal|textrm|mbox|mathrm|mathbf|mathit|rm)\{")
 
 
