@@ -59,11 +59,44 @@ def test_shipped_checkpoint_loads_and_matches_its_diagnostics(tmp_path):
     model_dir, _, eval_path = toy.ensure()
     with open(os.path.join(model_dir, "diagnostics.json")) as f:
         shipped = json.load(f)
+    # the recorded numbers (400 held-out problems) meet the regime, and say how they were made
+    assert toy.regime_failures(shipped) == [] and shipped["regime"] is True
+    assert shipped["command"].startswith("python toy.py") and shipped["seed"] == 0 and shipped["torch"]
     model, processor = rollout.load_model(model_dir, "float32", "cpu")
     exs = data.load_jsonl(eval_path, report=lambda s: None)[:150]
     res = toy.diagnose(model, processor, exs, seed=0, tmp_dir=str(tmp_path))
     for k in ("student", "tutor", "blank"):
         assert abs(res[k] - shipped[k]) <= 0.1, (k, res[k], shipped[k])
-    # the regime the demo needs: the student reads the picture, is imperfect, the tutor knows more
-    assert res["student"] >= res["blank"] + 0.05 and res["student"] <= 0.6
-    assert res["tutor"] >= res["student"] + 0.25
+    # on 150 problems, sampling noise is ~4 points: the regime with half its margins
+    assert res["student"] >= res["blank"] + 0.05 and res["student"] <= 0.65
+    assert res["tutor"] >= res["student"] + 0.2
+
+
+def test_regime_check_names_what_is_missed():
+    ok = {"student": 0.30, "tutor": 0.95, "blank": 0.15}
+    assert toy.regime_failures(ok) == []
+    toy.check_regime(ok)                                     # met: returns quietly
+    misses = {"blind student": {"student": 0.152, "tutor": 0.195, "blank": 0.152},
+              "student too good": {"student": 0.70, "tutor": 1.00, "blank": 0.15},
+              "useless hint": {"student": 0.30, "tutor": 0.50, "blank": 0.15},
+              "narrow miss": {"student": 0.23, "tutor": 0.785, "blank": 0.133}}
+    for name, res in misses.items():
+        assert toy.regime_failures(res), name
+        with pytest.raises(SystemExit) as e:
+            toy.check_regime(res)
+        assert e.value.code not in (0, None) and "teaching regime" in str(e.value.code), name
+
+
+def test_toy_build_exits_nonzero_when_the_regime_is_missed(tmp_path):
+    """A 1-step warm start cannot read pictures: the build must say so and exit non-zero,
+    after writing its diagnostics."""
+    argv = ["--out_dir", str(tmp_path), "--steps", "1", "--n_train", "16", "--n_eval", "8", "--diag_n", "8",
+            "--threads", "1"]
+    with pytest.raises(SystemExit) as e:
+        toy.main(argv)
+    assert e.value.code not in (0, None)
+    with open(tmp_path / "model" / "diagnostics.json") as f:
+        diag = json.load(f)
+    assert diag["regime"] is False and diag["seed"] == 0 and diag["n"] == 8
+    assert diag["command"] == "python toy.py " + " ".join(argv)
+    toy.main(argv + ["--no_check"])                          # the same build, told not to check
