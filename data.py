@@ -317,19 +317,11 @@ def load_jsonl(path, strict=False, check_hints=True, report=print, allow_outside
 
 
 def prompt_length(processor, ex):
-    """Prompt tokens of an example without decoding pixels: text tokens + image tokens. Exact
-    (tests compare it with rollout.encode), so a limit never has to truncate."""
+    """Prompt tokens of an example without decoding pixels (rollout.prompt_length; exact, so a
+    limit never has to truncate)."""
     import rollout  # here, not at the top: loading data needs neither torch nor a processor
-    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
-    ip = processor.image_processor
-    factor = ip.patch_size * ip.merge_size
     sizes = ex.get("image_sizes", [ex["image_size"]] * len(ex["images"]))
-    n = len(processor.tokenizer(rollout.prompt_text(processor, ex["question"]))["input_ids"])
-    n += 3 * (len(sizes) - 1)  # rollout.encode repeats <|vision_start|><|image_pad|><|vision_end|>
-    for w, h in sizes:
-        rh, rw = smart_resize(h, w, factor, ip.size["shortest_edge"], ip.size["longest_edge"])
-        n += (rh // factor) * (rw // factor) - 1  # each <|image_pad|> becomes one per merged patch
-    return n
+    return rollout.prompt_length(processor, ex["question"], sizes)
 
 
 def check_lengths(examples, processor, limit, strict=False, report=print):

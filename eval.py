@@ -21,11 +21,11 @@ from collections import defaultdict
 
 import torch
 
+import checkpoint
 import data
-import reward
 import rollout
-import train
 import tutor
+from distributed import all_sum, print0, setup
 
 
 def get_args(argv=None):
@@ -41,14 +41,27 @@ def get_args(argv=None):
     p.add_argument("--max_new_tokens", type=int, default=32, help="response length cap")
     p.add_argument("--with_hints", action="store_true", help="evaluate the hinted tutor (hint in context)")
     p.add_argument("--diagnose", action="store_true", help="demo diagnostics: student, tutor, blank image, majority")
-    p.add_argument("--token_budget", type=int, default=16384, help="padded tokens per micro-batch")
+    p.add_argument("--token_budget", type=int, default=16384, help="padded tokens per scoring micro-batch")
+    p.add_argument("--kv_cache_gb", type=float, default=32.0, help="KV-cache memory per generate() call")
+    p.add_argument("--max_prompt_tokens", type=int, default=4096, help="longer prompts are reported and skipped")
     p.add_argument("--dtype", default="auto", help="auto | float32 | bfloat16")
     p.add_argument("--seed", type=int, default=1234, help="sampling seed")
     p.add_argument("--out", default="", help="write the results as JSON here")
     p.add_argument("--compare", nargs="+", default=None, help="run directories whose metrics.jsonl to compare")
     p.add_argument("--png", default="compare.png", help="where --compare draws its curves")
     p.add_argument("--trust_remote_code", action="store_true", help="allow model code from the hub")
-    return p.parse_args(argv)
+    p.add_argument("--allow_outside_images", action="store_true",
+                   help="allow absolute or ../ image paths (default: only inside the data file's folder)")
+    args = p.parse_args(argv)
+    rules = [(args.limit >= 0, "--limit must be >= 0"), (args.n_samples >= 1, "--n_samples must be >= 1"),
+             (all(1 <= k <= args.n_samples for k in args.k), f"--k values must be in 1..--n_samples ({args.n_samples})"),
+             (args.temperature >= 0, "--temperature must be >= 0 (0: greedy)"), (0 < args.top_p <= 1, "--top_p in (0, 1]"),
+             (args.max_new_tokens >= 1 and args.max_prompt_tokens >= 1, "--max_new_tokens, --max_prompt_tokens >= 1"),
+             (args.token_budget >= 1 and args.kv_cache_gb > 0, "--token_budget and --kv_cache_gb must be > 0")]
+    for ok, msg in rules:
+        if not ok:
+            p.error(msg)
+    return args
 
 
 def pass_at_k(n, c, k):
@@ -76,16 +89,13 @@ def resolve_model(args):
 def load(args, device):
     model, processor = rollout.load_model(args.model, args.dtype, str(device), args.trust_remote_code)
     if args.checkpoint:
-        import torch.distributed.checkpoint as dcp
-        from torch.distributed.checkpoint.state_dict import get_model_state_dict, set_model_state_dict
-        train.check_checkpoint_metadata(args.checkpoint)
-        sd = {"model": get_model_state_dict(model)}
-        dcp.load(sd, checkpoint_id=args.checkpoint)
-        set_model_state_dict(model, sd["model"])
+        try:
+            checkpoint.load_weights(args.checkpoint, model)
+        except RuntimeError as e:
+            sys.exit(f"eval.py: {e}")
     return model, processor
 
 
-@torch.no_grad()
 def evaluate(model, processor, examples, args, rank=0, world=1):
     """Per-problem correct counts, lengths and entropies; summed over ranks."""
     fmt = rollout.box_format(model)
@@ -95,21 +105,13 @@ def evaluate(model, processor, examples, args, rank=0, world=1):
         ex = examples[i]
         p = tutor.tutor_prompt(processor, ex, fmt) if args.with_hints else None
         prompts.append(p or rollout.encode(processor, ex["question"], data.open_images(ex)))
-    n = args.n_samples
-    ids, mask = rollout.sample(model, processor, prompts, n, args.max_new_tokens, args.temperature, args.top_p,
-                               args.token_budget, seed=args.seed, prompt_ids=mine)
-    ent = rollout.score(model, [p for p in prompts for _ in range(n)], ids, mask,
-                        token_budget=args.token_budget)["entropy"]
-    texts = processor.tokenizer.batch_decode([r[m] for r, m in zip(ids, mask)], skip_special_tokens=True)
-    correct = torch.zeros(len(examples))
-    length = torch.zeros(len(examples))
-    entropy = torch.zeros(len(examples))
+    res = rollout.evaluate(model, processor, prompts, [examples[i] for i in mine], args.n_samples,
+                           args.max_new_tokens, args.temperature, args.top_p, args.kv_cache_gb, args.token_budget,
+                           seed=args.seed, prompt_ids=mine, entropy=True)
+    correct, length, entropy = (torch.zeros(len(examples), dtype=torch.float64) for _ in range(3))
     for j, i in enumerate(mine):
-        rows = slice(j * n, (j + 1) * n)
-        correct[i] = sum(reward.reward(t, examples[i]) for t in texts[rows])
-        length[i] = mask[rows].sum()
-        entropy[i] = (ent[rows] * mask[rows]).sum()
-    return train.all_sum(correct), train.all_sum(length), train.all_sum(entropy)
+        correct[i], length[i], entropy[i] = res["correct"][j], res["length"][j], res["entropy"][j]
+    return all_sum(correct), all_sum(length), all_sum(entropy)
 
 
 def summarise(examples, correct, length, entropy, args):
@@ -141,8 +143,18 @@ def print_table(res):
 
 
 def read_metrics(run):
+    """A run's metrics, one record per step (a later record of a step replaces an earlier one)."""
     with open(os.path.join(run, "metrics.jsonl")) as f:
-        return [json.loads(line) for line in f if line.strip()]
+        recs = [json.loads(line) for line in f if line.strip()]
+    by_step = {}
+    for r in recs:
+        by_step[(r["step"], "reward" in r, bool(r.get("final")))] = r
+    return [by_step[k] for k in sorted(by_step, key=lambda k: (k[0], k[2], k[1]))]
+
+
+def divergence(m):
+    """The distillation term of a step, whichever divergence the run used."""
+    return next((m[k] for k in ("jsd", "fkl", "rkl") if k in m), 0.0)
 
 
 def compare(runs, png):
@@ -157,7 +169,7 @@ def compare(runs, png):
                      "pass1_start": ev[0]["eval_pass1"] if ev else float("nan"),
                      "pass1_end": ev[-1]["eval_pass1"] if ev else float("nan"),
                      "entropy_end": sum(m["entropy"] for m in tail) / max(len(tail), 1),
-                     "jsd_mean": sum(m["jsd"] for m in tr) / max(len(tr), 1),
+                     "jsd_mean": sum(divergence(m) for m in tr) / max(len(tr), 1),
                      "distilled_frac": sum(m["distilled_frac"] for m in tr) / max(len(tr), 1),
                      "seconds": sum(m["t_rollout"] + m["t_old"] + m["t_ref_tutor"] + m["t_update"] for m in tr)})
     print(f"{'run':40s} {'steps':>5s} {'pass@1 0':>9s} {'pass@1 end':>10s} {'entropy':>8s} {'jsd':>8s} "
@@ -180,8 +192,9 @@ def compare(runs, png):
         tr = [m for m in ms if "reward" in m]
         axes[0].plot([m["step"] for m in ev], [m["eval_pass1"] for m in ev], marker="o", label=label)
         for ax, key in zip(axes[1:], ("reward", "entropy", "jsd")):
-            ax.plot([m["step"] for m in tr], [m[key] for m in tr], label=label, alpha=0.8)
-    for ax, title in zip(axes, ("held-out pass@1 (no hints)", "train reward", "policy entropy", "Top-K JSD")):
+            ax.plot([m["step"] for m in tr], [divergence(m) if key == "jsd" else m[key] for m in tr],
+                    label=label, alpha=0.8)
+    for ax, title in zip(axes, ("held-out pass@1 (no hints)", "train reward", "policy entropy", "distillation divergence")):
         ax.set_title(title)
         ax.set_xlabel("step")
     axes[0].legend(fontsize=7)
@@ -195,16 +208,21 @@ def main(argv=None):
     args = get_args(argv)
     if args.compare:
         return compare(args.compare, args.png)
-    rank, world, device = train.setup_distributed()
+    rank, world, device = setup()
     resolve_model(args)
     model, processor = load(args, device)
-    examples = data.load_jsonl(args.data, report=train.print0 if rank == 0 else (lambda *a: None))
-    examples = examples[:args.limit] if args.limit else examples
+    log = print0 if rank == 0 else (lambda *a: None)
+    try:
+        examples = data.load_jsonl(args.data, report=log, allow_outside_images=args.allow_outside_images)
+        examples = examples[:args.limit] if args.limit else examples
+        examples = data.check_lengths(examples, processor, args.max_prompt_tokens, report=log)
+    except data.DataError as e:
+        sys.exit(f"eval.py: {e}")
     if args.diagnose:
         import toy
         res = toy.diagnose(model, processor, examples, samples=args.n_samples, temperature=args.temperature,
                            max_new_tokens=args.max_new_tokens, seed=args.seed)
-        train.print0(toy.format_diagnostics(res, len(examples)))
+        print0(toy.format_diagnostics(res, len(examples)))
     else:
         res = summarise(examples, *evaluate(model, processor, examples, args, rank, world), args)
         if rank == 0:

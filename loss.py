@@ -150,6 +150,7 @@ def topk_jsd(student_logp, tutor_logp, mask=None, beta=0.5):
     inequality) and equal to it when both tails are empty. beta = 0.5 is the paper's JSD, <= ln 2.
     The tutor is detached; gradients flow into student_logp at the support and via the tail.
     """
+    student_logp, tutor_logp = _upcast(student_logp), _upcast(tutor_logp)   # bf16 in: fp32 math
     p = _with_tail(student_logp, mask)                              # (..., M+1)
     q = _with_tail(tutor_logp.detach(), mask)                       # (..., M+1)
     if beta <= 0.0:
@@ -162,12 +163,12 @@ def topk_jsd(student_logp, tutor_logp, mask=None, beta=0.5):
 
 def topk_forward_kl(student_logp, tutor_logp, mask=None):
     """KL(tutor || student) on support + tail, per position (mode covering). (..., M) -> (...)"""
-    return _kl(_with_tail(tutor_logp.detach(), mask), _with_tail(student_logp, mask))
+    return _kl(_with_tail(_upcast(tutor_logp).detach(), mask), _with_tail(_upcast(student_logp), mask))
 
 
 def topk_reverse_kl(student_logp, tutor_logp, mask=None):
     """KL(student || tutor) on support + tail, per position (mode seeking). (..., M) -> (...)"""
-    return _kl(_with_tail(student_logp, mask), _with_tail(tutor_logp.detach(), mask))
+    return _kl(_with_tail(_upcast(student_logp), mask), _with_tail(_upcast(tutor_logp).detach(), mask))
 
 
 DIVERGENCES = {"jsd": topk_jsd, "fkl": topk_forward_kl, "rkl": topk_reverse_kl}
@@ -200,19 +201,41 @@ def _upcast(x):
     return x.float() if x.dtype in (torch.bfloat16, torch.float16) else x
 
 
+def _logits(h, weight, temperature):
+    """logits = h @ W^T / temperature in fp32 (bf16 matmul, fp32 softmax). (n, D) -> (n, V)"""
+    logits = _upcast(h @ weight.t())
+    return logits / temperature if temperature != 1.0 else logits   # T = 1: no copy of (n, V)
+
+
 def _head_chunk(h, weight, targets, support, temperature):
-    """One chunk: logits = h @ W^T / temperature, then what the callers need. (n, D) -> (n, ...)"""
-    logits = _upcast(h @ weight.t())                                # (n, V)
-    if temperature != 1.0:
-        logits = logits / temperature
+    """One chunk with grad: the sampled token's log-prob and the support's. Recomputed in backward."""
+    logits = _logits(h, weight, temperature)                        # (n, V)
     lse = torch.logsumexp(logits, dim=-1, keepdim=True)             # (n, 1)
     tok = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - lse.squeeze(-1)
     sup = logits.gather(-1, support) - lse if support is not None else None
     return tok, sup
 
 
+@torch.no_grad()
+def _head_chunk_nograd(h, weight, targets, support, union_with, topk, temperature, entropy):
+    """One chunk without grad: everything a no-grad pass needs from ONE vocabulary-sized matmul."""
+    logits = _logits(h, weight, temperature)                        # (n, V)
+    lse = torch.logsumexp(logits, dim=-1, keepdim=True)             # (n, 1)
+    out = {"logp": logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - lse.squeeze(-1)}
+    if entropy:   # H = lse - sum p * logit, without materialising log p
+        out["entropy"] = lse.squeeze(-1) - (torch.softmax(logits, -1) * logits).sum(-1)
+    if topk:
+        out["topk_ids"] = logits.topk(min(topk, logits.shape[-1]), dim=-1).indices   # (n, K)
+        if union_with is not None:
+            support, out["support_mask"] = union_support(union_with, out["topk_ids"])
+            out["support_ids"] = support
+    if support is not None:
+        out["support_logp"] = logits.gather(-1, support) - lse
+    return out
+
+
 def head_logprobs(hidden, weight, targets, support=None, union_with=None, topk=0, temperature=1.0,
-                  chunk_size=256, entropy=True):
+                  chunk_size=256, entropy=False):
     """Log-probs of the sampled tokens (and on a support), entropy and top-K ids, chunked.
 
     hidden: (N, D) final hidden states at the positions that predict `targets`; weight: (V, D)
@@ -221,38 +244,30 @@ def head_logprobs(hidden, weight, targets, support=None, union_with=None, topk=0
     support becomes union_with united with this model's own top-`topk` ids, per position
     (the tutor's side of Top-K JSD), built chunk by chunk so no (N, V) tensor is ever held.
     Returns dict: logp (N,); support_logp (N, M) or None; support_ids, support_mask (N, M) when
-    union_with is given; entropy (N,) and topk_ids (N, topk), both without grad. With grad
-    enabled each chunk's logits are recomputed in the backward pass (activation
-    checkpointing): peak memory O(chunk_size * V), values and gradients equal to full logits.
+    union_with is given; entropy (N,) when asked and topk_ids (N, topk) when topk > 0.
+    Cost: without grad, one (chunk x V) matmul per chunk serves every output. With grad (the
+    update), only logp and support_logp, and each chunk's logits are recomputed in the backward
+    pass (activation checkpointing): peak memory O(chunk_size * V), values and gradients equal
+    to full logits. Entropy and top-K are no-grad quantities: ask for them in no-grad passes.
     """
-    outs = {k: [] for k in ("logp", "support_logp", "support_ids", "support_mask", "entropy", "topk_ids")}
     need_grad = torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad)
+    if need_grad and (entropy or topk or union_with is not None):
+        raise ValueError("head_logprobs: entropy / topk / union_with belong to no-grad passes")
+    outs = {}
     for s in range(0, hidden.shape[0], chunk_size):
         h, t = hidden[s:s + chunk_size], targets[s:s + chunk_size]
         sup = support[s:s + chunk_size] if support is not None else None
-        if entropy or topk:
-            with torch.no_grad():
-                logits = _upcast(h.detach() @ weight.detach().t()) / temperature   # (n, V)
-                if entropy:
-                    lp = torch.log_softmax(logits, dim=-1)
-                    outs["entropy"].append(-(lp.exp() * lp).sum(-1))
-                    del lp
-                if topk:
-                    top = logits.topk(min(topk, logits.shape[-1]), dim=-1).indices  # (n, K)
-                    outs["topk_ids"].append(top)
-                    if union_with is not None:
-                        sup, smask = union_support(union_with[s:s + chunk_size], top)
-                        outs["support_ids"].append(sup)
-                        outs["support_mask"].append(smask)
-                del logits
         if need_grad:
             tok, sp = checkpoint(_head_chunk, h, weight, t, sup, temperature, use_reentrant=False)
+            part = {"logp": tok, "support_logp": sp}
         else:
-            tok, sp = _head_chunk(h, weight, t, sup, temperature)
-        outs["logp"].append(tok)
-        if sp is not None:
-            outs["support_logp"].append(sp)
-    res = {k: (torch.cat(v) if v else None) for k, v in outs.items()}
+            uw = union_with[s:s + chunk_size] if union_with is not None else None
+            part = _head_chunk_nograd(h, weight, t, sup, uw, topk, temperature, entropy)
+        for k, v in part.items():
+            if v is not None:
+                outs.setdefault(k, []).append(v)
+    res = {k: None for k in ("logp", "support_logp", "support_ids", "support_mask", "entropy", "topk_ids")}
+    res.update({k: torch.cat(v) for k, v in outs.items()})
     if res["logp"] is None:
         res["logp"] = hidden.new_zeros(0)
     return res

@@ -40,7 +40,8 @@ def finished_ids(path):
 
 def generate_hints(args):
     """Prompt the expert for every example without an accepted hint; write what passes."""
-    examples = data.load_jsonl(args.data, strict=False, check_hints=False)
+    examples = data.load_jsonl(args.data, strict=False, check_hints=False,
+                               allow_outside_images=args.allow_outside_images)
     done = finished_ids(args.out)
     todo = [ex for ex in examples if ex["id"] not in done]
     print(f"{len(examples)} examples, {len(done)} already in {args.out}, {len(todo)} to do")
@@ -93,6 +94,8 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0, help="sampling seed")
     p.add_argument("--dtype", default="auto", help="auto | float32 | bfloat16")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--allow_outside_images", action="store_true",
+                   help="allow absolute or ../ image paths (default: only inside the data file's folder)")
     report = generate_hints(p.parse_args(argv))
     return 0 if report.get("accepted", 0) or sum(report.values()) else 1
 

@@ -4,9 +4,11 @@ rollout.py: the model as a sampler and a scorer.
     load_model(path)          a Qwen2.5-VL / Qwen3-VL model and processor: hub id, local
                               directory or the tiny demo model; image-only processor fallback
     encode(processor, ...)    one prompt (chat template + image) -> token ids and image tensors
-    sample(model, ...)        G responses per prompt, batched, FSDP2-safe
-    score(model, ...)         per response token: log-prob of the sampled token, entropy, and
-                              optionally log-probs on a support and the model's own top-K ids
+    sample(model, ...)        G responses per prompt, batched by KV-cache budget, FSDP2-safe,
+                              exactly the distribution score() computes (temperature, top-p)
+    score(model, ...)         per response token: log-prob of the sampled token, and optionally
+                              entropy, log-probs on a support and the model's own top-K ids
+    evaluate(model, ...)      sample, decode, reward: per-problem correct counts (no hints)
 
 Layout of every scored batch: left-padded prompts, right-padded responses, so the response
 sits in the last R columns of every row whatever the prompt lengths (tests/test_rollout.py
@@ -16,13 +18,20 @@ so no (tokens x vocabulary) tensor is ever kept for the backward pass.
 Left out on purpose: a vLLM/SGLang engine (HF generate() is slow but exact and simple).
 """
 import contextlib
+import math
 import types
 
 import torch
 
 import loss
+import reward
 
 FORMAT_PROMPT = "First think inside <think> </think>, then give the final answer inside <answer> </answer>."
+# Thinking templates (Qwen3-VL-*-Thinking) open <think> themselves in the generation prompt
+FORMAT_PROMPT_THINKING = "After thinking, give the final answer inside <answer> </answer>."
+EOS = "<|im_end|>"               # Qwen chat turns end here; generation stops at it
+IMAGE = "<|vision_start|><|image_pad|><|vision_end|>"   # one image's place in the chat text
+SCORER = "ptd_score"             # the scoring method attached to a model (an FSDP2 forward method)
 
 # -----------------------------------------------------------------------------
 # loading
@@ -93,26 +102,30 @@ def box_format(model):
 # prompts
 
 
-def prompt_text(processor, question, extra=None, instruct=True):
-    """The chat-formatted prompt: image, question, format instruction, then the hint block.
+def opens_think(processor):
+    """True for Thinking chat templates: their generation prompt already ends in <think>."""
+    msgs = [{"role": "user", "content": [{"type": "text", "text": "x"}]}]
+    text = processor.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+    return text.rstrip().endswith("<think>")
+
+
+def prompt_text(processor, question, extra=None, instruct=True, n_images=1):
+    """The chat-formatted prompt: image(s), question, format instruction, then the hint block.
     Student and tutor prompts differ only by `extra` (the hint block). instruct=False leaves the
     format instruction out (the hint generator asks for JSON instead)."""
-    text = question.replace("<image>", "").strip() + ("\n" + FORMAT_PROMPT if instruct else "")
+    fmt = FORMAT_PROMPT_THINKING if opens_think(processor) else FORMAT_PROMPT
+    text = question.replace("<image>", "").strip() + ("\n" + fmt if instruct else "")
     if extra:
         text += "\n\n" + extra
     messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]}]
-    return processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    text = processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return text.replace(IMAGE, IMAGE * n_images, 1) if n_images > 1 else text
 
 
 def encode(processor, question, images, extra=None, instruct=True):
     """One prompt -> dict(input_ids (P,), mm_token_type_ids (P,), pixel_values, image_grid_thw).
-
-    Several images are supported by repeating the image part of the template; the tiny demo
-    and most benchmarks use one."""
-    text = prompt_text(processor, question, extra, instruct)
-    if len(images) > 1:
-        one = "<|vision_start|><|image_pad|><|vision_end|>"
-        text = text.replace(one, one * len(images), 1)
+    Several images repeat the image part of the template; the demo and most benchmarks use one."""
+    text = prompt_text(processor, question, extra, instruct, n_images=len(images))
     out = processor(text=[text], images=images, return_tensors="pt", return_mm_token_type_ids=True)
     image_token = processor.tokenizer.convert_tokens_to_ids("<|image_pad|>")
     ids = out["input_ids"][0]
@@ -120,6 +133,44 @@ def encode(processor, question, images, extra=None, instruct=True):
     mm = mm[0] if mm is not None else (ids == image_token).long()
     return {"input_ids": ids, "mm_token_type_ids": mm.long(),
             "pixel_values": out["pixel_values"], "image_grid_thw": out["image_grid_thw"]}
+
+
+def smart_resize(height, width, factor, min_pixels, max_pixels):
+    """The size a Qwen-VL image processor resizes an image to (sides multiples of factor, pixel
+    count within bounds), written out here so lengths can be counted without decoding pixels.
+    tests/test_rollout.py checks it against the processor's own image grids."""
+    if max(height, width) / min(height, width) > 200:
+        raise ValueError(f"aspect ratio {max(height, width) / min(height, width):.0f} over Qwen-VL's limit of 200")
+    h, w = round(height / factor) * factor, round(width / factor) * factor
+    if h * w > max_pixels:
+        beta = math.sqrt(height * width / max_pixels)
+        h = max(factor, math.floor(height / beta / factor) * factor)
+        w = max(factor, math.floor(width / beta / factor) * factor)
+    elif h * w < min_pixels:
+        beta = math.sqrt(min_pixels / (height * width))
+        h, w = math.ceil(height * beta / factor) * factor, math.ceil(width * beta / factor) * factor
+    return h, w
+
+
+def prompt_length(processor, question, image_sizes):
+    """Tokens of encode(processor, question, images) from the images' (width, height) alone,
+    without decoding pixels (checking a 39k-problem dataset must not open 39k images)."""
+    ip = processor.image_processor
+    factor = ip.patch_size * ip.merge_size
+    n = len(processor.tokenizer(prompt_text(processor, question, n_images=len(image_sizes)))["input_ids"])
+    for w, h in image_sizes:
+        rh, rw = smart_resize(h, w, factor, ip.size["shortest_edge"], ip.size["longest_edge"])
+        n += (rh // factor) * (rw // factor) - 1      # one <|image_pad|> becomes the image's tokens
+    return n
+
+
+def decode(processor, ids, mask):
+    """Response texts of (N, R) ids under their mask, special tokens dropped."""
+    return processor.tokenizer.batch_decode([r[m] for r, m in zip(ids, mask)], skip_special_tokens=True)
+
+
+def eos_id(processor):
+    return processor.tokenizer.convert_tokens_to_ids(EOS)
 
 
 def resized_size(processor, image):
@@ -190,52 +241,129 @@ def gathered(model):
             m.set_reshard_after_forward(True)
 
 
+# A counter-based random stream: the uniform number of (row key, tokens generated so far,
+# attempt) is a hash, so a row's draws depend on nothing else (not its batch mates, not the
+# micro-batch cut, not the rank) and a whole batch gets its numbers in a few integer ops.
+_M32 = 0xFFFFFFFF
+
+
+def _hash32(x):
+    """A 32-bit integer mix (int64 tensors holding values < 2**32; products stay < 2**63)."""
+    x = (((x >> 16) ^ x) * 0x45D9F3B) & _M32
+    x = (((x >> 16) ^ x) * 0x45D9F3B) & _M32
+    return (x >> 16) ^ x
+
+
+def uniforms(keys, step, attempt=0):
+    """(B,) float64 uniforms in [0, 1) with 53 random bits, one per row key."""
+    h = _hash32(keys & _M32)
+    h = _hash32(h ^ ((keys >> 32) & _M32))
+    h = _hash32(h ^ (step & _M32))
+    hi = _hash32(h ^ (2 * attempt + 0x9E3779B9 & _M32))
+    lo = _hash32(hi ^ 0x5BD1E995)
+    return ((hi >> 5) * 67108864 + (lo >> 6)).double() / 2.0 ** 53
+
+
+def sample_rows(logits, keys, step, top_p=1.0, tries=8):
+    """One token per row, exactly from softmax(logits) restricted to the top-p nucleus.
+
+    logits: (B, V) fp32 (temperature applied, banned tokens -inf); keys: (B,) int64 row keys;
+    step: tokens generated so far. The nucleus is the smallest set of most probable tokens
+    whose mass reaches top_p: token v is in it iff the mass of tokens strictly more probable
+    than v is < top_p. No sort: draw v from the full softmax by inverse CDF (fp64 cumsum, one
+    uniform per row), accept it if it is in the nucleus (one pass over the row), else draw again
+    with the next uniform. Accepted draws follow the renormalised nucleus exactly; a draw is
+    rejected with probability <= 1 - top_p, and rows still unlucky after `tries` draws take the
+    exact sorted path (rare: 1e-16 of rows at top_p = 0.99)."""
+    probs = torch.softmax(logits, dim=-1)                           # (B, V)
+    cdf = probs.double().cumsum(-1)                                 # (B, V)
+    choice = torch.zeros(len(keys), dtype=torch.long, device=logits.device)
+    todo = torch.ones(len(keys), dtype=torch.bool, device=logits.device)
+    for attempt in range(tries if top_p < 1.0 else 1):
+        u = uniforms(keys, step, attempt).unsqueeze(-1) * cdf[:, -1:]
+        idx = torch.searchsorted(cdf, u, right=True).clamp(max=cdf.shape[-1] - 1)   # (B, 1)
+        ok = torch.ones_like(todo)
+        if top_p < 1.0:
+            p = probs.gather(-1, idx)
+            ok = (probs * (probs > p)).sum(-1) < top_p                # mass strictly above v
+        take = todo & ok
+        choice = torch.where(take, idx.squeeze(-1), choice)
+        todo &= ~ok
+        if not todo.any():
+            return choice
+    for r in todo.nonzero().squeeze(-1).tolist():                   # the exact, sorted fallback
+        ps = probs[r].sort(descending=True).values
+        above = ps.cumsum(0) - ps
+        last = int((above < top_p).sum()) - 1                       # last kept in sorted order
+        keep = probs[r] >= ps[max(last, 0)]                         # ties with it are kept too
+        c = (probs[r] * keep).double().cumsum(0)
+        u = uniforms(keys[r:r + 1], step, tries) * c[-1]
+        choice[r] = torch.searchsorted(c, u, right=True).clamp(max=len(c) - 1)[0]
+    return choice
+
+
 class RowSampler:
-    """A logits processor that samples each row from its own random stream.
+    """A logits processor that samples each row from its own random stream (see sample_rows).
 
-    HF's sampler draws from one global stream, so a row's tokens would depend on which rows
-    share its batch (micro-batch cuts, data split across ranks). Here row r at step t uses a
-    generator seeded by (row_keys[r], t): the same prompt row gets the same tokens however
-    the rows are batched or sharded. It applies temperature and top-p, samples by Gumbel-max,
-    and returns scores that leave only the chosen token, for generate(do_sample=False)."""
+    generate() runs with do_sample=False and this processor returns scores that leave only the
+    chosen token. The counter is the number of tokens generated so far, never the padded input
+    width, so left padding (which depends on the batch mates) cannot shift a row's stream."""
 
-    def __init__(self, row_keys, temperature, top_p, banned):
-        self.row_keys, self.temperature, self.top_p, self.banned = row_keys, temperature, top_p, banned
+    def __init__(self, row_keys, temperature, top_p, banned, prompt_width):
+        self.keys = torch.tensor(row_keys, dtype=torch.long)
+        self.temperature, self.top_p, self.banned, self.width = temperature, top_p, banned, prompt_width
 
     def __call__(self, input_ids, scores):
         scores = scores.float()
         scores[:, self.banned] = float("-inf")
+        step = input_ids.shape[1] - self.width
         if self.temperature <= 0:
             choice = scores.argmax(-1)
         else:
-            logits = scores / self.temperature
-            if self.top_p < 1.0:
-                sorted_logits, order = logits.sort(dim=-1, descending=True)
-                cum = sorted_logits.softmax(-1).cumsum(-1)
-                drop = cum - sorted_logits.softmax(-1) > self.top_p   # keep the smallest set reaching top_p
-                logits = logits.scatter(-1, order, sorted_logits.masked_fill(drop, float("-inf")))
-            step = input_ids.shape[1]
-            noise = torch.empty_like(logits)
-            for r, key in enumerate(self.row_keys):
-                g = torch.Generator(device=logits.device).manual_seed((key * 1_000_003 + step) % (2 ** 63))
-                noise[r].exponential_(generator=g)
-            choice = (logits - noise.log()).argmax(-1)             # Gumbel-max: -log(Exp(1)) ~ Gumbel
+            logits = scores / self.temperature if self.temperature != 1.0 else scores
+            choice = sample_rows(logits, self.keys.to(scores.device), step, self.top_p)
         out = torch.full_like(scores, float("-inf"))
-        return out.scatter(-1, choice.unsqueeze(-1), 0.0)
+        return out.scatter_(-1, choice.unsqueeze(-1), 0.0)
+
+
+@contextlib.contextmanager
+def plain_generation(model):
+    """generate() fills every option we leave unset from model.generation_config, and real
+    checkpoints ship repetition_penalty (Qwen2.5-VL-Instruct: 1.05), top_k, and so on. Any of
+    those would make the sampled distribution differ from the one score() computes (off-policy
+    by design, silently). So, while sampling, the model's config is an empty GenerationConfig."""
+    from transformers import GenerationConfig
+    saved = model.generation_config
+    model.generation_config = GenerationConfig()
+    try:
+        yield
+    finally:
+        model.generation_config = saved
+
+
+def kv_bytes_per_token(model):
+    """KV-cache bytes one token costs in generate(): 2 (K, V) x layers x KV heads x head dim x
+    bytes per value. Qwen3-VL-2B in bf16: 2 x 28 x 8 x 128 x 2 = 114,688 (112 KiB)."""
+    c = model.config.get_text_config()
+    head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
+    kv_heads = getattr(c, "num_key_value_heads", None) or c.num_attention_heads
+    return 2 * c.num_hidden_layers * kv_heads * head_dim * next(model.parameters()).element_size()
 
 
 @torch.no_grad()
 def sample(model, processor, prompts, group_size, max_new_tokens, temperature=1.0, top_p=1.0,
-           token_budget=16384, seed=0, prompt_ids=None, progress=None):
+           kv_cache_gb=32.0, seed=0, prompt_ids=None, progress=None):
     """group_size responses per prompt. Returns (B*G, R) ids right-padded, (B*G, R) mask.
 
     Each response ends with EOS unless cut at max_new_tokens. Row order: prompt-major
     (the G responses of prompt 0, then of prompt 1, ...), the layout group_advantages expects.
     Response g of prompt p depends only on (seed, prompt_ids[p], g): give each prompt its index
-    in the global batch and a data-parallel run samples exactly what one process would."""
+    in the global batch and a data-parallel run samples exactly what one process would.
+    Rows go to generate() in calls whose KV cache (rows x (prompt + max_new_tokens) tokens)
+    fits in kv_cache_gb: decoding is memory-bound, so the more rows per call the better."""
     from transformers import LogitsProcessorList
     tok = processor.tokenizer
-    eos, pad = tok.convert_tokens_to_ids("<|im_end|>"), tok.pad_token_id
+    eos, pad = eos_id(processor), tok.pad_token_id
     rows = [p for p in prompts for _ in range(group_size)]
     pids = list(range(len(prompts))) if prompt_ids is None else list(prompt_ids)
     row_keys = [seed * 7_919 + pid * group_size + g for pid in pids for g in range(group_size)]
@@ -243,15 +371,15 @@ def sample(model, processor, prompts, group_size, max_new_tokens, temperature=1.
     device = next(model.parameters()).device
     banned = vision_token_ids(tok)
     out = []
-    with gathered(model):
-        for idx in micro_batches(lengths, token_budget):
+    with gathered(model), plain_generation(model):
+        budget = int(kv_cache_gb * 2 ** 30 / kv_bytes_per_token(model))
+        for idx in micro_batches(lengths, budget):
             batch = collate([rows[i] for i in idx], pad, device=device)
-            keys = [row_keys[i] for i in idx]
-            procs = LogitsProcessorList([RowSampler(keys, temperature, top_p, banned)])
+            width = batch["input_ids"].shape[1]
+            procs = LogitsProcessorList([RowSampler([row_keys[i] for i in idx], temperature, top_p, banned, width)])
             gen = model.generate(**batch, do_sample=False, max_new_tokens=max_new_tokens, eos_token_id=eos,
-                                 pad_token_id=pad, logits_processor=procs, top_k=None, top_p=None,
-                                 temperature=None)
-            out += list(gen[:, batch["input_ids"].shape[1]:].cpu())
+                                 pad_token_id=pad, logits_processor=procs)
+            out += list(gen[:, width:].cpu())
             if progress is not None:
                 progress.update(len(idx))
     return pad_responses(out, eos, pad)
@@ -286,14 +414,14 @@ def generate_text(model, processor, images, texts, max_new_tokens=256, temperatu
     images per prompt."""
     prompts = [encode(processor, t, imgs, instruct=False) for imgs, t in zip(images, texts)]
     ids, mask = sample(model, processor, prompts, 1, max_new_tokens, temperature, seed=seed)
-    return [processor.tokenizer.decode(r[m], skip_special_tokens=True) for r, m in zip(ids, mask)]
+    return decode(processor, ids, mask)
 
 # -----------------------------------------------------------------------------
 # scoring
 
 
 def _score_forward(self, batch, response_ids, response_mask, support=None, union_with=None, topk=0,
-                   temperature=1.0, chunk_size=256):
+                   temperature=1.0, chunk_size=256, entropy=False):
     """Runs inside the FSDP2 root's forward hooks (see attach_scorer). Shapes: (B, R[, K])."""
     R = response_ids.shape[1]
     hidden = self.model(**batch, use_cache=False).last_hidden_state     # (B, P+R, D)
@@ -303,7 +431,7 @@ def _score_forward(self, batch, response_ids, response_mask, support=None, union
     out = loss.head_logprobs(hidden[m], weight, response_ids[m],
                              support=support[m] if support is not None else None,
                              union_with=union_with[m] if union_with is not None else None,
-                             topk=topk, temperature=temperature, chunk_size=chunk_size)
+                             topk=topk, temperature=temperature, chunk_size=chunk_size, entropy=entropy)
     return {k: (None if v is None else _unflatten(v, m)) for k, v in out.items()}
 
 
@@ -314,32 +442,60 @@ def _unflatten(flat, mask):
 
 
 def attach_scorer(model):
-    """Give the model a `ptd_score` method. Under FSDP2 it is registered as a forward method
+    """Give the model a SCORER method. Under FSDP2 it is registered as a forward method
     (train.shard does that) so the root's parameters are gathered around it like forward()."""
-    model.ptd_score = types.MethodType(_score_forward, model)
+    setattr(model, SCORER, types.MethodType(_score_forward, model))
 
 
 def score(model, prompts, response_ids, response_mask, support=None, union_with=None, topk=0,
-          temperature=1.0, token_budget=16384, chunk_size=256, grad=False):
+          temperature=1.0, token_budget=16384, chunk_size=256, grad=False, entropy=False):
     """Per-token scores of responses under `model`, micro-batched by token budget.
 
     prompts: B encoded prompts; response_ids, response_mask: (B, R). support: (B, R, M) ids to
     score; union_with: (B, R, K) ids to unite with the model's own top-K (the tutor's support).
-    Returns dict of (B, R[, M]) tensors: logp, entropy, support_logp, topk_ids, support_ids,
-    support_mask. With grad=True, call it per micro-batch yourself (train.py does) so each
+    Returns dict of (B, R[, M]) tensors: logp, entropy (when asked), support_logp, topk_ids,
+    support_ids, support_mask (None where not asked for). With grad=True, call it per micro-batch yourself (train.py does) so each
     micro-batch's graph is freed by its own backward.
     """
     device = next(model.parameters()).device
     pad = 0
     lengths = [len(p["input_ids"]) + response_ids.shape[1] for p in prompts]
     parts = []
-    ctx = contextlib.nullcontext() if grad else torch.no_grad()
+    # no grad: hold the shards gathered for the whole pass (one all-gather, not one per micro-batch)
+    ctx = contextlib.nullcontext() if grad else contextlib.ExitStack()
+    if not grad:
+        ctx.enter_context(torch.no_grad())
+        ctx.enter_context(gathered(model))
     with ctx:
         for idx in micro_batches(lengths, token_budget):
             r_ids, r_mask = response_ids[idx].to(device), response_mask[idx].to(device)
             batch = collate([prompts[i] for i in idx], pad, r_ids, r_mask, device)
-            parts.append(model.ptd_score(batch, r_ids, r_mask,
+            parts.append(getattr(model, SCORER)(batch, r_ids, r_mask,
                                          support=support[idx].to(device) if support is not None else None,
                                          union_with=union_with[idx].to(device) if union_with is not None else None,
-                                         topk=topk, temperature=temperature, chunk_size=chunk_size))
+                                         topk=topk, temperature=temperature, chunk_size=chunk_size,
+                                         entropy=entropy))
     return {k: (None if parts[0][k] is None else torch.cat([p[k] for p in parts])) for k in parts[0]}
+
+# -----------------------------------------------------------------------------
+# evaluation: sample, decode, reward (train.py, eval.py and the demo's diagnostics share it)
+
+
+@torch.no_grad()
+def evaluate(model, processor, prompts, examples, n_samples, max_new_tokens, temperature=1.0, top_p=1.0,
+             kv_cache_gb=32.0, token_budget=16384, seed=0, prompt_ids=None, entropy=False):
+    """pass counts of n_samples responses per prompt (prompts[i] asks examples[i]).
+    Returns dict of (B,) tensors: correct (0..n_samples), length (tokens, summed over samples),
+    and entropy (summed over tokens) when asked; plus the texts."""
+    ids, mask = sample(model, processor, prompts, n_samples, max_new_tokens, temperature, top_p,
+                       kv_cache_gb, seed=seed, prompt_ids=prompt_ids)
+    texts = decode(processor, ids, mask)
+    hits = torch.tensor([reward.reward(t, examples[i // n_samples]) for i, t in enumerate(texts)])
+    B = len(prompts)
+    out = {"correct": hits.view(B, n_samples).sum(1), "length": mask.view(B, n_samples, -1).sum((1, 2)).double(),
+           "texts": texts}
+    if entropy:
+        ent = score(model, [p for p in prompts for _ in range(n_samples)], ids, mask, token_budget=token_budget,
+                    temperature=temperature if temperature > 0 else 1.0, entropy=True)["entropy"]
+        out["entropy"] = (ent * mask).view(B, n_samples, -1).sum((1, 2)).double()
+    return out

@@ -9,11 +9,11 @@ support S = (student top-K ids) union (tutor top-K ids) and the tutor's log-prob
 normalised over the whole vocabulary. loss.topk_jsd then compares the student (no hint) with
 it. No extra model: the tutor is the GRPO KL reference with a longer prompt.
 
-    teach(ref_model, processor, examples, rows, response_ids, response_mask, student_topk)
+    teach(ref_model, processor, examples, rows, response_ids, response_mask, distil, student_topk)
 
 context="answer" puts the gold answer in the tutor's prompt instead of the hint: the leaky
 answer-conditioned self-distillation baseline the paper compares against (kept for ablations).
-Rows whose example has no hint are skipped and counted. Left out on purpose: a separate,
+The gate (train.py) distils only rows whose example has a hint (can_teach). Left out on purpose: a separate,
 larger teacher model (the point of the method is that none is needed).
 """
 import torch
@@ -48,36 +48,40 @@ def tutor_prompt(processor, ex, box_format="norm1000", context="hint"):
     return rollout.encode(processor, ex["question"], images, extra)
 
 
+def can_teach(ex, context="hint"):
+    """Whether the tutor has something to read for this example (the gate needs it)."""
+    return context == "answer" or ex.get("hint_text") is not None or bool(ex.get("hint"))
+
+
 @torch.no_grad()
-def teach(ref_model, processor, examples, rows, response_ids, response_mask, student_topk, topk=100,
+def teach(ref_model, processor, examples, rows, response_ids, response_mask, distil, student_topk, topk=100,
           context="hint", temperature=1.0, token_budget=16384, chunk_size=256):
-    """The tutor's side of Top-K JSD for the rollouts in `rows`.
+    """The tutor's side of Top-K JSD for the distilled rollouts.
 
     examples: the step's examples; rows: (N,) index of each rollout's example; response_ids,
-    response_mask: (N, R); student_topk: (N, R, K) ids from the old-policy pass.
-    Returns dict: taught (N,) bool (False: no hint, skipped); support_ids, support_mask,
-    tutor_logp (N, R, M) with M = K + topk, zeros / False where not taught or padding.
+    response_mask: (N, R); distil: (N,) bool, the rows to teach (each must can_teach);
+    student_topk: (N, R, K) ids from the old-policy pass (None when nothing is distilled).
+    Returns dict of full-size buffers, zeros / False on rows not distilled and on padding:
+    support_ids, support_mask, tutor_logp (N, R, K + topk).
     """
-    fmt = rollout.box_format(ref_model)
-    cache = {}
-    prompts, taught = [], []
-    for i in rows.tolist():
-        if i not in cache:
-            cache[i] = tutor_prompt(processor, examples[i], fmt, context)
-        prompts.append(cache[i])
-        taught.append(cache[i] is not None)
-    taught = torch.tensor(taught, dtype=torch.bool)
     N, R = response_ids.shape
-    M = student_topk.shape[-1] + topk
-    out = {"taught": taught,
-           "support_ids": torch.zeros((N, R, M), dtype=torch.long),
+    M = (student_topk.shape[-1] if student_topk is not None else topk) + topk
+    out = {"support_ids": torch.zeros((N, R, M), dtype=torch.long),
            "support_mask": torch.zeros((N, R, M), dtype=torch.bool),
            "tutor_logp": torch.zeros((N, R, M), dtype=torch.float32)}
-    idx = taught.nonzero().squeeze(-1)
+    idx = distil.nonzero().squeeze(-1)
     if len(idx) == 0:
         return out
-    scored = rollout.score(ref_model, [prompts[i] for i in idx.tolist()], response_ids[idx], response_mask[idx],
-                           union_with=student_topk[idx], topk=topk, temperature=temperature,
+    fmt = rollout.box_format(ref_model)
+    cache = {}
+    for i in rows[idx].tolist():
+        if i not in cache:
+            cache[i] = tutor_prompt(processor, examples[i], fmt, context)
+            if cache[i] is None:
+                raise ValueError(f"tutor.teach: example {examples[i].get('id')} has no hint; gate on can_teach")
+    prompts = [cache[i] for i in rows[idx].tolist()]
+    scored = rollout.score(ref_model, prompts, response_ids[idx], response_mask[idx],
+                           union_with=student_topk[idx].cpu(), topk=topk, temperature=temperature,
                            token_budget=token_budget, chunk_size=chunk_size)
     out["support_ids"][idx] = scored["support_ids"].cpu()
     out["support_mask"][idx] = scored["support_mask"].cpu() & response_mask[idx].unsqueeze(-1)

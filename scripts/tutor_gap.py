@@ -31,7 +31,7 @@ def main():
     prompts = [rollout.encode(proc, e["question"], data.open_images(e)) for e in exs]
     ids, mask = rollout.sample(model, proc, prompts, a.group_size, 32, 1.0, seed=0)
     rows = torch.arange(len(exs)).repeat_interleave(a.group_size)
-    texts = tok.batch_decode([r[m] for r, m in zip(ids, mask)], skip_special_tokens=True)
+    texts = rollout.decode(proc, ids, mask)
     failed = torch.tensor([reward.reward(t, exs[i]) == 0 for t, i in zip(texts, rows.tolist())]).nonzero().squeeze(-1)
     rp = [prompts[i] for i in rows[failed].tolist()]
     f_ids, f_mask = ids[failed], mask[failed]
@@ -46,7 +46,8 @@ def main():
     print(f"{len(failed)} failed rollouts of {len(ids)} ({a.n} problems x {a.group_size})")
     print(f"{'tutor':8s} {'cell-name tokens':>17s} {'colour token':>13s} {'other tokens':>13s}")
     for context in ("hint", "answer"):
-        t = tutor.teach(model, proc, exs, rows[failed], f_ids, f_mask, top, 100, context=context)
+        every = torch.ones(len(failed), dtype=torch.bool)
+        t = tutor.teach(model, proc, exs, rows[failed], f_ids, f_mask, every, top, topk=100, context=context)
         st = rollout.score(model, rp, f_ids, f_mask, support=t["support_ids"])
         j = loss.topk_jsd(st["support_logp"], t["tutor_logp"], t["support_mask"])
         cols = [j[(kind == k) & f_mask].mean().item() for k in (1, 2, 0)]

@@ -10,17 +10,20 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import data  # noqa: E402
 import rollout  # noqa: E402
 import train  # noqa: E402
+from distributed import setup  # noqa: E402
 
 model_dir, data_path, out = sys.argv[1:4]
-rank, world, device = train.setup_distributed()
+rank, world, device = setup()
 examples = data.load_jsonl(data_path, report=lambda s: None)[:4]
 model, processor = rollout.load_model(model_dir, "float32", "cpu")
-model = train.shard(model, device, torch.float32)
+model = train.shard(model, torch.float32)
 mine = examples[rank * 2:(rank + 1) * 2]
 prompts = [rollout.encode(processor, ex["question"], data.open_images(ex)) for ex in mine]
 max_new = 4 if rank == 0 else 12                       # rank 0 stops long before rank 1
 # FSDP2 initialises lazily in the root's first forward: one forward before generate()
-rollout.score(model, prompts[:1], torch.ones(1, 1, dtype=torch.long), torch.ones(1, 1, dtype=torch.bool))
+one = torch.ones(1, 1, dtype=torch.long)
+with torch.no_grad():
+    getattr(model, rollout.SCORER)(rollout.collate(prompts[:1], 0, one, one.bool()), one, one.bool())
 ids, mask = rollout.sample(model, processor, prompts, 3, max_new, seed=5, prompt_ids=[rank * 2, rank * 2 + 1])
 # the same rows in one process, without FSDP
 plain, _ = rollout.load_model(model_dir, "float32", "cpu")

@@ -42,8 +42,20 @@ def weights(out_dir):
 SAME = ("reward", "entropy", "kl", "jsd", "distilled_frac", "resp_len", "clip_frac_low", "clip_frac_high")
 
 
+def varied_lengths(train_path):
+    """The training file with questions of three different lengths (so prompts are padded)."""
+    out = os.path.join(os.path.dirname(train_path), "train_varied.jsonl")
+    with open(train_path) as f, open(out, "w") as g:
+        for i, line in enumerate(f):
+            rec = json.loads(line)
+            rec["question"] = "Look at the picture. " * (i % 3) + rec["question"]
+            g.write(json.dumps(rec) + "\n")
+    return out
+
+
 def test_two_process_fsdp_step_equals_one_process(tiny, toy_data, tmp_path):
     _, train_path, eval_path = toy_data
+    train_path = varied_lengths(train_path)          # unequal prompt lengths: padding differs per rank
     one, two = str(tmp_path / "one"), str(tmp_path / "two")
     run(train_args(tiny[2], train_path, eval_path, one))
     run(train_args(tiny[2], train_path, eval_path, two), nproc=2)
@@ -86,16 +98,3 @@ def test_fsdp_sampling_with_ranks_stopping_at_different_lengths(tiny, toy_data, 
         assert torch.equal(got["ids"], got["ref_ids"]) and torch.equal(got["mask"], got["ref_mask"])
         lengths.append(got["ids"].shape[1])
     assert lengths[0] < lengths[1]
-
-
-def test_a_tampered_checkpoint_is_refused(tmp_path):
-    import pickle
-    import train
-
-    class Evil:
-        def __reduce__(self):
-            return (os.system, ("echo pwned",))
-
-    (tmp_path / ".metadata").write_bytes(pickle.dumps({"x": Evil()}))
-    with pytest.raises(pickle.UnpicklingError, match="refusing to load"):
-        train.check_checkpoint_metadata(str(tmp_path))

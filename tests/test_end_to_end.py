@@ -35,12 +35,16 @@ def test_demo_train_then_eval(tmp_path):
 
 
 def held_out_copy(path, n, keep_hint=True):
-    """The first n held-out demo problems, with absolute image paths, as a new JSONL file."""
+    """The first n held-out demo problems as a new JSONL file beside a link to their images."""
     _, _, eval_path = toy.ensure()
+    src = os.path.dirname(eval_path)
     with open(eval_path) as f, open(path, "w") as g:
         for line in list(f)[:n]:
             rec = json.loads(line)
-            rec["image"] = os.path.join(os.path.dirname(eval_path), rec["image"])
+            link = os.path.join(os.path.dirname(path), "demo_images")
+            if not os.path.exists(link):
+                os.symlink(src, link)
+            rec["image"] = os.path.join("demo_images", rec["image"])
             if not keep_hint:
                 rec.pop("hint")
             g.write(json.dumps(rec) + "\n")

@@ -159,17 +159,58 @@ def test_head_logprobs_chunked_equals_full_logits_values_and_gradients():
     w = torch.randn(V, D, generator=g, requires_grad=True)
     tgt = torch.randint(0, V, (N,), generator=g)
     sup = torch.randint(0, V, (N, 9), generator=g)
-    out = loss.head_logprobs(h, w, tgt, sup, topk=5, temperature=0.7, chunk_size=8)
     lp, tok = loss.full_logprobs(h, w, tgt, temperature=0.7)
+    with torch.no_grad():   # a no-grad pass: entropy, top-K and the union support from one matmul
+        ng = loss.head_logprobs(h, w, tgt, sup, topk=5, temperature=0.7, chunk_size=8, entropy=True)
+        un = loss.head_logprobs(h, w, tgt, union_with=sup, topk=5, temperature=0.7, chunk_size=8)
+    assert torch.allclose(ng["logp"], tok, atol=1e-12)
+    assert torch.allclose(ng["support_logp"], lp.gather(-1, sup), atol=1e-12)
+    assert torch.allclose(ng["entropy"], -(lp.exp() * lp).sum(-1), atol=1e-10)
+    assert torch.equal(ng["topk_ids"], lp.topk(5, -1).indices)
+    want_ids, want_mask = loss.union_support(sup, lp.topk(5, -1).indices)
+    assert torch.equal(un["support_ids"], want_ids) and torch.equal(un["support_mask"], want_mask)
+    assert torch.allclose(un["support_logp"], lp.gather(-1, want_ids), atol=1e-12)
+    out = loss.head_logprobs(h, w, tgt, sup, temperature=0.7, chunk_size=8)
+    assert out["entropy"] is None and out["topk_ids"] is None
     assert torch.allclose(out["logp"], tok, atol=1e-12)
-    assert torch.allclose(out["support_logp"], lp.gather(-1, sup), atol=1e-12)
-    assert torch.allclose(out["entropy"], -(lp.exp() * lp).sum(-1), atol=1e-10)
-    assert torch.equal(out["topk_ids"], lp.topk(5, -1).indices)
     c = torch.randn(N, generator=g), torch.randn(N, 9, generator=g)
     ga = torch.autograd.grad((out["logp"] * c[0]).sum() + (out["support_logp"] * c[1]).sum(), (h, w))
     gb = torch.autograd.grad((tok * c[0]).sum() + (lp.gather(-1, sup) * c[1]).sum(), (h, w))
     for x, y in zip(ga, gb):
         assert torch.allclose(x, y, atol=1e-10)
+    with pytest.raises(ValueError, match="no-grad"):
+        loss.head_logprobs(h, w, tgt, topk=5)
+
+
+def test_head_logprobs_one_vocabulary_matmul_per_chunk():
+    """No-grad passes: one (chunk x V) matmul per chunk whatever they return. With grad: the
+    forward plus one recompute in backward (activation checkpointing), nothing else."""
+    from torch.utils.flop_counter import FlopCounterMode
+    g = torch.Generator().manual_seed(0)
+    N, D, V, chunk = 32, 8, 500, 8
+    h = torch.randn(N, D, generator=g, requires_grad=True)
+    w = torch.randn(V, D, generator=g, requires_grad=True)
+    tgt = torch.randint(0, V, (N,), generator=g)
+    one = 2 * N * D * V                     # flops of all chunks' logits once
+    with torch.no_grad(), FlopCounterMode(display=False) as fc:
+        loss.head_logprobs(h, w, tgt, union_with=torch.randint(0, V, (N, 4), generator=g), topk=4,
+                           chunk_size=chunk, entropy=True)
+    assert fc.get_total_flops() == one
+    with FlopCounterMode(display=False) as fc:
+        loss.head_logprobs(h, w, tgt, chunk_size=chunk)["logp"].sum().backward()
+    assert fc.get_total_flops() == 4 * one   # forward, recompute, grad wrt h, grad wrt W
+
+
+def test_divergences_upcast_bf16_inputs():
+    g = torch.Generator().manual_seed(3)
+    s = torch.log_softmax(torch.randn(64, 50, generator=g) * 3, -1)[:, :20]
+    t = torch.log_softmax(torch.randn(64, 50, generator=g) * 3, -1)[:, :20]
+    for div in loss.DIVERGENCES.values():
+        ref = div(s.double(), t.double())
+        got = div(s.bfloat16(), t.bfloat16())
+        assert got.dtype == torch.float32
+        # only the inputs' own bf16 rounding remains (~0.4% per log-prob), not bf16 arithmetic
+        assert ((got.double() - ref).abs() / ref.abs().clamp(min=1e-3)).max() < 0.05
 
 
 def test_group_advantages_by_hand():

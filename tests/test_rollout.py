@@ -1,4 +1,5 @@
 """rollout.py: padded batched scoring equals unpadded single-row forwards; sampling; loading."""
+import pytest
 import torch
 
 import data
@@ -38,7 +39,7 @@ def single_row_logp(model, prompt, response):
 def check_alignment(model, processor, examples, tmp_path):
     prompts = varied_prompts(processor, examples, tmp_path)
     ids, mask = ragged_responses(processor.tokenizer, len(prompts))
-    out = rollout.score(model, prompts, ids, mask, token_budget=10 ** 6)
+    out = rollout.score(model, prompts, ids, mask, token_budget=10 ** 6, entropy=True)
     for i, p in enumerate(prompts):
         ref_lp, ref_ent = single_row_logp(model, p, ids[i][mask[i]])
         assert torch.allclose(out["logp"][i][mask[i]], ref_lp, atol=1e-5), i
@@ -77,14 +78,76 @@ def test_sampling_stops_at_eos_right_pads_and_is_seeded(tiny, examples):
     model, processor, _ = tiny
     prompts = [rollout.encode(processor, ex["question"], data.open_images(ex)) for ex in examples[:3]]
     a_ids, a_mask = rollout.sample(model, processor, prompts, 2, 12, temperature=1.0, seed=7)
-    b_ids, b_mask = rollout.sample(model, processor, prompts, 2, 12, temperature=1.0, seed=7, token_budget=60)
+    tiny_kv = 60 * rollout.kv_bytes_per_token(model) / 2 ** 30       # one row per generate() call
+    b_ids, b_mask = rollout.sample(model, processor, prompts, 2, 12, temperature=1.0, seed=7, kv_cache_gb=tiny_kv)
     assert a_ids.shape[0] == 6 and torch.equal(a_ids, b_ids) and torch.equal(a_mask, b_mask)
-    eos = processor.tokenizer.convert_tokens_to_ids("<|im_end|>")
+    eos = rollout.eos_id(processor)
     for r, m in zip(a_ids, a_mask):
         n = int(m.sum())
         assert m[:n].all() and not m[n:].any()                # right-padded
         assert (r[:n - 1] != eos).all()                       # EOS only at the end
         assert not any(t in rollout.vision_token_ids(processor.tokenizer) for t in r[:n].tolist())
+
+
+def test_a_prompt_samples_the_same_tokens_alone_or_beside_longer_ones(tiny, examples, tmp_path):
+    """Left padding depends on the batch mates; the random stream must not."""
+    model, processor, _ = tiny
+    prompts = varied_prompts(processor, examples, tmp_path)            # 4 different prompt lengths
+    assert len({len(p["input_ids"]) for p in prompts}) == 4
+    together, tm = rollout.sample(model, processor, prompts, 3, 10, seed=11, top_p=0.9)
+    for i, p in enumerate(prompts):
+        alone, am = rollout.sample(model, processor, [p], 3, 10, seed=11, top_p=0.9, prompt_ids=[i])
+        R = am.shape[1]
+        assert torch.equal(alone, together[3 * i:3 * i + 3, :R]) and not tm[3 * i:3 * i + 3, R:].any()
+
+
+def test_the_models_generation_config_cannot_change_what_is_sampled(tiny, examples):
+    """Real checkpoints ship penalties (Qwen2.5-VL-Instruct: repetition_penalty 1.05); the
+    sampler must draw from exactly the softmax that score() computes, nothing else."""
+    model, processor, d = tiny
+    penalised, _ = rollout.load_model(d, dtype="float32", device="cpu")
+    penalised.generation_config.repetition_penalty = 3.0
+    penalised.generation_config.no_repeat_ngram_size = 2
+    prompts = [rollout.encode(processor, ex["question"], data.open_images(ex)) for ex in examples[:3]]
+    a = rollout.sample(model, processor, prompts, 4, 16, seed=3)
+    b = rollout.sample(penalised, processor, prompts, 4, 16, seed=3)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    assert penalised.generation_config.repetition_penalty == 3.0       # restored afterwards
+
+
+def nucleus(probs, top_p):
+    """The exact top-p distribution by brute force (sorted, ties kept together)."""
+    keep = torch.tensor([probs[probs > p].sum() < top_p for p in probs])
+    q = probs * keep
+    return q / q.sum()
+
+
+@pytest.mark.parametrize("top_p,tries", [(1.0, 8), (0.8, 8), (0.3, 1)])
+def test_sampled_frequencies_match_the_exact_top_p_distribution(top_p, tries):
+    """50,000 rows with their own keys, the same logits: the empirical distribution is within
+    sampling noise of the exact nucleus (tries=1 forces the sorted fallback path often)."""
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(12, generator=g) * 1.5
+    logits[3] = logits[7]                                             # a tie, kept or dropped together
+    n = 50_000
+    keys = torch.arange(n, dtype=torch.long) * 7_919 + 5
+    got = rollout.sample_rows(logits.expand(n, -1).contiguous(), keys, step=4, top_p=top_p, tries=tries)
+    freq = torch.bincount(got, minlength=12).double() / n
+    want = nucleus(torch.softmax(logits.double(), -1), top_p)
+    assert (freq[want == 0] == 0).all()
+    tv = 0.5 * (freq - want).abs().sum().item()
+    assert tv < 0.01, (tv, freq, want)
+    chi2 = (n * (freq - want) ** 2 / want.clamp(min=1e-12))[want > 0].sum().item()
+    assert chi2 < 40                                                 # df <= 11: p ~ 4e-5
+
+
+def test_uniforms_are_keyed_by_row_and_step_only():
+    keys = torch.tensor([1, 2, 3, 2 ** 40 + 1])
+    a, b = rollout.uniforms(keys, 5), rollout.uniforms(keys[[3, 1]], 5)
+    assert torch.equal(a[[3, 1]], b) and ((a >= 0) & (a < 1)).all()
+    assert not torch.equal(a, rollout.uniforms(keys, 6)) and len(set(a.tolist())) == 4
+    u = rollout.uniforms(torch.arange(100_000), 0)
+    assert abs(u.mean().item() - 0.5) < 0.005 and abs(u.var().item() - 1 / 12) < 0.002
 
 
 def test_micro_batches_respect_the_token_budget():

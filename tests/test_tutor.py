@@ -1,4 +1,5 @@
-"""tutor.py: alignment, it sees the image, the hint matters, the support is right, skips count."""
+"""tutor.py: alignment, it sees the image, the hint matters, the support is right, the gate."""
+import pytest
 import torch
 from PIL import Image
 
@@ -16,7 +17,8 @@ def student_topk(model, processor, exs, ids, mask, k=5):
 
 def run_teach(model, processor, exs, ids, mask, k=5, **kw):
     top = student_topk(model, processor, exs, ids, mask, k)
-    return tutor.teach(model, processor, exs, torch.arange(len(exs)), ids, mask, top, topk=k, **kw), top
+    every = torch.ones(len(exs), dtype=torch.bool)
+    return tutor.teach(model, processor, exs, torch.arange(len(exs)), ids, mask, every, top, topk=k, **kw), top
 
 
 def test_tutor_matches_unpadded_single_row_hinted_forward(tiny, examples):
@@ -25,7 +27,7 @@ def test_tutor_matches_unpadded_single_row_hinted_forward(tiny, examples):
     ids, mask = ragged_responses(processor.tokenizer, 4)
     # the sampled token is always in the support: score it by putting it in the student top-K
     top = torch.cat([ids.unsqueeze(-1), student_topk(model, processor, exs, ids, mask, 4)], -1)
-    out = tutor.teach(model, processor, exs, torch.arange(4), ids, mask, top, topk=4)
+    out = tutor.teach(model, processor, exs, torch.arange(4), ids, mask, torch.ones(4, dtype=torch.bool), top, topk=4)
     for i, ex in enumerate(exs):
         p = tutor.tutor_prompt(processor, ex, rollout.box_format(model))
         assert "Hint:" in processor.tokenizer.decode(p["input_ids"])
@@ -43,7 +45,8 @@ def test_tutor_sees_the_image(tiny, examples, tmp_path):
     other = tmp_path / "other.png"
     Image.new("RGB", ex["image_size"], (0, 255, 0)).save(other)
     ex2 = {**ex, "images": [str(other)]}
-    b = tutor.teach(model, processor, [ex2], torch.arange(1), ids, mask, top, topk=5)
+    b = tutor.teach(model, processor, [ex2], torch.arange(1), ids, mask, torch.ones(1, dtype=torch.bool), top,
+                    topk=5)
     diff = (a["tutor_logp"] - b["tutor_logp"]).abs()[a["support_mask"] & b["support_mask"]]
     assert diff.max() > 1e-4
 
@@ -54,15 +57,16 @@ def test_the_hint_matters_and_an_empty_hint_is_the_plain_reference(tiny, example
     ids, mask = ragged_responses(processor.tokenizer, 1)
     a, top = run_teach(model, processor, [ex], ids, mask)
     other = {**ex, "hint": {"regions": [], "steps": ["Something else entirely."]}}
-    b = tutor.teach(model, processor, [other], torch.arange(1), ids, mask, top, topk=5)
+    b = tutor.teach(model, processor, [other], torch.arange(1), ids, mask, torch.ones(1, dtype=torch.bool), top,
+                    topk=5)
     both = a["support_mask"] & b["support_mask"]
     assert (a["tutor_logp"] - b["tutor_logp"]).abs()[both].max() > 1e-4
     # an empty hint: the tutor's prompt is the student's, so its log-probs are the reference's
     empty = {**ex, "hint": None, "hint_text": ""}
-    c = tutor.teach(model, processor, [empty], torch.arange(1), ids, mask, top, topk=5)
+    c = tutor.teach(model, processor, [empty], torch.arange(1), ids, mask, torch.ones(1, dtype=torch.bool), top,
+                    topk=5)
     plain = rollout.encode(processor, ex["question"], data.open_images(ex))
     ref = rollout.score(model, [plain], ids, mask, support=c["support_ids"])
-    assert c["taught"].all()
     assert torch.equal(c["tutor_logp"][c["support_mask"]], ref["support_logp"][c["support_mask"]])
 
 
@@ -84,13 +88,28 @@ def test_support_holds_both_topk_sets_without_duplicates(tiny, examples):
             assert set(sup) == set(top[i, t].tolist()) | set(tut[i, t].tolist())
 
 
-def test_rows_without_a_hint_are_skipped_and_counted(tiny, examples):
+def test_only_distilled_rows_are_taught_and_the_buffers_are_full_size(tiny, examples):
     model, processor, _ = tiny
-    exs = [examples[0], {**examples[1], "hint": None, "hint_text": None}]
-    ids, mask = ragged_responses(processor.tokenizer, 2)
-    out, _ = run_teach(model, processor, exs, ids, mask)
-    assert out["taught"].tolist() == [True, False]
-    assert not out["support_mask"][1].any() and out["support_mask"][0].any()
+    exs = examples[:3]
+    ids, mask = ragged_responses(processor.tokenizer, 3)
+    top = student_topk(model, processor, exs, ids, mask)
+    distil = torch.tensor([True, False, True])
+    out = tutor.teach(model, processor, exs, torch.arange(3), ids, mask, distil, top, topk=5)
+    assert out["support_ids"].shape == (3, ids.shape[1], 10)
+    assert not out["support_mask"][1].any() and (out["tutor_logp"][1] == 0).all()
+    assert out["support_mask"][0].any() and out["support_mask"][2].any()
+    assert not out["support_mask"][~mask].any()                         # padding is never in the support
+
+
+def test_the_gate_needs_a_hint_and_teach_refuses_an_unhinted_row(tiny, examples):
+    model, processor, _ = tiny
+    bare = {**examples[1], "hint": None, "hint_text": None}
+    assert tutor.can_teach(examples[0]) and not tutor.can_teach(bare)
+    assert tutor.can_teach(bare, context="answer")
+    ids, mask = ragged_responses(processor.tokenizer, 1)
+    top = student_topk(model, processor, [bare], ids, mask)
+    with pytest.raises(ValueError, match="no hint"):
+        tutor.teach(model, processor, [bare], torch.arange(1), ids, mask, torch.ones(1, dtype=torch.bool), top, topk=5)
 
 
 def test_answer_context_puts_the_answer_in_the_tutor_prompt(tiny, examples):

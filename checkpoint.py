@@ -1,0 +1,228 @@
+"""
+checkpoint.py: save, verify, load and export, so a crash loses at most the steps since the last
+save and a damaged or tampered checkpoint is refused, never loaded.
+
+    save(out_dir, step, model, opt, keep)    DCP shards + per-rank RNG + a sha256 manifest, written
+                                             into step_N.tmp, then renamed: a kill leaves the last
+                                             checkpoint intact
+    load(out_dir, model, opt)                the newest checkpoint that verifies (older ones are
+                                             the fallback); returns its step, or 0
+    verify(path)                             None, or why the checkpoint cannot be trusted
+    load_weights(path, model)                model weights only (eval.py --checkpoint)
+    export_hf(model, processor, out)         save_pretrained of the fp32 master weights
+
+Layout: <out_dir>/checkpoints/step_000020/{.metadata, __0_0.distcp, ..., extra_rank0.pt,
+manifest.json} and a `latest` file naming the newest (for people; load() scans the folders).
+Why a manifest: torch.distributed.checkpoint has no checksums, so a flipped bit in a shard
+would load silently. Why check_metadata: DCP unpickles .metadata, and an unpickler that trusts
+the file runs whatever code it names.
+"""
+import glob
+import hashlib
+import json
+import os
+import pickle
+import re
+import shutil
+import warnings
+
+import torch
+import torch.distributed as dist
+
+from distributed import barrier, print0, rank
+
+STEP_DIR = re.compile(r"^step_(\d{6,})$")
+
+# -----------------------------------------------------------------------------
+# the pickled DCP metadata: an explicit allow-list of (module, name), nothing else
+
+_ALLOWED = {
+    ("torch.distributed.checkpoint.metadata", n) for n in (
+        "Metadata", "MetadataIndex", "TensorStorageMetadata", "BytesStorageMetadata", "ChunkStorageMetadata",
+        "TensorProperties", "StorageMeta", "_MEM_FORMAT_ENCODING")} | {
+    ("torch.distributed.checkpoint.filesystem", "_StorageInfo"),
+    ("torch.distributed.checkpoint.planner", "WriteItemType"),
+    ("torch.distributed.checkpoint.planner", "LoadItemType"),
+    ("torch", "Size"), ("torch.serialization", "_get_layout"),
+    ("collections", "OrderedDict"), ("builtins", "set"), ("builtins", "frozenset"), ("builtins", "slice"),
+    ("pathlib", "PosixPath"), ("pathlib", "PurePosixPath"),
+}
+
+
+class _StrictUnpickler(pickle.Unpickler):
+    def find_class(self, module, name):
+        plain = "." not in name       # a dotted name (protocol 4) reaches any attribute: never
+        ok = plain and ((module, name) in _ALLOWED or (module == "torch" and isinstance(
+            getattr(torch, name, None), (torch.dtype, torch.layout, torch.memory_format))))
+        if not ok:
+            raise pickle.UnpicklingError(f"checkpoint metadata names {module}.{name}; refusing to load")
+        return super().find_class(module, name)
+
+
+def check_metadata(path):
+    """Unpickle <path>/.metadata with the allow-list; raise UnpicklingError naming the global."""
+    with open(os.path.join(path, ".metadata"), "rb") as f:
+        try:
+            _StrictUnpickler(f).load()
+        except pickle.UnpicklingError as e:
+            raise pickle.UnpicklingError(f"{path}/.metadata: {e}") from None
+
+# -----------------------------------------------------------------------------
+# the manifest
+
+
+def _sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _gather(obj):
+    if not dist.is_initialized():
+        return [obj]
+    out = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def _write_manifest(tmp):
+    """Every rank hashes the files it wrote (in parallel); rank 0 adds .metadata and writes."""
+    r = rank()
+    mine = {os.path.basename(p): _sha256(p)
+            for p in glob.glob(os.path.join(tmp, f"__{r}_*.distcp")) + [os.path.join(tmp, f"extra_rank{r}.pt")]}
+    files = {}
+    for part in _gather(mine):
+        files.update(part)
+    if r == 0:
+        files[".metadata"] = _sha256(os.path.join(tmp, ".metadata"))
+        with open(os.path.join(tmp, "manifest.json"), "w") as f:
+            json.dump({"files": files}, f, indent=1)
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def verify(path, share=None):
+    """None if the checkpoint at path is complete, untampered and matches its manifest, else the
+    reason. share=(rank, world) hashes only every world-th file (each rank checks its share)."""
+    if not os.path.isdir(path):
+        return "not a directory"
+    try:
+        with open(os.path.join(path, "manifest.json")) as f:
+            files = json.load(f)["files"]
+        assert isinstance(files, dict) and ".metadata" in files
+    except Exception:
+        return "manifest.json missing or unreadable"
+    names = sorted(files)
+    if share is not None:
+        names = names[share[0]::share[1]]
+    for name in names:
+        p = os.path.join(path, name)
+        if os.path.basename(name) != name or not os.path.isfile(p):
+            return f"{name}: missing"
+        if _sha256(p) != files[name]:
+            return f"{name}: sha256 differs from manifest.json (corrupt or modified)"
+    try:
+        check_metadata(path)
+    except Exception as e:
+        return f"{e}"
+    return None
+
+# -----------------------------------------------------------------------------
+# save and load
+
+
+def checkpoints(out_dir):
+    """Finished checkpoint folders, newest first."""
+    ck = os.path.join(out_dir, "checkpoints")
+    found = [d for d in (os.listdir(ck) if os.path.isdir(ck) else []) if STEP_DIR.match(d)]
+    return [os.path.join(ck, d) for d in sorted(found, key=lambda d: int(STEP_DIR.match(d)[1]), reverse=True)]
+
+
+def save(out_dir, step, model, opt, keep):
+    """Model + optimiser (DCP, sharded, fp32 master), each rank's RNG, manifest; atomic."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+    ck = os.path.join(out_dir, "checkpoints")
+    final, tmp = os.path.join(ck, f"step_{step:06d}"), os.path.join(ck, f"step_{step:06d}.tmp")
+    if rank() == 0:
+        shutil.rmtree(tmp, ignore_errors=True)
+        os.makedirs(tmp, exist_ok=True)
+    barrier()
+    msd, osd = get_state_dict(model, opt)
+    with warnings.catch_warnings():  # one process without a process group is a supported case
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        dcp.save({"model": msd, "optim": osd}, checkpoint_id=tmp)
+    torch.save({"step": step, "rng": torch.get_rng_state()}, os.path.join(tmp, f"extra_rank{rank()}.pt"))
+    barrier()
+    _write_manifest(tmp)
+    if rank() == 0:
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+        with open(os.path.join(ck, "latest.tmp"), "w") as f:
+            f.write(os.path.basename(final))
+        os.replace(os.path.join(ck, "latest.tmp"), os.path.join(ck, "latest"))
+        for old in checkpoints(out_dir)[max(1, keep):]:       # the newest (= latest) is never deleted
+            shutil.rmtree(old, ignore_errors=True)
+    barrier()
+
+
+def _agree(reason):
+    """A checkpoint is usable only if every rank's share verified."""
+    bad = torch.tensor([0.0 if reason is None else 1.0])
+    if dist.is_initialized():
+        dist.all_reduce(bad, op=dist.ReduceOp.MAX)
+    return bad.item() == 0
+
+
+def load(out_dir, model, opt):
+    """Restore model, optimiser and RNG from the newest checkpoint that verifies; returns its
+    step. A damaged newer checkpoint is skipped with the reason printed. 0 if there is none."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+    world = dist.get_world_size() if dist.is_initialized() else 1
+    for path in checkpoints(out_dir):
+        reason = verify(path, share=(rank(), world))
+        if reason is None and not os.path.isfile(os.path.join(path, f"extra_rank{rank()}.pt")):
+            reason = f"extra_rank{rank()}.pt: missing (saved with fewer ranks?)"
+        if not _agree(reason):
+            print0(f"checkpoint {path} skipped: {reason or 'failed verification on another rank'}")
+            continue
+        msd, osd = get_state_dict(model, opt)
+        state = {"model": msd, "optim": osd}
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+            dcp.load(state, checkpoint_id=path)
+        set_state_dict(model, opt, model_state_dict=state["model"], optim_state_dict=state["optim"])
+        extra = torch.load(os.path.join(path, f"extra_rank{rank()}.pt"), weights_only=True)
+        torch.set_rng_state(extra["rng"])
+        print0(f"resumed from {path} at step {extra['step']}")
+        return int(extra["step"])
+    return 0
+
+
+def load_weights(path, model):
+    """Model weights only, from a verified checkpoint folder (eval.py --checkpoint)."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict, set_model_state_dict
+    reason = verify(path)
+    if reason is not None:
+        raise RuntimeError(f"{path}: refusing to load: {reason}")
+    sd = {"model": get_model_state_dict(model)}
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        dcp.load(sd, checkpoint_id=path)
+    set_model_state_dict(model, sd["model"])
+
+
+def export_hf(model, processor, out):
+    """Full weights gathered to rank 0 and written with save_pretrained (safetensors + processor),
+    in the dtype of the master parameters (fp32: training keeps an fp32 master copy)."""
+    import rollout
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+    sd = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    if rank() == 0:
+        model.save_pretrained(out, state_dict=sd)
+        rollout.save_processor(processor, out)
+    barrier()
