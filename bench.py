@@ -6,6 +6,9 @@ bench.py: measured costs, printed as tables with ratios against a baseline in th
     python bench.py loss --tokens 2048 8192 16384 --device cuda --dtype bfloat16
     python bench.py step                  # PTD-PO step vs GRPO-with-KL step on the same batch,
                                           # time split by phase, tokens/s (the demo model)
+    python bench.py rollout               # sampling per decode step at V = 151,936: ours vs HF
+                                          # greedy (the floor) vs a per-row sort for top-p
+    python bench.py head                  # vocabulary-sized matmuls per scoring pass, counted
 
 Each loss measurement runs in a fresh subprocess. Peak memory on CPU is the rise of the
 process's peak resident set (ru_maxrss) over its level just before the first call, with the
@@ -164,9 +167,125 @@ def bench_step(a):
     return res
 
 
+# -----------------------------------------------------------------------------
+# sampling at the real vocabulary
+
+
+class SortSampler:
+    """The textbook nucleus sampler, for comparison: a full sort of every row for top-p and one
+    torch.Generator per row per step (what rollout.RowSampler replaces)."""
+
+    def __init__(self, keys, top_p, width):
+        self.keys, self.top_p, self.width = keys, top_p, width
+
+    def __call__(self, input_ids, scores):
+        logits = scores.float()
+        sorted_logits, order = logits.sort(dim=-1, descending=True)
+        p = sorted_logits.softmax(-1)
+        drop = p.cumsum(-1) - p > self.top_p
+        logits = logits.scatter(-1, order, sorted_logits.masked_fill(drop, float("-inf")))
+        noise = torch.empty_like(logits)
+        for r, key in enumerate(self.keys):
+            g = torch.Generator().manual_seed(key * 1_000_003 + input_ids.shape[1] - self.width)
+            noise[r].exponential_(generator=g)
+        choice = (logits - noise.log()).argmax(-1)
+        return torch.full_like(scores, float("-inf")).scatter_(-1, choice.unsqueeze(-1), 0.0)
+
+
+def bench_rollout(a):
+    """Per decode step, the same model and batch: greedy generate() (choosing a token costs
+    nothing: the floor), rollout.sample (exact T / top-p, per-row streams), and SortSampler."""
+    import tempfile
+    from transformers import LogitsProcessorList
+    import data
+    import rollout
+    import toy
+    torch.set_num_threads(a.threads)
+    model_dir, train_path, _ = toy.ensure()
+    wide = toy.widen(model_dir, tempfile.mkdtemp())
+    model, processor = rollout.load_model(wide, "float32", "cpu")
+    exs = data.load_jsonl(train_path, report=lambda *x: None)[:a.rows]
+    prompts = [rollout.encode(processor, ex["question"], data.open_images(ex)) for ex in exs]
+    batch = rollout.collate(prompts, processor.tokenizer.pad_token_id)
+    P, n = batch["input_ids"].shape[1], a.new_tokens
+    kw = dict(max_new_tokens=n, min_new_tokens=n, pad_token_id=processor.tokenizer.pad_token_id, do_sample=False)
+
+    def timed(fn):
+        fn()                                                  # warm-up
+        t = time.time()
+        for _ in range(a.repeats):
+            fn()
+        return (time.time() - t) / a.repeats / n * 1000      # ms per decode step
+
+    with torch.no_grad(), rollout.plain_generation(model):
+        greedy = timed(lambda: model.generate(**batch, **kw))
+        ours = timed(lambda: model.generate(**batch, **kw, logits_processor=LogitsProcessorList(
+            [rollout.RowSampler(list(range(a.rows)), 1.0, a.top_p, rollout.vision_token_ids(processor.tokenizer), P)])))
+        srt = timed(lambda: model.generate(**batch, **kw, logits_processor=LogitsProcessorList(
+            [SortSampler(list(range(a.rows)), a.top_p, P)])))
+    print(f"{a.rows} rows x {n} new tokens, V = {model.get_output_embeddings().weight.shape[0]}, T = 1, "
+          f"top_p = {a.top_p}, demo model widened, CPU, {a.threads} thread(s), mean of {a.repeats}")
+    print(f"{'per decode step':34s} {'ms':>8s} {'vs greedy':>10s}")
+    for name, v in (("HF greedy generate() (the floor)", greedy), ("rollout.sample's RowSampler", ours),
+                    ("per-row sort + per-row Generator", srt)):
+        print(f"{name:34s} {v:8.1f} {v / greedy:9.2f}x")
+    return {"greedy": greedy, "ours": ours, "sort": srt}
+
+# -----------------------------------------------------------------------------
+# vocabulary-sized matmuls per scoring pass
+
+
+class VocabMatmuls(torch.utils._python_dispatch.TorchDispatchMode):
+    """Counts matmuls with a vocabulary-sized operand, in units of one (tokens x V) product."""
+
+    def __init__(self, V, D, tokens):
+        super().__init__()
+        self.V, self.D, self.tokens, self.units = V, D, tokens, 0.0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if func in (torch.ops.aten.mm.default, torch.ops.aten.addmm.default):
+            a_, b_ = args[-2], args[-1]
+            if self.V in (a_.shape + b_.shape):
+                self.units += a_.shape[0] * a_.shape[1] * b_.shape[1] / (self.tokens * self.D * self.V)
+        return out
+
+
+def bench_head(a):
+    """How many (tokens x V) matmuls each pass of a step costs, counted, with its time."""
+    import data
+    import rollout
+    import toy
+    torch.set_num_threads(a.threads)
+    model_dir, train_path, _ = toy.ensure()
+    model, processor = rollout.load_model(model_dir, "float32", "cpu")
+    V = model.get_output_embeddings().weight.shape[0]
+    exs = data.load_jsonl(train_path, report=lambda *x: None)[:8]
+    prompts = [rollout.encode(processor, ex["question"], data.open_images(ex)) for ex in exs]
+    ids, mask = rollout.sample(model, processor, prompts, 1, 24, seed=0)
+    T = int(mask.sum())
+    passes = {
+        "old policy (logp, entropy, top-K ids)": lambda: rollout.score(model, prompts, ids, mask, topk=100, entropy=True),
+        "reference (logp, for the k3 KL)": lambda: rollout.score(model, prompts, ids, mask),
+        "tutor (union support + log-probs)": lambda: rollout.score(
+            model, prompts, ids, mask, union_with=torch.zeros(ids.shape + (100,), dtype=torch.long), topk=100),
+        "update (logp + support, fwd + bwd)": lambda: rollout.score(
+            model, prompts, ids, mask, support=torch.zeros(ids.shape + (200,), dtype=torch.long),
+            grad=True)["logp"].sum().backward(),
+    }
+    print(f"{T} response tokens, demo model (V = {V}), chunk 256; unit: one (tokens x V) matmul")
+    print(f"{'pass':40s} {'vocab matmuls':>13s} {'seconds':>8s}")
+    for name, fn in passes.items():
+        with VocabMatmuls(V, model.get_output_embeddings().weight.shape[1], T) as c:
+            t = time.time()
+            fn()
+            dt = time.time() - t
+        print(f"{name:40s} {c.units:13.2f} {dt:8.3f}")
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description="Benchmarks: loss path memory/time, step-time breakdown.")
-    p.add_argument("what", choices=["loss", "step", "_one"], help="which benchmark")
+    p.add_argument("what", choices=["loss", "step", "rollout", "head", "_one"], help="which benchmark")
     p.add_argument("--tokens", type=int, nargs="+", default=[2048, 8192], help="response tokens (loss)")
     p.add_argument("--vocab", type=int, default=151_936, help="vocabulary size (loss)")
     p.add_argument("--hidden", type=int, default=2048, help="hidden size (loss; Qwen3-VL-2B: 2048)")
@@ -176,9 +295,12 @@ def main(argv=None):
     p.add_argument("--dtype", default="float32", help="float32 | bfloat16 (loss)")
     p.add_argument("--mem_limit_gb", type=float, default=20.0, help="address-space cap per loss run (CPU)")
     p.add_argument("--prompts", type=int, default=16, help="prompts per step (step)")
-    p.add_argument("--repeats", type=int, default=2, help="steps averaged per algorithm (step)")
+    p.add_argument("--repeats", type=int, default=2, help="steps (step) or generate() calls (rollout) averaged")
     p.add_argument("--step", type=int, default=0, help="which data step to use (step)")
-    p.add_argument("--threads", type=int, default=2, help="torch threads (step)")
+    p.add_argument("--threads", type=int, default=2, help="torch threads (step, rollout, head)")
+    p.add_argument("--rows", type=int, default=16, help="rows sampled together (rollout)")
+    p.add_argument("--new_tokens", type=int, default=32, help="decode steps timed (rollout)")
+    p.add_argument("--top_p", type=float, default=0.99, help="nucleus (rollout)")
     p.add_argument("--path", default="ours", help=argparse.SUPPRESS)
     p.add_argument("--n", type=int, default=2048, help=argparse.SUPPRESS)
     a = p.parse_args(argv)
@@ -189,7 +311,7 @@ def main(argv=None):
         return measure_one(a)
     print(f"torch {torch.__version__}, {os.cpu_count()} CPU cores" +
           (f", {torch.cuda.get_device_name()}" if a.device == "cuda" else ""))
-    return bench_loss(a) if a.what == "loss" else bench_step(a)
+    return {"loss": bench_loss, "step": bench_step, "rollout": bench_rollout, "head": bench_head}[a.what](a)
 
 
 if __name__ == "__main__":

@@ -264,39 +264,61 @@ def uniforms(keys, step, attempt=0):
     return ((hi >> 5) * 67108864 + (lo >> 6)).double() / 2.0 ** 53
 
 
-def sample_rows(logits, keys, step, top_p=1.0, tries=8):
+def sample_rows(logits, keys, step, top_p=1.0, tries=8, block=1024):
     """One token per row, exactly from softmax(logits) restricted to the top-p nucleus.
 
     logits: (B, V) fp32 (temperature applied, banned tokens -inf); keys: (B,) int64 row keys;
     step: tokens generated so far. The nucleus is the smallest set of most probable tokens
     whose mass reaches top_p: token v is in it iff the mass of tokens strictly more probable
-    than v is < top_p. No sort: draw v from the full softmax by inverse CDF (fp64 cumsum, one
-    uniform per row), accept it if it is in the nucleus (one pass over the row), else draw again
-    with the next uniform. Accepted draws follow the renormalised nucleus exactly; a draw is
-    rejected with probability <= 1 - top_p, and rows still unlucky after `tries` draws take the
-    exact sorted path (rare: 1e-16 of rows at top_p = 0.99)."""
-    probs = torch.softmax(logits, dim=-1)                           # (B, V)
-    cdf = probs.double().cumsum(-1)                                 # (B, V)
-    choice = torch.zeros(len(keys), dtype=torch.long, device=logits.device)
-    todo = torch.ones(len(keys), dtype=torch.bool, device=logits.device)
+    than v is < top_p.
+    No sort, a few passes over (B, V): draw v from the full softmax by inverse CDF with one
+    uniform per row (first the block of `block` tokens from fp64 block sums, then the token
+    inside its block), and accept it if it is in the nucleus, else draw again with the next
+    uniform. Accepted draws follow the renormalised nucleus exactly. A token with p_v > 1 - top_p
+    is in the nucleus without looking (the mass above it is < 1 - p_v); only rows that drew a
+    rarer token pay one pass to check. A draw is rejected with probability <= 1 - top_p; rows
+    still unlucky after `tries` draws take the exact sorted path (1e-16 of rows at 0.99).
+    "Exactly" means up to fp32 rounding of the probabilities (~1e-7 relative), as for the fp32
+    softmax that score() computes: block sums are fp32 pairwise sums, running sums are fp64."""
+    B, V = logits.shape
+    e = (logits - logits.amax(-1, keepdim=True)).exp_()            # (B, V) unnormalised, max 1
+    full = V - V % block
+    bsum = e[:, :full].view(B, -1, block).sum(-1)                   # (B, nb) fp32, pairwise
+    if full < V:
+        bsum = torch.cat([bsum, e[:, full:].sum(-1, keepdim=True)], 1)
+    bcdf = bsum.double().cumsum(-1)                                 # (B, nb)
+    Z = bcdf[:, -1:]                                                # (B, 1)
+    offs = torch.arange(block, device=e.device)
+    choice = torch.zeros(B, dtype=torch.long, device=e.device)
+    todo = torch.ones(B, dtype=torch.bool, device=e.device)
     for attempt in range(tries if top_p < 1.0 else 1):
-        u = uniforms(keys, step, attempt).unsqueeze(-1) * cdf[:, -1:]
-        idx = torch.searchsorted(cdf, u, right=True).clamp(max=cdf.shape[-1] - 1)   # (B, 1)
-        ok = torch.ones_like(todo)
-        if top_p < 1.0:
-            p = probs.gather(-1, idx)
-            ok = (probs * (probs > p)).sum(-1) < top_p                # mass strictly above v
-        take = todo & ok
-        choice = torch.where(take, idx.squeeze(-1), choice)
-        todo &= ~ok
+        u = uniforms(keys, step, attempt).unsqueeze(-1) * Z         # (B, 1) in [0, Z)
+        blk = torch.searchsorted(bcdf, u, right=True).clamp(max=bsum.shape[1] - 1)       # (B, 1)
+        before = torch.where(blk > 0, bcdf.gather(-1, (blk - 1).clamp(min=0)), torch.zeros_like(u))
+        idx = blk * block + offs                                    # (B, block)
+        vals = torch.where(idx < V, e.gather(-1, idx.clamp(max=V - 1)), torch.zeros((), device=e.device))
+        cum = before + vals.double().cumsum(-1)
+        j = torch.searchsorted(cum, u, right=True)
+        last = torch.where(vals > 0, offs, -1).amax(-1, keepdim=True)   # fp64 round-off guard
+        tok = (blk * block + torch.minimum(j, last)).squeeze(-1)    # (B,)
+        p = e.gather(-1, tok.unsqueeze(-1)).double() / Z            # (B, 1)
+        ok = (1.0 - p.squeeze(-1)) < top_p                          # surely in the nucleus
+        check = (todo & ~ok).nonzero().squeeze(-1)
+        if top_p < 1.0 and len(check):                              # the rare rows: one pass each
+            er = e[check]
+            above = torch.where(er > er.gather(-1, tok[check].unsqueeze(-1)), er, 0.0).sum(-1)
+            ok[check] = above.double() / Z[check].squeeze(-1) < top_p
+        take = todo & (ok if top_p < 1.0 else torch.ones_like(ok))
+        choice = torch.where(take, tok, choice)
+        todo &= ~take
         if not todo.any():
             return choice
     for r in todo.nonzero().squeeze(-1).tolist():                   # the exact, sorted fallback
-        ps = probs[r].sort(descending=True).values
-        above = ps.cumsum(0) - ps
-        last = int((above < top_p).sum()) - 1                       # last kept in sorted order
-        keep = probs[r] >= ps[max(last, 0)]                         # ties with it are kept too
-        c = (probs[r] * keep).double().cumsum(0)
+        ps = e[r].sort(descending=True).values
+        above = ps.double().cumsum(0) - ps
+        last = int((above / Z[r] < top_p).sum()) - 1                # last kept in sorted order
+        keep = e[r] >= ps[max(last, 0)]                             # ties with it are kept too
+        c = (e[r] * keep).double().cumsum(0)
         u = uniforms(keys[r:r + 1], step, tries) * c[-1]
         choice[r] = torch.searchsorted(c, u, right=True).clamp(max=len(c) - 1)[0]
     return choice
@@ -322,8 +344,7 @@ class RowSampler:
         else:
             logits = scores / self.temperature if self.temperature != 1.0 else scores
             choice = sample_rows(logits, self.keys.to(scores.device), step, self.top_p)
-        out = torch.full_like(scores, float("-inf"))
-        return out.scatter_(-1, choice.unsqueeze(-1), 0.0)
+        return scores.fill_(float("-inf")).scatter_(-1, choice.unsqueeze(-1), 0.0)   # in place: no copy
 
 
 @contextlib.contextmanager

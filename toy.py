@@ -218,6 +218,31 @@ def build_model(out_dir, family="qwen3", seed=0):
     rollout.save_processor(build_processor(tok, family), out_dir)
     return out_dir
 
+
+REAL_VOCAB = 151_936   # rows of a real Qwen2.5-VL / Qwen3-VL lm-head
+THINKING_TEMPLATE = CHAT_TEMPLATE.replace("'<|im_start|>assistant\n'", "'<|im_start|>assistant\n<think>\n'")
+
+
+def widen(model_dir, out_dir, vocab_size=REAL_VOCAB, thinking=False, seed=0):
+    """A copy of a tiny model with a real-size vocabulary (and a Thinking chat template): the
+    costs and tails of a 152k-token softmax without any download. The trained rows are kept;
+    the new ones get small random embeddings (half the trained rows' std), so the model puts a
+    few percent of its mass on them, as a real model spreads mass over rare tokens."""
+    model, processor = rollout.load_model(model_dir, dtype="float32", device="cpu")
+    old = model.get_input_embeddings().weight.data
+    g = torch.Generator().manual_seed(seed)
+    new = torch.randn(vocab_size - old.shape[0], old.shape[1], generator=g) * old.std() * 0.5
+    model.resize_token_embeddings(vocab_size, mean_resizing=False)
+    model.get_input_embeddings().weight.data[:] = torch.cat([old, new])
+    model.tie_weights()
+    os.makedirs(out_dir, exist_ok=True)
+    model.save_pretrained(out_dir)
+    if thinking:
+        processor.tokenizer.chat_template = processor.chat_template = THINKING_TEMPLATE
+    rollout.save_processor(processor, out_dir)
+    return out_dir
+
+
 # -----------------------------------------------------------------------------
 # warm start: supervised training on gold responses, half the prompts with the hint
 #
