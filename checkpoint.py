@@ -29,7 +29,7 @@ import warnings
 import torch
 import torch.distributed as dist
 
-from distributed import barrier, print0, rank
+from distributed import all_max, barrier, print0, rank
 
 STEP_DIR = re.compile(r"^step_(\d{6,})$")
 
@@ -170,10 +170,7 @@ def save(out_dir, step, model, opt, keep):
 
 def _agree(reason):
     """A checkpoint is usable only if every rank's share verified."""
-    bad = torch.tensor([0.0 if reason is None else 1.0])
-    if dist.is_initialized():
-        dist.all_reduce(bad, op=dist.ReduceOp.MAX)
-    return bad.item() == 0
+    return all_max(torch.tensor([0.0 if reason is None else 1.0])).item() == 0
 
 
 def load(out_dir, model, opt):

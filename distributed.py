@@ -42,19 +42,23 @@ def print0(*a, **k):
         print(*a, **k, flush=True)
 
 
+def _reduce(t, op):
+    """all_reduce a copy of t; NCCL reduces only CUDA tensors, so CPU tensors travel and return."""
+    if not dist.is_initialized():
+        return t
+    dev = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else t.device
+    out = t.detach().to(dev, copy=True)
+    dist.all_reduce(out, op=op)
+    return out.to(t.device)
+
+
 def all_sum(t):
     """Sum a tensor over ranks (a no-op in one process)."""
-    if dist.is_initialized():
-        t = t.clone()
-        dist.all_reduce(t)
-    return t
+    return _reduce(t, dist.ReduceOp.SUM)
 
 
 def all_max(t):
-    if dist.is_initialized():
-        t = t.clone()
-        dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return t
+    return _reduce(t, dist.ReduceOp.MAX)
 
 
 def barrier():

@@ -412,6 +412,9 @@ def train_step(step, policy, ref, processor, opt, examples, args, rank, world):
     stats, same = update(policy, opt, row_prompts, ids, mask, old["logp"].float().cpu(), adv, ref_out, distil, teach,
                          args, world)
     policy.eval()
+    if torch.cuda.is_available():   # the step's peak, the busiest rank's
+        same["peak_mem_gb"] = all_max(torch.tensor(torch.cuda.max_memory_allocated() / 2 ** 30)).item()
+        torch.cuda.reset_peak_memory_stats()
     return step_metrics(step, rewards, fmt, truncated, mask, old["entropy"], ptd_group, distil, stats, same,
                         (t0, t1, t2, t3, time.time()), args)
 
