@@ -193,6 +193,7 @@ def collate(prompts, pad_id, responses=None, response_mask=None, device="cpu"):
         attn[i, P - n:] = 1
         mm[i, P - n:] = p["mm_token_type_ids"]
     if responses is not None:
+        responses, response_mask = responses.cpu(), response_mask.cpu()
         ids = torch.cat([ids, responses.masked_fill(~response_mask, pad_id)], dim=1)
         attn = torch.cat([attn, response_mask.long()], dim=1)
         mm = torch.cat([mm, torch.zeros_like(responses)], dim=1)

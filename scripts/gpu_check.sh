@@ -18,7 +18,7 @@ else
     SHAPE=2b; STEPS=(--max_new_tokens 1024 --prompts_per_step 8 --minibatch_prompts 8 --group_size 8 --grad_ckpt
                      --token_budget 32768 --lr 1e-6 --warmup_steps 0 --ptd_coef 0.05)
     python -c "import torch, transformers; print('torch', torch.__version__, '| transformers', transformers.__version__, '|', torch.cuda.get_device_name())"
-    python -m pytest -q tests/test_cuda.py
+    python -m pytest -q tests/test_cuda.py || echo "gpu_check: CUDA TESTS FAILED (the checks below still run)"
     python bench.py loss --device cuda --dtype bfloat16 --tokens 2048 8192 16384 --hidden 2048
 fi
 python -c "import toy; toy.ensure()"                      # the demo's data (its prompts and hints)
