@@ -199,6 +199,17 @@ def load(out_dir, model, opt):
     return 0
 
 
+def config_changes(out_dir, config, keys):
+    """The keys whose value in config differs from the run's saved config.json, as one string
+    ("group_size 8 -> 4, seed 0 -> 1"); "" when none differ or nothing was saved."""
+    path = os.path.join(out_dir, "config.json")
+    if not os.path.exists(path):
+        return ""
+    with open(path) as f:
+        saved = json.load(f)
+    return ", ".join(f"{k} {saved[k]!r} -> {config.get(k)!r}" for k in keys if k in saved and saved[k] != config.get(k))
+
+
 def load_weights(path, model):
     """Model weights only, from a verified checkpoint folder (eval.py --checkpoint)."""
     import torch.distributed.checkpoint as dcp

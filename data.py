@@ -27,6 +27,7 @@ limit), for eval data as well as training data.
 import json
 import math
 import os
+import random
 import re
 import stat
 
@@ -350,3 +351,19 @@ def open_images(ex):
 
 def image_size(ex):
     return ex["image_size"]
+
+# -----------------------------------------------------------------------------
+# data order
+
+
+def step_examples(examples, step, n, seed):
+    """The n prompts of a step: a seeded shuffle per epoch, so position = step * n resumes exactly."""
+    order, start = [], step * n
+    epoch = start // len(examples)
+    while len(order) < (start % len(examples)) + n:
+        idx = list(range(len(examples)))
+        random.Random(seed * 1_000_003 + epoch).shuffle(idx)
+        order += idx
+        epoch += 1
+    first = start % len(examples)
+    return [examples[i] for i in order[first:first + n]]

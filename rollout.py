@@ -19,6 +19,7 @@ Left out on purpose: a vLLM/SGLang engine (HF generate() is slow but exact and s
 """
 import contextlib
 import math
+import os
 import types
 
 import torch
@@ -77,9 +78,14 @@ def load_model(path, dtype="auto", device="auto", trust_remote_code=False):
     """(model, processor) from a hub id or a local directory, in eval mode, on device."""
     from transformers import AutoModelForImageTextToText
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
-    model = AutoModelForImageTextToText.from_pretrained(
-        path, dtype=resolve_dtype(dtype, device), trust_remote_code=trust_remote_code,
-        attn_implementation="sdpa")
+    try:
+        model = AutoModelForImageTextToText.from_pretrained(
+            path, dtype=resolve_dtype(dtype, device), trust_remote_code=trust_remote_code,
+            attn_implementation="sdpa")
+    except OSError as e:   # a missing directory reads as a malformed hub id: say what was meant
+        where = "no such directory" if not os.path.isdir(path) else "no loadable model in that directory"
+        raise SystemExit(f"cannot load model {path!r}: {where}, and not a reachable hub id "
+                         f"({str(e).splitlines()[0][:200]})") from None
     model.to(device).eval()
     attach_scorer(model)
     return model, load_processor(path, trust_remote_code)
@@ -282,7 +288,11 @@ def sample_rows(logits, keys, step, top_p=1.0, tries=8, block=1024):
     "Exactly" means up to fp32 rounding of the probabilities (~1e-7 relative), as for the fp32
     softmax that score() computes: block sums are fp32 pairwise sums, running sums are fp64."""
     B, V = logits.shape
-    e = (logits - logits.amax(-1, keepdim=True)).exp_()            # (B, V) unnormalised, max 1
+    top = logits.amax(-1, keepdim=True)
+    if not torch.isfinite(top).all():   # a diverged model (NaN / inf logits): sample something
+        logits = torch.nan_to_num(logits, nan=0.0, posinf=1e30)  # valid, so train.py's divergence
+        top = logits.amax(-1, keepdim=True)                      # stop is what ends the run
+    e = (logits - top).exp_()                                      # (B, V) unnormalised, max 1
     full = V - V % block
     bsum = e[:, :full].view(B, -1, block).sum(-1)                   # (B, nb) fp32, pairwise
     if full < V:

@@ -30,7 +30,6 @@ Left out on purpose: vLLM rollouts, sequence packing, tensor/context parallelism
 import argparse
 import json
 import os
-import random
 import sys
 import time
 
@@ -53,6 +52,20 @@ RESUME_KEYS = ("model", "train_data", "algo", "group_size", "prompts_per_step", 
                "top_p", "max_new_tokens", "no_std_norm", "clip_low", "clip_high", "dual_clip")
 
 
+def ranged(kind, lo=None, hi=None, open_lo=False):
+    """An argparse type that also checks a range, so a bad value is one line naming the flag."""
+    def parse(text):
+        v = kind(text)
+        if (lo is not None and (v <= lo if open_lo else v < lo)) or (hi is not None and v > hi):
+            raise argparse.ArgumentTypeError(f"{text} is outside {'(' if open_lo else '['}{lo}, {hi or 'inf'}]")
+        return v
+    parse.__name__ = kind.__name__
+    return parse
+
+
+POS, NONNEG, PROB = ranged(int, 1), ranged(int, 0), ranged(float, 0, 1, open_lo=True)
+
+
 def get_args(argv=None):
     p = argparse.ArgumentParser(description="PTD-PO / GRPO training for Qwen-VL models (FSDP2).")
     g = p.add_argument_group("model and data")
@@ -60,107 +73,72 @@ def get_args(argv=None):
     g.add_argument("--train_data", default=None, help="training JSONL (default: the demo's train split)")
     g.add_argument("--eval_data", default=None, help="held-out JSONL (default: the demo's eval split)")
     g.add_argument("--strict", action="store_true", help="stop at the first bad data record instead of skipping it")
-    g.add_argument("--max_prompt_tokens", type=int, default=4096, help="longer prompts are reported and skipped")
+    g.add_argument("--max_prompt_tokens", type=POS, default=4096, help="longer prompts are reported and skipped")
     g.add_argument("--trust_remote_code", action="store_true", help="allow model code from the hub (off by default)")
     g.add_argument("--allow_outside_images", action="store_true",
                    help="allow absolute or ../ image paths (default: only inside the data file's folder)")
     g = p.add_argument_group("algorithm")
     g.add_argument("--algo", default="ptdpo", choices=["ptdpo", "grpo"], help="ptdpo adds the tutor's Top-K JSD")
-    g.add_argument("--group_size", type=int, default=8, help="G: rollouts per prompt")
-    g.add_argument("--kl_coef", type=float, default=0.01, help="k3 KL to the frozen reference (0 disables the pass)")
-    g.add_argument("--ptd_coef", type=float, default=2.0,
+    g.add_argument("--group_size", type=ranged(int, 2), default=8, help="G: rollouts per prompt (>= 2)")
+    g.add_argument("--kl_coef", type=ranged(float, 0), default=0.01, help="k3 KL to the reference (0: no pass)")
+    g.add_argument("--ptd_coef", type=ranged(float, 0), default=2.0,
                    help="lambda: weight of the distillation term (paper: 0.05 for 2B/8B, 0.5 for 4B)")
-    g.add_argument("--tau", type=float, default=1.0, help="a group with accuracy < tau is a PTD group (0 < tau <= 1)")
-    g.add_argument("--topk", type=int, default=100,
+    g.add_argument("--tau", type=PROB, default=1.0, help="a group with accuracy < tau is a PTD group")
+    g.add_argument("--topk", type=ranged(int, -1), default=100,
                    help="K of the Top-K JSD support (-1: the full vocabulary, an ablation that needs N x R x 2V memory)")
     g.add_argument("--distill_all", action="store_true", help="distil every rollout of a PTD group, not only failed ones")
     g.add_argument("--divergence", default="jsd", choices=["jsd", "fkl", "rkl"], help="distillation divergence")
     g.add_argument("--tutor_context", default="hint", choices=["hint", "answer"],
                    help="what the tutor reads: the hint, or the gold answer (leaky baseline)")
-    g.add_argument("--clip_low", type=float, default=0.2, help="PPO clip below 1")
-    g.add_argument("--clip_high", type=float, default=0.3, help="PPO clip above 1 (clip higher)")
-    g.add_argument("--dual_clip", type=float, default=3.0, help="dual clip for negative advantages (> 1)")
+    g.add_argument("--clip_low", type=ranged(float, 0, 0.999), default=0.2, help="PPO clip below 1")
+    g.add_argument("--clip_high", type=ranged(float, 0), default=0.3, help="PPO clip above 1 (clip higher)")
+    g.add_argument("--dual_clip", type=ranged(float, 1, open_lo=True), default=3.0, help="dual clip, A < 0")
     g.add_argument("--no_std_norm", action="store_true", help="Dr. GRPO: do not divide advantages by the group std")
     g = p.add_argument_group("sampling")
-    g.add_argument("--temperature", type=float, default=1.0, help="rollout temperature (> 0)")
-    g.add_argument("--top_p", type=float, default=0.99, help="rollout nucleus (0 < top_p <= 1)")
-    g.add_argument("--max_new_tokens", type=int, default=32, help="response length cap")
-    g.add_argument("--kv_cache_gb", type=float, default=32.0,
+    g.add_argument("--temperature", type=ranged(float, 0, open_lo=True), default=1.0, help="rollout temperature")
+    g.add_argument("--top_p", type=PROB, default=0.99, help="rollout nucleus")
+    g.add_argument("--max_new_tokens", type=POS, default=32, help="response length cap")
+    g.add_argument("--kv_cache_gb", type=ranged(float, 0, open_lo=True), default=32.0,
                    help="KV-cache memory per generate() call; it sets the rows per call (see README)")
     g = p.add_argument_group("optimisation")
-    g.add_argument("--steps", type=int, default=60, help="training steps (one rollout batch each)")
-    g.add_argument("--prompts_per_step", type=int, default=16, help="prompts per step, all ranks together")
-    g.add_argument("--minibatch_prompts", type=int, default=8, help="prompts per optimiser step, all ranks together")
-    g.add_argument("--lr", type=float, default=5e-4, help="AdamW learning rate (demo: 5e-4; real models: 1e-6)")
-    g.add_argument("--warmup_steps", type=int, default=10,
+    g.add_argument("--steps", type=NONNEG, default=60, help="training steps (one rollout batch each)")
+    g.add_argument("--prompts_per_step", type=POS, default=16, help="prompts per step, all ranks together")
+    g.add_argument("--minibatch_prompts", type=POS, default=8, help="prompts per optimiser step, all ranks together")
+    g.add_argument("--lr", type=ranged(float, 0, open_lo=True), default=5e-4,
+                   help="AdamW learning rate (demo: 5e-4; real models: 1e-6)")
+    g.add_argument("--warmup_steps", type=NONNEG, default=10,
                    help="linear warm-up, then constant (the demo needs it at lr 5e-4; the paper uses 0)")
-    g.add_argument("--weight_decay", type=float, default=0.01, help="AdamW weight decay")
-    g.add_argument("--grad_clip", type=float, default=1.0, help="gradient-norm clip")
-    g.add_argument("--max_bad_steps", type=int, default=3,
+    g.add_argument("--weight_decay", type=ranged(float, 0), default=0.01, help="AdamW weight decay")
+    g.add_argument("--grad_clip", type=ranged(float, 0, open_lo=True), default=1.0, help="gradient-norm clip")
+    g.add_argument("--max_bad_steps", type=POS, default=3,
                    help="stop (exit 1, no export) after this many steps in a row with a non-finite loss or gradient")
     g = p.add_argument_group("system")
     g.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"],
                    help="compute dtype: auto (bf16 on CUDA, fp32 on CPU); master weights are always fp32")
     g.add_argument("--grad_ckpt", action="store_true", help="activation checkpointing in the decoder")
-    g.add_argument("--token_budget", type=int, default=16384, help="padded tokens per scoring micro-batch")
-    g.add_argument("--chunk_size", type=int, default=256, help="positions per lm_head chunk")
-    g.add_argument("--seed", type=int, default=0, help="seed for data order and sampling")
-    g.add_argument("--threads", type=int, default=0, help="torch CPU threads per process (0: default)")
+    g.add_argument("--token_budget", type=POS, default=16384, help="padded tokens per scoring micro-batch")
+    g.add_argument("--chunk_size", type=POS, default=256, help="positions per lm_head chunk")
+    g.add_argument("--seed", type=NONNEG, default=0, help="seed for data order and sampling")
+    g.add_argument("--threads", type=NONNEG, default=0, help="torch CPU threads per process (0: default)")
     g = p.add_argument_group("logging, evaluation, checkpoints")
     g.add_argument("--out_dir", default="runs/demo", help="run directory: config, metrics.jsonl, checkpoints")
-    g.add_argument("--eval_every", type=int, default=20, help="held-out evaluation interval in steps (0: start/end)")
-    g.add_argument("--eval_n", type=int, default=200, help="held-out problems per evaluation (0: all)")
-    g.add_argument("--eval_samples", type=int, default=2, help="samples per held-out problem (pass@1 = mean)")
-    g.add_argument("--save_every", type=int, default=20, help="checkpoint interval in steps (0: only at the end)")
-    g.add_argument("--keep", type=int, default=2, help="checkpoints kept (>= 1; the newest is never deleted)")
+    g.add_argument("--eval_every", type=NONNEG, default=20, help="held-out evaluation interval (0: start/end)")
+    g.add_argument("--eval_n", type=NONNEG, default=200, help="held-out problems per evaluation (0: all)")
+    g.add_argument("--eval_samples", type=POS, default=2, help="samples per held-out problem (pass@1 = mean)")
+    g.add_argument("--save_every", type=NONNEG, default=20, help="checkpoint interval in steps (0: only at the end)")
+    g.add_argument("--keep", type=POS, default=2, help="checkpoints kept (the newest is never deleted)")
     g.add_argument("--resume", action="store_true", help="continue from the newest valid checkpoint in out_dir")
     g.add_argument("--allow_config_change", action="store_true",
                    help="resume even if the data order or algorithm settings differ from the saved config.json")
     g.add_argument("--no_export", action="store_true", help="skip the final Hugging Face export")
     g.add_argument("--wandb", default="", help="wandb project name (optional; needs `pip install wandb`)")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.topk == 0:
+        p.error("argument --topk: 0 is not allowed (>= 1, or -1 for the full vocabulary)")
+    if args.prompts_per_step % args.minibatch_prompts:
+        p.error("argument --minibatch_prompts: must divide --prompts_per_step")
+    return args
 
-
-def check_args(args, world):
-    """One line per bad value, before anything is loaded."""
-    rules = [
-        (args.steps >= 0, "--steps must be >= 0"),
-        (args.group_size >= 2, "--group_size must be >= 2 (the group mean is the baseline)"),
-        (args.prompts_per_step >= 1 and args.minibatch_prompts >= 1, "--prompts_per_step, --minibatch_prompts >= 1"),
-        (args.minibatch_prompts % world == 0 and args.prompts_per_step % args.minibatch_prompts == 0,
-         f"--minibatch_prompts must be a multiple of the {world} ranks and divide --prompts_per_step"),
-        (0 < args.tau <= 1, "--tau must be in (0, 1]"),
-        (args.topk >= 1 or args.topk == -1, "--topk must be >= 1, or -1 for the full vocabulary"),
-        (args.temperature > 0, "--temperature must be > 0 (the policy gradient needs a sampling distribution)"),
-        (0 < args.top_p <= 1, "--top_p must be in (0, 1]"),
-        (args.max_new_tokens >= 1 and args.max_prompt_tokens >= 1, "--max_new_tokens, --max_prompt_tokens >= 1"),
-        (args.kv_cache_gb > 0 and args.token_budget >= 1 and args.chunk_size >= 1,
-         "--kv_cache_gb, --token_budget, --chunk_size must be > 0"),
-        (args.lr > 0 and args.weight_decay >= 0 and args.grad_clip > 0, "--lr > 0, --weight_decay >= 0, --grad_clip > 0"),
-        (args.kl_coef >= 0 and args.ptd_coef >= 0, "--kl_coef and --ptd_coef must be >= 0"),
-        (0 <= args.clip_low < 1 and args.clip_high >= 0 and args.dual_clip > 1, "clip: 0 <= low < 1, high >= 0, dual > 1"),
-        (min(args.warmup_steps, args.eval_every, args.eval_n, args.save_every, args.threads) >= 0,
-         "--warmup_steps, --eval_every, --eval_n, --save_every, --threads must be >= 0"),
-        (args.eval_samples >= 1 and args.keep >= 1 and args.max_bad_steps >= 1,
-         "--eval_samples, --keep, --max_bad_steps must be >= 1"),
-    ]
-    for ok, msg in rules:
-        if not ok:
-            sys.exit(f"train.py: {msg}")
-
-
-def check_resume_config(args, world):
-    """Refuse --resume when settings that fix the data order or the algorithm changed."""
-    path = os.path.join(args.out_dir, "config.json")
-    if not args.resume or not os.path.exists(path):
-        return
-    with open(path) as f:
-        saved = json.load(f)
-    now = {**vars(args), "world_size": world}
-    diff = [k for k in RESUME_KEYS if k in saved and saved[k] != now.get(k)]
-    if diff and not args.allow_config_change:
-        sys.exit("train.py: --resume with settings that differ from the checkpoint's config.json: " +
-                 ", ".join(f"{k} {saved[k]!r} -> {now[k]!r}" for k in diff) + " (--allow_config_change to override)")
 
 # -----------------------------------------------------------------------------
 # models
@@ -231,26 +209,13 @@ def resolve_paths(args):
         sys.exit("train.py: --train_data is required with a model other than 'toy'")
 
 
-def step_examples(examples, step, n, seed):
-    """The n prompts of a step: a seeded shuffle per epoch, so position = step * n resumes exactly."""
-    order, start = [], step * n
-    epoch = start // len(examples)
-    while len(order) < (start % len(examples)) + n:
-        idx = list(range(len(examples)))
-        random.Random(seed * 1_000_003 + epoch).shuffle(idx)
-        order += idx
-        epoch += 1
-    first = start % len(examples)
-    return [examples[i] for i in order[first:first + n]]
-
-
 def my_prompts(examples, step, args, rank, world):
     """This rank's examples and their global prompt ids. Global mini-batch j = prompts
     [j*mb, (j+1)*mb), split evenly across ranks, so every optimiser step sees the same prompts
     whatever the number of ranks."""
     mb, per = args.minibatch_prompts, args.minibatch_prompts // world
     ids = [j * mb + rank * per + i for j in range(args.prompts_per_step // mb) for i in range(per)]
-    step_all = step_examples(examples, step, args.prompts_per_step, args.seed)
+    step_all = data.step_examples(examples, step, args.prompts_per_step, args.seed)
     return [step_all[i] for i in ids], ids
 
 # -----------------------------------------------------------------------------
@@ -488,7 +453,8 @@ def load_data(args, processor, rank):
 def main(argv=None):
     args = get_args(argv)
     rank, world, device = setup(single_process_group=True)
-    check_args(args, world)
+    if args.minibatch_prompts % world:
+        sys.exit(f"train.py: --minibatch_prompts {args.minibatch_prompts} is not a multiple of the {world} ranks")
     if args.threads:
         torch.set_num_threads(args.threads)
     if rank == 0:
@@ -496,7 +462,11 @@ def main(argv=None):
     box = [vars(args)]   # rank 0 may have built the demo; everyone uses its paths
     torch.distributed.broadcast_object_list(box, src=0)
     args = argparse.Namespace(**box[0])
-    check_resume_config(args, world)
+    if args.resume and not args.allow_config_change:
+        diff = checkpoint.config_changes(args.out_dir, {**vars(args), "world_size": world}, RESUME_KEYS)
+        if diff:
+            sys.exit(f"train.py: --resume with settings that differ from the run's config.json: {diff} "
+                     f"(--allow_config_change to resume anyway)")
     torch.manual_seed(args.seed)
     os.makedirs(args.out_dir, exist_ok=True)
     print0("config:\n" + json.dumps(vars(args), indent=1))

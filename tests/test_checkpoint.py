@@ -1,7 +1,6 @@
 """checkpoint.py and train.py's resume: tampered or damaged checkpoints are refused and the
 previous one is used; rotation never deletes the newest; a resumed run logs each step once;
 a diverging run stops; fp32 master weights under bf16 compute."""
-import json
 import os
 import pickle
 import shutil

@@ -40,7 +40,7 @@ def weights(out_dir):
     return load_file(os.path.join(out_dir, "final", "model.safetensors"))
 
 
-SAME = ("reward", "entropy", "kl", "jsd", "distilled_frac", "resp_len", "clip_frac_low", "clip_frac_high")
+SAME = ("reward", "entropy", "kl", "jsd", "distilled_frac", "resp_len", "clip_frac_low", "clip_frac_high", "grad_norm")
 
 
 def varied_lengths(train_path):

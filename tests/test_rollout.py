@@ -141,6 +141,17 @@ def test_sampled_frequencies_match_the_exact_top_p_distribution(top_p, tries):
     assert chi2 < 40                                                 # df <= 11: p ~ 4e-5
 
 
+def test_the_sampler_survives_non_finite_logits():
+    """A diverged model must reach train.py's divergence stop, not crash the sampler."""
+    logits = torch.randn(4, 50)
+    logits[0, 3] = float("nan")
+    logits[1] = float("nan")
+    logits[:, :5] = float("-inf")                     # suppressed tokens stay suppressed
+    logits[2, 7] = float("inf")
+    got = rollout.sample_rows(logits, torch.arange(4), step=0, top_p=0.9)
+    assert ((got >= 5) & (got < 50)).all() and got[2] == 7
+
+
 def test_uniforms_are_keyed_by_row_and_step_only():
     keys = torch.tensor([1, 2, 3, 2 ** 40 + 1])
     a, b = rollout.uniforms(keys, 5), rollout.uniforms(keys[[3, 1]], 5)
