@@ -219,8 +219,9 @@ def bench_rollout(a):
 
     with torch.no_grad(), rollout.plain_generation(model):
         greedy = timed(lambda: model.generate(**batch, **kw))
+        banned = rollout.vision_token_ids(processor.tokenizer)
         ours = timed(lambda: model.generate(**batch, **kw, logits_processor=LogitsProcessorList(
-            [rollout.RowSampler(list(range(a.rows)), 1.0, a.top_p, rollout.vision_token_ids(processor.tokenizer), P)])))
+            [rollout.RowSampler(list(range(a.rows)), 1.0, a.top_p, banned, P)])))
         srt = timed(lambda: model.generate(**batch, **kw, logits_processor=LogitsProcessorList(
             [SortSampler(list(range(a.rows)), a.top_p, P)])))
     print(f"{a.rows} rows x {n} new tokens, V = {model.get_output_embeddings().weight.shape[0]}, T = 1, "
@@ -265,7 +266,8 @@ def bench_head(a):
     ids, mask = rollout.sample(model, processor, prompts, 1, 24, seed=0)
     T = int(mask.sum())
     passes = {
-        "old policy (logp, entropy, top-K ids)": lambda: rollout.score(model, prompts, ids, mask, topk=100, entropy=True),
+        "old policy (logp, entropy, top-K ids)": lambda: rollout.score(model, prompts, ids, mask, topk=100,
+                                                                       entropy=True),
         "reference (logp, for the k3 KL)": lambda: rollout.score(model, prompts, ids, mask),
         "tutor (union support + log-probs)": lambda: rollout.score(
             model, prompts, ids, mask, union_with=torch.zeros(ids.shape + (100,), dtype=torch.long), topk=100),
@@ -295,7 +297,8 @@ def main(argv=None):
     p.add_argument("--dtype", default="float32", help="float32 | bfloat16 (loss)")
     p.add_argument("--mem_limit_gb", type=float, default=20.0, help="address-space cap per loss run (CPU)")
     p.add_argument("--prompts", type=int, default=16, help="prompts per step (step)")
-    p.add_argument("--repeats", type=int, default=2, help="steps (step) or generate() calls (rollout) averaged")
+    p.add_argument("--repeats", type=int, default=2,
+                   help="steps (step) or generate() calls (rollout) averaged")
     p.add_argument("--step", type=int, default=0, help="which data step to use (step)")
     p.add_argument("--threads", type=int, default=2, help="torch threads (step, rollout, head)")
     p.add_argument("--rows", type=int, default=16, help="rows sampled together (rollout)")

@@ -207,7 +207,8 @@ def config_changes(out_dir, config, keys):
         return ""
     with open(path) as f:
         saved = json.load(f)
-    return ", ".join(f"{k} {saved[k]!r} -> {config.get(k)!r}" for k in keys if k in saved and saved[k] != config.get(k))
+    changed = [k for k in keys if k in saved and saved[k] != config.get(k)]
+    return ", ".join(f"{k} {saved[k]!r} -> {config.get(k)!r}" for k in changed)
 
 
 def load_weights(path, model):

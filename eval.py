@@ -31,7 +31,8 @@ from distributed import all_sum, print0, setup
 def get_args(argv=None):
     p = argparse.ArgumentParser(description="Evaluate a model, or compare training runs.")
     p.add_argument("--model", default="toy", help="model dir / hub id / run dir, or 'toy' (the demo model)")
-    p.add_argument("--checkpoint", default="", help="a run's checkpoints/step_N directory to load into --model")
+    p.add_argument("--checkpoint", default="",
+                   help="a run's checkpoints/step_N directory to load into --model")
     p.add_argument("--data", default="", help="benchmark JSONL (default: the demo's held-out split)")
     p.add_argument("--limit", type=int, default=0, help="evaluate the first N problems only (0: all)")
     p.add_argument("--n_samples", type=int, default=4, help="samples per problem")
@@ -40,22 +41,26 @@ def get_args(argv=None):
     p.add_argument("--top_p", type=float, default=1.0, help="nucleus")
     p.add_argument("--max_new_tokens", type=int, default=32, help="response length cap")
     p.add_argument("--with_hints", action="store_true", help="evaluate the hinted tutor (hint in context)")
-    p.add_argument("--diagnose", action="store_true", help="demo diagnostics: student, tutor, blank image, majority")
+    p.add_argument("--diagnose", action="store_true",
+                   help="demo diagnostics: student, tutor, blank image, majority")
     p.add_argument("--token_budget", type=int, default=16384, help="padded tokens per scoring micro-batch")
     p.add_argument("--kv_cache_gb", type=float, default=32.0, help="KV-cache memory per generate() call")
-    p.add_argument("--max_prompt_tokens", type=int, default=4096, help="longer prompts are reported and skipped")
+    p.add_argument("--max_prompt_tokens", type=int, default=4096,
+                   help="longer prompts are reported and skipped")
     p.add_argument("--dtype", default="auto", help="auto | float32 | bfloat16")
     p.add_argument("--seed", type=int, default=1234, help="sampling seed")
     p.add_argument("--out", default="", help="write the results as JSON here")
-    p.add_argument("--compare", nargs="+", default=None, help="run directories whose metrics.jsonl to compare")
+    p.add_argument("--compare", nargs="+", default=None,
+                   help="run directories whose metrics.jsonl to compare")
     p.add_argument("--png", default="compare.png", help="where --compare draws its curves")
     p.add_argument("--trust_remote_code", action="store_true", help="allow model code from the hub")
     p.add_argument("--allow_outside_images", action="store_true",
                    help="allow absolute or ../ image paths (default: only inside the data file's folder)")
     args = p.parse_args(argv)
     rules = [(args.limit >= 0, "--limit must be >= 0"), (args.n_samples >= 1, "--n_samples must be >= 1"),
-             (all(1 <= k <= args.n_samples for k in args.k), f"--k values must be in 1..--n_samples ({args.n_samples})"),
-             (args.temperature >= 0, "--temperature must be >= 0 (0: greedy)"), (0 < args.top_p <= 1, "--top_p in (0, 1]"),
+             (all(1 <= k <= args.n_samples for k in args.k), f"--k values must be in 1..{args.n_samples} (--n_samples)"),
+             (args.temperature >= 0, "--temperature must be >= 0 (0: greedy)"),
+             (0 < args.top_p <= 1, "--top_p must be in (0, 1]"),
              (args.max_new_tokens >= 1 and args.max_prompt_tokens >= 1, "--max_new_tokens, --max_prompt_tokens >= 1"),
              (args.token_budget >= 1 and args.kv_cache_gb > 0, "--token_budget and --kv_cache_gb must be > 0")]
     for ok, msg in rules:
@@ -132,7 +137,8 @@ def summarise(examples, correct, length, entropy, args):
 
 def print_table(res):
     keys = [k for k in res if k.startswith("pass@")] + ["resp_len", "entropy"]
-    print(f"{res['problems']} problems x {res['samples']} samples" + (" (tutor, with hints)" if res["with_hints"] else ""))
+    tutor_note = " (tutor, with hints)" if res["with_hints"] else ""
+    print(f"{res['problems']} problems x {res['samples']} samples{tutor_note}")
     for k in keys:
         print(f"  {k:10s} {res[k]:.4f}")
     for cat, v in res.get("by_category", {}).items():
@@ -194,7 +200,8 @@ def compare(runs, png):
         for ax, key in zip(axes[1:], ("reward", "entropy", "jsd")):
             ax.plot([m["step"] for m in tr], [divergence(m) if key == "jsd" else m[key] for m in tr],
                     label=label, alpha=0.8)
-    for ax, title in zip(axes, ("held-out pass@1 (no hints)", "train reward", "policy entropy", "distillation divergence")):
+    titles = ("held-out pass@1 (no hints)", "train reward", "policy entropy", "distillation divergence")
+    for ax, title in zip(axes, titles):
         ax.set_title(title)
         ax.set_xlabel("step")
     axes[0].legend(fontsize=7)

@@ -44,7 +44,7 @@ def group_advantages(rewards, group_size, eps=1e-6, scale_by_std=True):
     if rewards.ndim != 1 or rewards.numel() % group_size != 0:
         raise ValueError(f"rewards must be 1-D with a multiple of group_size={group_size} "
                          f"elements, got shape {tuple(rewards.shape)}")
-    r = (rewards if rewards.is_floating_point() else rewards.float()).view(-1, group_size)                       # (G_count, G)
+    r = (rewards if rewards.is_floating_point() else rewards.float()).view(-1, group_size)   # (groups, G)
     centred = r - r.mean(dim=1, keepdim=True)
     if scale_by_std:
         centred = centred / (r.std(dim=1, keepdim=True) + eps)

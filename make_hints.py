@@ -57,7 +57,8 @@ def generate_hints(args):
                 if not pending:
                     break
                 prompts = [expert_prompt(ex) for ex in pending]
-                replies = rollout.generate_text(model, processor, [data.open_images(ex) for ex in pending], prompts, max_new_tokens=args.max_new_tokens,
+                images = [data.open_images(ex) for ex in pending]
+                replies = rollout.generate_text(model, processor, images, prompts, max_new_tokens=args.max_new_tokens,
                                                 temperature=args.temperature, seed=args.seed + attempt)
                 for ex, reply in zip(pending, replies):
                     hint, why = check_expert_reply(reply, ex, data.image_size(ex), opened_think)
@@ -69,7 +70,8 @@ def generate_hints(args):
                 if ex["id"] in accepted:
                     rec = dict(ex["record"])
                     rec.pop("image", None)   # image paths re-anchored at the output file's folder
-                    rec["images"] = [os.path.relpath(p, os.path.dirname(os.path.abspath(args.out))) for p in ex["images"]]
+                    here = os.path.dirname(os.path.abspath(args.out))
+                    rec["images"] = [os.path.relpath(p, here) for p in ex["images"]]
                     rec["hint"] = accepted[ex["id"]]
                     out.write(json.dumps(rec) + "\n")
                     report["accepted"] += 1

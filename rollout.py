@@ -486,7 +486,8 @@ def score(model, prompts, response_ids, response_mask, support=None, union_with=
     prompts: B encoded prompts; response_ids, response_mask: (B, R). support: (B, R, M) ids to
     score; union_with: (B, R, K) ids to unite with the model's own top-K (the tutor's support).
     Returns dict of (B, R[, M]) tensors: logp, entropy (when asked), support_logp, topk_ids,
-    support_ids, support_mask (None where not asked for). With grad=True, call it per micro-batch yourself (train.py does) so each
+    support_ids, support_mask (None where not asked for). With grad=True, call it per micro-batch
+    yourself (train.py does) so each
     micro-batch's graph is freed by its own backward.
     """
     device = next(model.parameters()).device

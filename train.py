@@ -72,30 +72,39 @@ def get_args(argv=None):
     g.add_argument("--model", default="toy", help="hub id, local directory, or 'toy' (the embedded demo)")
     g.add_argument("--train_data", default=None, help="training JSONL (default: the demo's train split)")
     g.add_argument("--eval_data", default=None, help="held-out JSONL (default: the demo's eval split)")
-    g.add_argument("--strict", action="store_true", help="stop at the first bad data record instead of skipping it")
-    g.add_argument("--max_prompt_tokens", type=POS, default=4096, help="longer prompts are reported and skipped")
-    g.add_argument("--trust_remote_code", action="store_true", help="allow model code from the hub (off by default)")
+    g.add_argument("--strict", action="store_true",
+                   help="stop at the first bad data record instead of skipping it")
+    g.add_argument("--max_prompt_tokens", type=POS, default=4096,
+                   help="longer prompts are reported and skipped")
+    g.add_argument("--trust_remote_code", action="store_true",
+                   help="allow model code from the hub (off by default)")
     g.add_argument("--allow_outside_images", action="store_true",
                    help="allow absolute or ../ image paths (default: only inside the data file's folder)")
     g = p.add_argument_group("algorithm")
-    g.add_argument("--algo", default="ptdpo", choices=["ptdpo", "grpo"], help="ptdpo adds the tutor's Top-K JSD")
+    g.add_argument("--algo", default="ptdpo", choices=["ptdpo", "grpo"],
+                   help="ptdpo adds the tutor's Top-K JSD")
     g.add_argument("--group_size", type=ranged(int, 2), default=8, help="G: rollouts per prompt (>= 2)")
-    g.add_argument("--kl_coef", type=ranged(float, 0), default=0.01, help="k3 KL to the reference (0: no pass)")
+    g.add_argument("--kl_coef", type=ranged(float, 0), default=0.01,
+                   help="k3 KL to the reference (0: no pass)")
     g.add_argument("--ptd_coef", type=ranged(float, 0), default=2.0,
                    help="lambda: weight of the distillation term (paper: 0.05 for 2B/8B, 0.5 for 4B)")
     g.add_argument("--tau", type=PROB, default=1.0, help="a group with accuracy < tau is a PTD group")
     g.add_argument("--topk", type=ranged(int, -1), default=100,
-                   help="K of the Top-K JSD support (-1: the full vocabulary, an ablation that needs N x R x 2V memory)")
-    g.add_argument("--distill_all", action="store_true", help="distil every rollout of a PTD group, not only failed ones")
-    g.add_argument("--divergence", default="jsd", choices=["jsd", "fkl", "rkl"], help="distillation divergence")
+                   help="K of the Top-K JSD support (-1: the full vocabulary, an ablation: N x R x 2V memory)")
+    g.add_argument("--distill_all", action="store_true",
+                   help="distil every rollout of a PTD group, not only failed ones")
+    g.add_argument("--divergence", default="jsd", choices=["jsd", "fkl", "rkl"],
+                   help="distillation divergence")
     g.add_argument("--tutor_context", default="hint", choices=["hint", "answer"],
                    help="what the tutor reads: the hint, or the gold answer (leaky baseline)")
     g.add_argument("--clip_low", type=ranged(float, 0, 0.999), default=0.2, help="PPO clip below 1")
     g.add_argument("--clip_high", type=ranged(float, 0), default=0.3, help="PPO clip above 1 (clip higher)")
     g.add_argument("--dual_clip", type=ranged(float, 1, open_lo=True), default=3.0, help="dual clip, A < 0")
-    g.add_argument("--no_std_norm", action="store_true", help="Dr. GRPO: do not divide advantages by the group std")
+    g.add_argument("--no_std_norm", action="store_true",
+                   help="Dr. GRPO: do not divide advantages by the group std")
     g = p.add_argument_group("sampling")
-    g.add_argument("--temperature", type=ranged(float, 0, open_lo=True), default=1.0, help="rollout temperature")
+    g.add_argument("--temperature", type=ranged(float, 0, open_lo=True), default=1.0,
+                   help="rollout temperature")
     g.add_argument("--top_p", type=PROB, default=0.99, help="rollout nucleus")
     g.add_argument("--max_new_tokens", type=POS, default=32, help="response length cap")
     g.add_argument("--kv_cache_gb", type=ranged(float, 0, open_lo=True), default=32.0,
@@ -103,7 +112,8 @@ def get_args(argv=None):
     g = p.add_argument_group("optimisation")
     g.add_argument("--steps", type=NONNEG, default=60, help="training steps (one rollout batch each)")
     g.add_argument("--prompts_per_step", type=POS, default=16, help="prompts per step, all ranks together")
-    g.add_argument("--minibatch_prompts", type=POS, default=8, help="prompts per optimiser step, all ranks together")
+    g.add_argument("--minibatch_prompts", type=POS, default=8,
+                   help="prompts per optimiser step, all ranks together")
     g.add_argument("--lr", type=ranged(float, 0, open_lo=True), default=5e-4,
                    help="AdamW learning rate (demo: 5e-4; real models: 1e-6)")
     g.add_argument("--warmup_steps", type=NONNEG, default=10,
@@ -111,7 +121,7 @@ def get_args(argv=None):
     g.add_argument("--weight_decay", type=ranged(float, 0), default=0.01, help="AdamW weight decay")
     g.add_argument("--grad_clip", type=ranged(float, 0, open_lo=True), default=1.0, help="gradient-norm clip")
     g.add_argument("--max_bad_steps", type=POS, default=3,
-                   help="stop (exit 1, no export) after this many steps in a row with a non-finite loss or gradient")
+                   help="stop (exit 1, no export) after this many steps in a row with a non-finite loss")
     g = p.add_argument_group("system")
     g.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"],
                    help="compute dtype: auto (bf16 on CUDA, fp32 on CPU); master weights are always fp32")
@@ -122,12 +132,15 @@ def get_args(argv=None):
     g.add_argument("--threads", type=NONNEG, default=0, help="torch CPU threads per process (0: default)")
     g = p.add_argument_group("logging, evaluation, checkpoints")
     g.add_argument("--out_dir", default="runs/demo", help="run directory: config, metrics.jsonl, checkpoints")
-    g.add_argument("--eval_every", type=NONNEG, default=20, help="held-out evaluation interval (0: start/end)")
+    g.add_argument("--eval_every", type=NONNEG, default=20,
+                   help="held-out evaluation interval (0: start/end)")
     g.add_argument("--eval_n", type=NONNEG, default=200, help="held-out problems per evaluation (0: all)")
     g.add_argument("--eval_samples", type=POS, default=2, help="samples per held-out problem (pass@1 = mean)")
-    g.add_argument("--save_every", type=NONNEG, default=20, help="checkpoint interval in steps (0: only at the end)")
+    g.add_argument("--save_every", type=NONNEG, default=20,
+                   help="checkpoint interval in steps (0: only at the end)")
     g.add_argument("--keep", type=POS, default=2, help="checkpoints kept (the newest is never deleted)")
-    g.add_argument("--resume", action="store_true", help="continue from the newest valid checkpoint in out_dir")
+    g.add_argument("--resume", action="store_true",
+                   help="continue from the newest valid checkpoint in out_dir")
     g.add_argument("--allow_config_change", action="store_true",
                    help="resume even if the data order or algorithm settings differ from the saved config.json")
     g.add_argument("--no_export", action="store_true", help="skip the final Hugging Face export")
@@ -192,8 +205,9 @@ def check_full_vocabulary_fits(args, policy, world):
     need = rows * args.max_new_tokens * 2 * V * 13           # int64 ids + bool mask + fp32 log-probs
     have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
     if need > 0.5 * have:
-        sys.exit(f"train.py: --topk -1 (full vocabulary, V = {V}) needs ~{need / 2 ** 30:.1f} GB of host memory per "
-                 f"rank for {rows} rows x {args.max_new_tokens} tokens; {have / 2 ** 30:.1f} GB free. Use --topk 100.")
+        sys.exit(f"train.py: --topk -1 (full vocabulary, V = {V}) needs ~{need / 2 ** 30:.1f} GB of host "
+                 f"memory per rank for {rows} rows x {args.max_new_tokens} tokens; {have / 2 ** 30:.1f} GB "
+                 f"free. Use --topk 100.")
 
 # -----------------------------------------------------------------------------
 # data
@@ -266,7 +280,8 @@ def minibatch_loss(policy, prompts, ids, mask, mb, old, adv, ref, distil, teach,
     if teach is not None and n_div > 0:   # token mean over the distilled rows, no advantage
         dm = m & distil[mb].to(dev).unsqueeze(1)
         smask = teach["support_mask"][mb].to(dev) & dm.unsqueeze(-1)
-        d = loss.DIVERGENCES[args.divergence](out["support_logp"], teach["tutor_logp"][mb].to(dev), smask)  # (b, R)
+        divergence = loss.DIVERGENCES[args.divergence]
+        d = divergence(out["support_logp"], teach["tutor_logp"][mb].to(dev), smask)          # (b, R)
         div = (d * dm).sum()
         total = total + args.ptd_coef * div / n_div
         parts.update(div=div.item(), div_tokens=dm.sum().item())
@@ -327,8 +342,9 @@ def step_metrics(step, rewards, fmt, truncated, mask, entropy, ptd_group, distil
     t0, t1, t2, t3, t4 = times
     return {"step": step + 1, "reward": tot["reward"] / tot["rows"], "format": tot["format"] / tot["rows"],
             "entropy": tot["entropy"] / max(tot["len"], 1), "kl": tot["kl"] / max(tot["kl_tokens"], 1),
-            args.divergence: tot["div"] / max(tot["div_tokens"], 1), "distilled_frac": tot["distilled"] / tot["rows"],
-            "ptd_group_frac": tot["ptd_groups"] / tot["groups"], "mixed_group_frac": tot["mixed_groups"] / tot["groups"],
+            args.divergence: tot["div"] / max(tot["div_tokens"], 1),
+            "distilled_frac": tot["distilled"] / tot["rows"], "ptd_group_frac": tot["ptd_groups"] / tot["groups"],
+            "mixed_group_frac": tot["mixed_groups"] / tot["groups"],
             **{k: tot[k] / max(tot["tokens"], 1) for k in ("clip_frac_low", "clip_frac_high", "clip_frac_dual")},
             **same, "resp_len": tot["len"] / tot["rows"], "truncated_frac": tot["truncated"] / tot["rows"],
             "t_rollout": t1 - t0, "t_old": t2 - t1, "t_ref_tutor": t3 - t2, "t_update": t4 - t3,
@@ -370,12 +386,13 @@ def train_step(step, policy, ref, processor, opt, examples, args, rank, world):
     if args.algo == "ptdpo":
         teach = tutor.teach(ref, processor, exs, rows=rows, response_ids=ids, response_mask=mask, distil=distil,
                             student_topk=old["topk_ids"], topk=topk, context=args.tutor_context,
-                            temperature=args.temperature, token_budget=args.token_budget, chunk_size=args.chunk_size)
+                            temperature=args.temperature, token_budget=args.token_budget,
+                            chunk_size=args.chunk_size)
     t3 = time.time()
     # 8. the update: clipped surrogate + kl_coef * k3 KL + ptd_coef * divergence, per mini-batch
     policy.train()
-    stats, same = update(policy, opt, row_prompts, ids, mask, old["logp"].float().cpu(), adv, ref_out, distil, teach,
-                         args, world)
+    old_logp = old["logp"].float().cpu()
+    stats, same = update(policy, opt, row_prompts, ids, mask, old_logp, adv, ref_out, distil, teach, args, world)
     policy.eval()
     if torch.cuda.is_available():   # the step's peak, the busiest rank's
         same["peak_mem_gb"] = all_max(torch.tensor(torch.cuda.max_memory_allocated() / 2 ** 30)).item()
@@ -392,8 +409,8 @@ def evaluate(model, processor, examples, args, rank, world, seed=1234):
     idx = list(range(rank, len(examples), world))
     mine = [examples[i] for i in idx]
     prompts = [rollout.encode(processor, ex["question"], data.open_images(ex)) for ex in mine]
-    res = rollout.evaluate(model, processor, prompts, mine, args.eval_samples, args.max_new_tokens, args.temperature,
-                           args.top_p, args.kv_cache_gb, seed=seed, prompt_ids=idx)
+    res = rollout.evaluate(model, processor, prompts, mine, args.eval_samples, args.max_new_tokens,
+                           args.temperature, args.top_p, args.kv_cache_gb, seed=seed, prompt_ids=idx)
     n = float(len(mine) * args.eval_samples)
     tot = all_sum(torch.tensor([res["correct"].sum().item(), n, res["length"].sum().item()], dtype=torch.float64))
     return {"eval_pass1": (tot[0] / tot[1].clamp(min=1)).item(), "eval_len": (tot[2] / tot[1].clamp(min=1)).item()}
@@ -497,10 +514,12 @@ def main(argv=None):
         if eval_ex and args.eval_every and (step + 1) % args.eval_every == 0 and step + 1 < args.steps:
             m.update(evaluate(policy, processor, eval_ex, args, rank, world))
         emit(m)
-        print0(log_line(m, args.divergence) + (f" | held-out pass@1 {m['eval_pass1']:.3f}" if "eval_pass1" in m else ""))
+        held_out = f" | held-out pass@1 {m['eval_pass1']:.3f}" if "eval_pass1" in m else ""
+        print0(log_line(m, args.divergence) + held_out)
         if bad >= args.max_bad_steps:
-            print0(f"train.py: stopped at step {step + 1}: {bad} steps in a row with a non-finite loss or gradient "
-                   f"(diverged; try a lower --lr). Nothing exported; the last checkpoint is from a good step.")
+            print0(f"train.py: stopped at step {step + 1}: {bad} steps in a row with a non-finite loss or "
+                   f"gradient (diverged; try a lower --lr). Nothing exported; the last checkpoint is from a "
+                   f"good step.")
             sys.exit(1)
         if bad == 0 and args.save_every and (step + 1) % args.save_every == 0 and step + 1 < args.steps:
             checkpoint.save(args.out_dir, step + 1, policy, opt, args.keep)
@@ -513,7 +532,8 @@ def main(argv=None):
         checkpoint.export_hf(policy, processor, os.path.join(args.out_dir, "final"))
     if last:
         before = f"{first_eval['eval_pass1']:.3f}" if first_eval else "(resumed)"
-        print0(f"\nheld-out pass@1 (no hints, {len(eval_ex)} problems x {args.eval_samples} samples, T={args.temperature})")
+        print0(f"\nheld-out pass@1 (no hints, {len(eval_ex)} problems x {args.eval_samples} samples, "
+               f"T={args.temperature})")
         print0(f"  before training: {before}\n  after {args.steps} steps: {last['eval_pass1']:.3f}"
                f"\n  training time: {time.time() - t_start:.0f}s on {world} process(es), {device.type}")
         if not args.no_export:
