@@ -245,8 +245,8 @@ def rewards_of(processor, ids, mask, exs, rows):
     truncated = ~(ids == rollout.eos_id(processor)).any(1)
     correct = torch.where(truncated, torch.zeros_like(correct), correct)
     opened = "<think>\n" if rollout.opens_think(processor) else ""   # Thinking templates open it
-    fmt = torch.tensor([reward.format_reward(opened + t) for t in texts])
-    return correct, fmt, truncated
+    well_formed = torch.tensor([reward.format_reward(opened + t) for t in texts])
+    return correct, well_formed, truncated
 
 
 def reference_logp(ref, row_prompts, ids, mask, rows, args):
@@ -329,10 +329,11 @@ def update(policy, opt, prompts, ids, mask, old, adv, ref, distil, teach, args, 
     return stats, {"grad_norm": grad_norm / max(n_mb - skipped, 1), "skipped": skipped, "minibatches": n_mb}
 
 
-def step_metrics(step, rewards, fmt, truncated, mask, entropy, ptd_group, distil, stats, same, times, args):
+def step_metrics(step, rewards, well_formed, truncated, mask, entropy, ptd_group, distil, stats, same, times,
+                 args):
     """The step's numbers, summed over ranks (`same`: values already equal on every rank)."""
     G, m = args.group_size, mask.float()
-    local = {"reward": rewards.sum(), "format": fmt.sum(), "rows": float(len(rewards)), "len": m.sum(),
+    local = {"reward": rewards.sum(), "format": well_formed.sum(), "rows": float(len(rewards)), "len": m.sum(),
              "entropy": (entropy.cpu() * m).sum(), "distilled": distil.float().sum(),
              "ptd_groups": ptd_group.float().sum() / G, "groups": float(len(rewards) // G),
              "truncated": truncated.float().sum(), "mixed_groups": (rewards.view(-1, G).std(1) > 0).float().sum(),
@@ -363,7 +364,7 @@ def train_step(step, policy, ref, processor, opt, examples, args, rank, world):
     ids, mask = rollout.sample(policy, processor, prompts, G, args.max_new_tokens, args.temperature, args.top_p,
                                args.kv_cache_gb, seed=args.seed * 100_003 + step, prompt_ids=prompt_ids)
     # 2. rewards: correctness only
-    rewards, fmt, truncated = rewards_of(processor, ids, mask, exs, rows)
+    rewards, well_formed, truncated = rewards_of(processor, ids, mask, exs, rows)
     # 3. advantages (no value network: the group mean is the baseline)
     adv = loss.group_advantages(rewards, G, scale_by_std=not args.no_std_norm)
     # 4. gate: a PTD group has accuracy < tau and a hint (a tutor with nothing to say cannot
@@ -397,7 +398,7 @@ def train_step(step, policy, ref, processor, opt, examples, args, rank, world):
     if torch.cuda.is_available():   # the step's peak, the busiest rank's
         same["peak_mem_gb"] = all_max(torch.tensor(torch.cuda.max_memory_allocated() / 2 ** 30)).item()
         torch.cuda.reset_peak_memory_stats()
-    return step_metrics(step, rewards, fmt, truncated, mask, old["entropy"], ptd_group, distil, stats, same,
+    return step_metrics(step, rewards, well_formed, truncated, mask, old["entropy"], ptd_group, distil, stats, same,
                         (t0, t1, t2, t3, time.time()), args)
 
 # -----------------------------------------------------------------------------
@@ -467,7 +468,8 @@ def load_data(args, processor, rank):
         sys.exit(f"train.py: {e}")
 
 
-def main(argv=None):
+def start_run(argv):
+    """Arguments, torchrun, the demo's paths (built on rank 0), the resume check, config.json."""
     args = get_args(argv)
     rank, world, device = setup(single_process_group=True)
     if args.minibatch_prompts % world:
@@ -479,17 +481,31 @@ def main(argv=None):
     box = [vars(args)]   # rank 0 may have built the demo; everyone uses its paths
     torch.distributed.broadcast_object_list(box, src=0)
     args = argparse.Namespace(**box[0])
-    if args.resume and not args.allow_config_change:
-        diff = checkpoint.config_changes(args.out_dir, {**vars(args), "world_size": world}, RESUME_KEYS)
-        if diff:
-            sys.exit(f"train.py: --resume with settings that differ from the run's config.json: {diff} "
-                     f"(--allow_config_change to resume anyway)")
+    config = {**vars(args), "world_size": world}
+    diff = checkpoint.config_changes(args.out_dir, config, RESUME_KEYS) if args.resume else ""
+    if diff and not args.allow_config_change:
+        sys.exit(f"train.py: --resume with settings that differ from the run's config.json: {diff} "
+                 f"(--allow_config_change to resume anyway)")
     torch.manual_seed(args.seed)
     os.makedirs(args.out_dir, exist_ok=True)
     print0("config:\n" + json.dumps(vars(args), indent=1))
     if rank == 0:
         with open(os.path.join(args.out_dir, "config.json"), "w") as f:
-            json.dump({**vars(args), "world_size": world}, f, indent=1)
+            json.dump(config, f, indent=1)
+    return args, rank, world, device
+
+
+def summary(args, first, last, n_eval, seconds, world, device):
+    before = f"{first['eval_pass1']:.3f}" if first else "(resumed)"
+    print0(f"\nheld-out pass@1 (no hints, {n_eval} problems x {args.eval_samples} samples, T={args.temperature})")
+    print0(f"  before training: {before}\n  after {args.steps} steps: {last['eval_pass1']:.3f}"
+           f"\n  training time: {seconds:.0f}s on {world} process(es), {device.type}")
+    if not args.no_export:
+        print0(f"  final model: {os.path.join(args.out_dir, 'final')} (python eval.py --model that)")
+
+
+def main(argv=None):
+    args, rank, world, device = start_run(argv)
     policy, ref, processor = load_models(args, device)
     check_full_vocabulary_fits(args, policy, world)
     opt = torch.optim.AdamW(policy.parameters(), lr=args.lr, weight_decay=args.weight_decay, betas=(0.9, 0.999))
@@ -499,11 +515,11 @@ def main(argv=None):
         print0(f"--resume: no valid checkpoint in {os.path.join(args.out_dir, 'checkpoints')}; starting at step 0")
     emit = open_metrics(args, rank, start)
     policy.eval()
-    first_eval = None
+    first = None
     if eval_ex and start == 0:
-        first_eval = evaluate(policy, processor, eval_ex, args, rank, world)
-        emit({"step": 0, **first_eval})
-        print0(f"step    0 | held-out pass@1 {first_eval['eval_pass1']:.3f} (no hints, {len(eval_ex)} problems)")
+        first = evaluate(policy, processor, eval_ex, args, rank, world)
+        emit({"step": 0, **first})
+        print0(f"step    0 | held-out pass@1 {first['eval_pass1']:.3f} (no hints, {len(eval_ex)} problems)")
     t_start, bad = time.time(), 0
     for step in range(start, args.steps):
         for g in opt.param_groups:
@@ -514,15 +530,15 @@ def main(argv=None):
         if eval_ex and args.eval_every and (step + 1) % args.eval_every == 0 and step + 1 < args.steps:
             m.update(evaluate(policy, processor, eval_ex, args, rank, world))
         emit(m)
-        held_out = f" | held-out pass@1 {m['eval_pass1']:.3f}" if "eval_pass1" in m else ""
-        print0(log_line(m, args.divergence) + held_out)
+        print0(log_line(m, args.divergence) + (f" | held-out pass@1 {m['eval_pass1']:.3f}" if eval_ex and
+                                                  "eval_pass1" in m else ""))
         if bad >= args.max_bad_steps:
             print0(f"train.py: stopped at step {step + 1}: {bad} steps in a row with a non-finite loss or "
                    f"gradient (diverged; try a lower --lr). Nothing exported; the last checkpoint is from a "
                    f"good step.")
             sys.exit(1)
         if bad == 0 and args.save_every and (step + 1) % args.save_every == 0 and step + 1 < args.steps:
-            checkpoint.save(args.out_dir, step + 1, policy, opt, args.keep)
+            checkpoint.save(args.out_dir, step + 1, policy, opt, args.keep)   # never after a bad step
     last = evaluate(policy, processor, eval_ex, args, rank, world) if eval_ex else {}
     if last:
         emit({"step": args.steps, **last, "final": True})
@@ -531,13 +547,7 @@ def main(argv=None):
     if not args.no_export:
         checkpoint.export_hf(policy, processor, os.path.join(args.out_dir, "final"))
     if last:
-        before = f"{first_eval['eval_pass1']:.3f}" if first_eval else "(resumed)"
-        print0(f"\nheld-out pass@1 (no hints, {len(eval_ex)} problems x {args.eval_samples} samples, "
-               f"T={args.temperature})")
-        print0(f"  before training: {before}\n  after {args.steps} steps: {last['eval_pass1']:.3f}"
-               f"\n  training time: {time.time() - t_start:.0f}s on {world} process(es), {device.type}")
-        if not args.no_export:
-            print0(f"  final model: {os.path.join(args.out_dir, 'final')} (python eval.py --model that)")
+        summary(args, first, last, len(eval_ex), time.time() - t_start, world, device)
     torch.distributed.destroy_process_group()
     return last
 
