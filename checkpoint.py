@@ -67,6 +67,22 @@ def check_metadata(path):
         except pickle.UnpicklingError as e:
             raise pickle.UnpicklingError(f"{path}/.metadata: {e}") from None
 
+def _planner():
+    """DCP's load planner, except that non-tensor items (optimiser hyper-parameters, ...) are
+    unpickled with weights_only=True: the stock planner uses weights_only=False, so a shard
+    could carry code even when .metadata is clean."""
+    from torch.distributed.checkpoint.default_planner import DefaultLoadPlanner
+
+    class SafeLoadPlanner(DefaultLoadPlanner):
+        def load_bytes(self, read_item, value):
+            obj = torch.load(value, weights_only=True)
+            if self.flatten_state_dict:
+                from torch.distributed.checkpoint._traverse import set_element
+                set_element(self.original_state_dict, self.mappings[read_item.dest_index.fqn], obj)
+            else:
+                self.state_dict[read_item.dest_index.fqn] = obj
+    return SafeLoadPlanner()
+
 # -----------------------------------------------------------------------------
 # the manifest
 
@@ -163,7 +179,8 @@ def save(out_dir, step, model, opt, keep):
         with open(os.path.join(ck, "latest.tmp"), "w") as f:
             f.write(os.path.basename(final))
         os.replace(os.path.join(ck, "latest.tmp"), os.path.join(ck, "latest"))
-        for old in checkpoints(out_dir)[max(1, keep):]:       # the newest (= latest) is never deleted
+        older = [p for p in checkpoints(out_dir) if p != final]
+        for old in ([final] + older)[max(1, keep):]:          # the one just written is never deleted
             shutil.rmtree(old, ignore_errors=True)
     barrier()
 
@@ -179,24 +196,40 @@ def load(out_dir, model, opt):
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
     world = dist.get_world_size() if dist.is_initialized() else 1
-    for path in checkpoints(out_dir):
+    found, skipped = checkpoints(out_dir), []
+    for path in found:
         reason = verify(path, share=(rank(), world))
         if reason is None and not os.path.isfile(os.path.join(path, f"extra_rank{rank()}.pt")):
             reason = f"extra_rank{rank()}.pt: missing (saved with fewer ranks?)"
         if not _agree(reason):
             print0(f"checkpoint {path} skipped: {reason or 'failed verification on another rank'}")
+            skipped.append(path)
             continue
+        _set_aside(skipped)
         msd, osd = get_state_dict(model, opt)
         state = {"model": msd, "optim": osd}
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="torch.distributed is disabled")
-            dcp.load(state, checkpoint_id=path)
+            dcp.load(state, checkpoint_id=path, planner=_planner())
         set_state_dict(model, opt, model_state_dict=state["model"], optim_state_dict=state["optim"])
         extra = torch.load(os.path.join(path, f"extra_rank{rank()}.pt"), weights_only=True)
         torch.set_rng_state(extra["rng"])
         print0(f"resumed from {path} at step {extra['step']}")
         return int(extra["step"])
+    if found:
+        raise SystemExit(f"checkpoint: none of the {len(found)} checkpoints in {os.path.dirname(found[0])} "
+                         f"verifies (reasons above); refusing to start over on top of them")
     return 0
+
+
+def _set_aside(paths):
+    """Rename skipped (damaged) checkpoints newer than the one resumed, so rotation by step
+    number can never delete the new saves in their favour, and nothing is destroyed."""
+    barrier()
+    if rank() == 0:
+        for p in paths:
+            os.replace(p, os.path.join(os.path.dirname(p), "damaged_" + os.path.basename(p)))
+    barrier()
 
 
 def config_changes(out_dir, config, keys):
@@ -211,6 +244,17 @@ def config_changes(out_dir, config, keys):
     return ", ".join(f"{k} {saved[k]!r} -> {config.get(k)!r}" for k in changed)
 
 
+def clear(out_dir):
+    """A new run (no --resume) in an old run directory: its checkpoints go, so that a later
+    --resume can never pick up the earlier run's weights. Returns how many were removed."""
+    ck = os.path.join(out_dir, "checkpoints")
+    n = len(checkpoints(out_dir))
+    if rank() == 0 and os.path.isdir(ck):
+        shutil.rmtree(ck)
+    barrier()
+    return n
+
+
 def load_weights(path, model):
     """Model weights only, from a verified checkpoint folder (eval.py --checkpoint)."""
     import torch.distributed.checkpoint as dcp
@@ -221,7 +265,7 @@ def load_weights(path, model):
     sd = {"model": get_model_state_dict(model)}
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="torch.distributed is disabled")
-        dcp.load(sd, checkpoint_id=path)
+        dcp.load(sd, checkpoint_id=path, planner=_planner())
     set_model_state_dict(model, sd["model"])
 
 

@@ -47,7 +47,7 @@ def get_args(argv=None):
     p.add_argument("--kv_cache_gb", type=float, default=32.0, help="KV-cache memory per generate() call")
     p.add_argument("--max_prompt_tokens", type=int, default=4096,
                    help="longer prompts are reported and skipped")
-    p.add_argument("--dtype", default="auto", help="auto | float32 | bfloat16")
+    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"], help="compute dtype")
     p.add_argument("--seed", type=int, default=1234, help="sampling seed")
     p.add_argument("--out", default="", help="write the results as JSON here")
     p.add_argument("--compare", nargs="+", default=None,
@@ -59,10 +59,10 @@ def get_args(argv=None):
     args = p.parse_args(argv)
     rules = [(args.limit >= 0, "--limit must be >= 0"), (args.n_samples >= 1, "--n_samples must be >= 1"),
              (all(1 <= k <= args.n_samples for k in args.k), f"--k values must be in 1..{args.n_samples} (--n_samples)"),
-             (args.temperature >= 0, "--temperature must be >= 0 (0: greedy)"),
-             (0 < args.top_p <= 1, "--top_p must be in (0, 1]"),
+             (0 <= args.temperature < math.inf, "--temperature must be >= 0 and finite (0: greedy)"),
+             (0 < args.top_p <= 1, "--top_p must be in (0, 1]"),   # False for nan too
              (args.max_new_tokens >= 1 and args.max_prompt_tokens >= 1, "--max_new_tokens, --max_prompt_tokens >= 1"),
-             (args.token_budget >= 1 and args.kv_cache_gb > 0, "--token_budget and --kv_cache_gb must be > 0")]
+             (args.token_budget >= 1 and 0 < args.kv_cache_gb < math.inf, "--token_budget, --kv_cache_gb > 0")]
     for ok, msg in rules:
         if not ok:
             p.error(msg)
@@ -150,8 +150,13 @@ def print_table(res):
 
 def read_metrics(run):
     """A run's metrics, one record per step (a later record of a step replaces an earlier one)."""
+    recs = []
     with open(os.path.join(run, "metrics.jsonl")) as f:
-        recs = [json.loads(line) for line in f if line.strip()]
+        for line in f:
+            try:
+                recs.append(json.loads(line))
+            except json.JSONDecodeError:    # a line a crash cut short
+                pass
     by_step = {}
     for r in recs:
         by_step[(r["step"], "reward" in r, bool(r.get("final")))] = r

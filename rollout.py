@@ -5,7 +5,8 @@ rollout.py: the model as a sampler and a scorer.
                               directory or the tiny demo model; image-only processor fallback
     encode(processor, ...)    one prompt (chat template + image) -> token ids and image tensors
     sample(model, ...)        G responses per prompt, batched by KV-cache budget, FSDP2-safe,
-                              exactly the distribution score() computes (temperature, top-p)
+                              exactly softmax(logits / T) restricted to the top-p nucleus
+                              (score() returns the full-softmax log-probs, as verl does)
     score(model, ...)         per response token: log-prob of the sampled token, and optionally
                               entropy, log-probs on a support and the model's own top-K ids
     evaluate(model, ...)      sample, decode, reward: per-problem correct counts (no hints)
@@ -261,14 +262,31 @@ def _hash32(x):
     return (x >> 16) ^ x
 
 
+def _chain(words, salt):
+    """Hash a sequence of 32-bit tensors / ints into one 32-bit tensor, starting from salt."""
+    h = _hash32(torch.as_tensor(salt, dtype=torch.long) ^ torch.zeros_like(words[0]))
+    for w in words:
+        h = _hash32(h ^ (w & _M32))
+    return h
+
+
 def uniforms(keys, step, attempt=0):
-    """(B,) float64 uniforms in [0, 1) with 53 random bits, one per row key."""
-    h = _hash32(keys & _M32)
-    h = _hash32(h ^ ((keys >> 32) & _M32))
-    h = _hash32(h ^ (step & _M32))
-    hi = _hash32(h ^ (2 * attempt + 0x9E3779B9 & _M32))
-    lo = _hash32(hi ^ 0x5BD1E995)
+    """(B,) float64 uniforms in [0, 1), 53 random bits each, from 64 bits of state: two
+    independently salted hash chains over (key low, key high, step, attempt)."""
+    words = [keys & _M32, (keys >> 32) & _M32, torch.full_like(keys, step), torch.full_like(keys, attempt)]
+    hi, lo = _chain(words, 0x243F6A88), _chain(words, 0x13198A2E)
     return ((hi >> 5) * 67108864 + (lo >> 6)).double() / 2.0 ** 53
+
+
+def row_keys(seed, prompt_ids, group_size):
+    """A 62-bit key per (seed, prompt, response): a hash, so that no arithmetic coincidence
+    between seeds, steps and prompt ids can make two rows share a random stream."""
+    seed = torch.tensor(seed % 2 ** 62, dtype=torch.long)
+    pid = torch.tensor(prompt_ids, dtype=torch.long).repeat_interleave(group_size)
+    g = torch.arange(group_size, dtype=torch.long).repeat(len(prompt_ids))
+    words = [seed & _M32, (seed >> 32) & _M32, pid & _M32, (pid >> 32) & _M32, g]
+    words = [w.expand_as(pid) for w in words]
+    return ((_chain(words, 0xA4093822) & 0x3FFFFFFF) << 32) | _chain(words, 0x299F31D0)
 
 
 def sample_rows(logits, keys, step, top_p=1.0, tries=8, block=1024):
@@ -285,8 +303,9 @@ def sample_rows(logits, keys, step, top_p=1.0, tries=8, block=1024):
     is in the nucleus without looking (the mass above it is < 1 - p_v); only rows that drew a
     rarer token pay one pass to check. A draw is rejected with probability <= 1 - top_p; rows
     still unlucky after `tries` draws take the exact sorted path (1e-16 of rows at 0.99).
-    "Exactly" means up to fp32 rounding of the probabilities (~1e-7 relative), as for the fp32
-    softmax that score() computes: block sums are fp32 pairwise sums, running sums are fp64."""
+    "Exactly" means up to fp32 rounding: a block is chosen with its fp32 (pairwise) sum, ~1e-7
+    relative to the block's mass, and a token within its block by fp64 running sums, so each
+    token's probability is right to ~1e-7 of itself, as for the fp32 softmax score() computes."""
     B, V = logits.shape
     top = logits.amax(-1, keepdim=True)
     if not torch.isfinite(top).all():   # a diverged model (NaN / inf logits): sample something
@@ -308,8 +327,11 @@ def sample_rows(logits, keys, step, top_p=1.0, tries=8, block=1024):
         before = torch.where(blk > 0, bcdf.gather(-1, (blk - 1).clamp(min=0)), torch.zeros_like(u))
         idx = blk * block + offs                                    # (B, block)
         vals = torch.where(idx < V, e.gather(-1, idx.clamp(max=V - 1)), torch.zeros((), device=e.device))
-        cum = before + vals.double().cumsum(-1)
-        j = torch.searchsorted(cum, u, right=True)
+        cum = vals.double().cumsum(-1)                              # (B, block), exact in fp64
+        # where u falls inside the block, rescaled from the fp32 block sum to the exact in-block
+        # total: each token then gets its share of its block, to fp64 precision
+        t = (u - before) / bsum.gather(-1, blk).double() * cum[:, -1:]
+        j = torch.searchsorted(cum, t, right=True)
         last = torch.where(vals > 0, offs, -1).amax(-1, keepdim=True)   # fp64 round-off guard
         tok = (blk * block + torch.minimum(j, last)).squeeze(-1)    # (B,)
         p = e.gather(-1, tok.unsqueeze(-1)).double() / Z            # (B, 1)
@@ -343,7 +365,7 @@ class RowSampler:
     width, so left padding (which depends on the batch mates) cannot shift a row's stream."""
 
     def __init__(self, row_keys, temperature, top_p, banned, prompt_width):
-        self.keys = torch.tensor(row_keys, dtype=torch.long)
+        self.keys = torch.as_tensor(row_keys, dtype=torch.long)
         self.temperature, self.top_p, self.banned, self.width = temperature, top_p, banned, prompt_width
 
     def __call__(self, input_ids, scores):
@@ -362,7 +384,7 @@ class RowSampler:
 def plain_generation(model):
     """generate() fills every option we leave unset from model.generation_config, and real
     checkpoints ship repetition_penalty (Qwen2.5-VL-Instruct: 1.05), top_k, and so on. Any of
-    those would make the sampled distribution differ from the one score() computes (off-policy
+    those would make the sampled distribution differ from softmax(logits / T) (off-policy
     by design, silently). So, while sampling, the model's config is an empty GenerationConfig."""
     from transformers import GenerationConfig
     saved = model.generation_config
@@ -375,7 +397,8 @@ def plain_generation(model):
 
 def kv_bytes_per_token(model):
     """KV-cache bytes one token costs in generate(): 2 (K, V) x layers x KV heads x head dim x
-    bytes per value. Qwen3-VL-2B in bf16: 2 x 28 x 8 x 128 x 2 = 114,688 (112 KiB)."""
+    bytes per value. Qwen3-VL-2B in bf16: 2 x 28 x 8 x 128 x 2 = 114,688 (112 KiB). Call it
+    where the parameters are in compute dtype (inside gathered(): bf16, not the fp32 master)."""
     c = model.config.get_text_config()
     head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
     kv_heads = getattr(c, "num_key_value_heads", None) or c.num_attention_heads
@@ -398,7 +421,7 @@ def sample(model, processor, prompts, group_size, max_new_tokens, temperature=1.
     eos, pad = eos_id(processor), tok.pad_token_id
     rows = [p for p in prompts for _ in range(group_size)]
     pids = list(range(len(prompts))) if prompt_ids is None else list(prompt_ids)
-    row_keys = [seed * 7_919 + pid * group_size + g for pid in pids for g in range(group_size)]
+    keys = row_keys(seed, pids, group_size)
     lengths = [len(p["input_ids"]) + max_new_tokens for p in rows]
     device = next(model.parameters()).device
     banned = vision_token_ids(tok)
@@ -408,7 +431,7 @@ def sample(model, processor, prompts, group_size, max_new_tokens, temperature=1.
         for idx in micro_batches(lengths, budget):
             batch = collate([rows[i] for i in idx], pad, device=device)
             width = batch["input_ids"].shape[1]
-            procs = LogitsProcessorList([RowSampler([row_keys[i] for i in idx], temperature, top_p, banned, width)])
+            procs = LogitsProcessorList([RowSampler(keys[idx], temperature, top_p, banned, width)])
             gen = model.generate(**batch, do_sample=False, max_new_tokens=max_new_tokens, eos_token_id=eos,
                                  pad_token_id=pad, logits_processor=procs)
             out += list(gen[:, width:].cpu())
@@ -431,7 +454,7 @@ def pad_responses(seqs, eos, pad):
     for s in seqs:
         hits = (s == eos).nonzero()
         cut.append(s[: int(hits[0]) + 1] if len(hits) else s)
-    R = max(1, max(len(s) for s in cut))
+    R = max([1] + [len(s) for s in cut])
     ids = torch.full((len(cut), R), pad, dtype=torch.long)
     mask = torch.zeros((len(cut), R), dtype=torch.bool)
     for i, s in enumerate(cut):
@@ -492,6 +515,11 @@ def score(model, prompts, response_ids, response_mask, support=None, union_with=
     """
     device = next(model.parameters()).device
     pad = 0
+    if not prompts:   # nothing to score on this rank; still take part in the gathering collectives
+        with contextlib.nullcontext() if grad else gathered(model):
+            pass
+        return {"logp": torch.zeros(response_ids.shape), "entropy": None, "support_logp": None,
+                "support_ids": None, "support_mask": None, "topk_ids": None}
     lengths = [len(p["input_ids"]) + response_ids.shape[1] for p in prompts]
     parts = []
     # no grad: hold the shards gathered for the whole pass (one all-gather, not one per micro-batch)
@@ -523,12 +551,13 @@ def evaluate(model, processor, prompts, examples, n_samples, max_new_tokens, tem
     ids, mask = sample(model, processor, prompts, n_samples, max_new_tokens, temperature, top_p,
                        kv_cache_gb, seed=seed, prompt_ids=prompt_ids)
     texts = decode(processor, ids, mask)
-    hits = torch.tensor([reward.reward(t, examples[i // n_samples]) for i, t in enumerate(texts)])
-    B = len(prompts)
-    out = {"correct": hits.view(B, n_samples).sum(1), "length": mask.view(B, n_samples, -1).sum((1, 2)).double(),
+    hits = torch.tensor([reward.reward(t, examples[i // n_samples]) for i, t in enumerate(texts)], dtype=torch.float)
+    B, R = len(prompts), mask.shape[1]
+    out = {"correct": hits.view(B, n_samples).sum(1), "length": mask.view(B, n_samples, R).sum((1, 2)).double(),
            "texts": texts}
     if entropy:
         ent = score(model, [p for p in prompts for _ in range(n_samples)], ids, mask, token_budget=token_budget,
                     temperature=temperature if temperature > 0 else 1.0, entropy=True)["entropy"]
-        out["entropy"] = (ent * mask).view(B, n_samples, -1).sum((1, 2)).double()
+        ent = ent if ent is not None else torch.zeros(mask.shape)        # no prompts on this rank
+        out["entropy"] = (ent * mask).view(B, n_samples, R).sum((1, 2)).double()
     return out

@@ -29,6 +29,7 @@ Left out on purpose: vLLM rollouts, sequence packing, tensor/context parallelism
 """
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -47,8 +48,8 @@ from distributed import all_max, all_sum, print0, setup
 # config
 
 # changing one of these between a checkpoint and --resume changes the data order or the algorithm
-RESUME_KEYS = ("model", "train_data", "algo", "group_size", "prompts_per_step", "minibatch_prompts", "seed",
-               "tau", "topk", "distill_all", "divergence", "tutor_context", "kl_coef", "ptd_coef", "temperature",
+RESUME_KEYS = ("world_size", "model", "train_data", "algo", "group_size", "prompts_per_step", "minibatch_prompts",
+               "seed", "tau", "topk", "distill_all", "divergence", "tutor_context", "kl_coef", "ptd_coef", "temperature",
                "top_p", "max_new_tokens", "no_std_norm", "clip_low", "clip_high", "dual_clip")
 
 
@@ -56,6 +57,8 @@ def ranged(kind, lo=None, hi=None, open_lo=False):
     """An argparse type that also checks a range, so a bad value is one line naming the flag."""
     def parse(text):
         v = kind(text)
+        if not math.isfinite(v):
+            raise argparse.ArgumentTypeError(f"{text} is not a finite number")
         if (lo is not None and (v <= lo if open_lo else v < lo)) or (hi is not None and v > hi):
             raise argparse.ArgumentTypeError(f"{text} is outside {'(' if open_lo else '['}{lo}, {hi or 'inf'}]")
         return v
@@ -252,11 +255,10 @@ def rewards_of(processor, ids, mask, exs, rows):
 def reference_logp(ref, row_prompts, ids, mask, rows, args):
     """The frozen reference's log-probs on `rows` (zeros elsewhere), for the k3 KL."""
     out = torch.zeros(ids.shape)
-    sel = rows.nonzero().squeeze(-1)
-    if len(sel):
-        out[sel] = rollout.score(ref, [row_prompts[i] for i in sel.tolist()], ids[sel], mask[sel],
-                                 temperature=args.temperature, token_budget=args.token_budget,
-                                 chunk_size=args.chunk_size)["logp"].float().cpu()
+    sel = rows.nonzero().squeeze(-1)   # may be empty here and not on another rank: score anyway
+    out[sel] = rollout.score(ref, [row_prompts[i] for i in sel.tolist()], ids[sel], mask[sel],
+                             temperature=args.temperature, token_budget=args.token_budget,
+                             chunk_size=args.chunk_size)["logp"].float().cpu()
     return out
 
 
@@ -405,7 +407,7 @@ def train_step(step, policy, ref, processor, opt, examples, args, rank, world):
 # evaluation, logging
 
 
-def evaluate(model, processor, examples, args, rank, world, seed=1234):
+def evaluate(model, processor, examples, args, rank, world, seed=2 ** 61 + 1234):
     """Held-out pass@1 (mean over samples) and mean response length, no hints, split across ranks."""
     idx = list(range(rank, len(examples), world))
     mine = [examples[i] for i in idx]
@@ -424,14 +426,25 @@ def log_line(m, div):
             f"{m['t_old'] + m['t_ref_tutor']:.1f}/{m['t_update']:.1f}s | {m['tok_per_s']:.0f} tok/s")
 
 
+def read_jsonl(path):
+    """The records of a metrics file; a line a crash cut short is skipped, not fatal."""
+    recs = []
+    with open(path) as f:
+        for line in f:
+            try:
+                recs.append(json.loads(line))
+            except json.JSONDecodeError:
+                pass
+    return recs
+
+
 def open_metrics(args, rank, start):
     """An `emit(record)` that appends to metrics.jsonl (and wandb). On resume, records after the
     checkpoint's step are dropped first, so a crash never leaves a step twice in the file."""
     path = os.path.join(args.out_dir, "metrics.jsonl")
     if rank == 0 and os.path.exists(path):
-        with open(path) as f:
-            keep = [line for line in f if line.strip() and start and json.loads(line).get("step", 0) <= start
-                    and not json.loads(line).get("final")]
+        keep = [json.dumps(r) + "\n" for r in read_jsonl(path) if start and r.get("step", 0) <= start
+                and not r.get("final")]
         with open(path + ".tmp", "w") as f:
             f.writelines(keep)
         os.replace(path + ".tmp", path)
@@ -486,6 +499,9 @@ def start_run(argv):
     if diff and not args.allow_config_change:
         sys.exit(f"train.py: --resume with settings that differ from the run's config.json: {diff} "
                  f"(--allow_config_change to resume anyway)")
+    if not args.resume and checkpoint.clear(args.out_dir):
+        print0(f"train.py: a new run in {args.out_dir}: the earlier run's checkpoints and metrics are replaced "
+               f"(--resume continues a run instead)")
     torch.manual_seed(args.seed)
     os.makedirs(args.out_dir, exist_ok=True)
     print0("config:\n" + json.dumps(vars(args), indent=1))

@@ -69,9 +69,9 @@ def teach(ref_model, processor, examples, rows, response_ids, response_mask, dis
     out = {"support_ids": torch.zeros((N, R, M), dtype=torch.long),
            "support_mask": torch.zeros((N, R, M), dtype=torch.bool),
            "tutor_logp": torch.zeros((N, R, M), dtype=torch.float32)}
-    idx = distil.nonzero().squeeze(-1)
-    if len(idx) == 0:
-        return out
+    idx = distil.nonzero().squeeze(-1)   # may be empty here and not on another rank: score anyway
+    if student_topk is None:
+        student_topk = torch.zeros((N, R, M - topk), dtype=torch.long)
     fmt = rollout.box_format(ref_model)
     cache = {}
     for i in rows[idx].tolist():
@@ -83,6 +83,8 @@ def teach(ref_model, processor, examples, rows, response_ids, response_mask, dis
     scored = rollout.score(ref_model, prompts, response_ids[idx], response_mask[idx],
                            union_with=student_topk[idx].cpu(), topk=topk, temperature=temperature,
                            token_budget=token_budget, chunk_size=chunk_size)
+    if len(idx) == 0:
+        return out
     out["support_ids"][idx] = scored["support_ids"].cpu()
     out["support_mask"][idx] = scored["support_mask"].cpu() & response_mask[idx].unsqueeze(-1)
     out["tutor_logp"][idx] = scored["support_logp"].float().cpu()
