@@ -37,7 +37,6 @@ from PIL import Image, ImageDraw
 
 import data
 import hints
-import reward
 import rollout
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -342,10 +341,8 @@ def diagnose(model, processor, examples, samples=1, temperature=1.0, max_new_tok
     }
     res = {}
     for name, prompts in variants.items():
-        ids, mask = rollout.sample(model, processor, prompts, samples, max_new_tokens, temperature, seed=seed)
-        texts = [processor.tokenizer.decode(r[m], skip_special_tokens=True) for r, m in zip(ids, mask)]
-        hits = [reward.reward(t, examples[i // samples]) for i, t in enumerate(texts)]
-        res[name] = sum(hits) / len(hits)
+        out = rollout.evaluate(model, processor, prompts, examples, samples, max_new_tokens, temperature, seed=seed)
+        res[name] = out["correct"].sum().item() / (samples * len(examples))
     top = Counter(ex["answer"] for ex in examples).most_common(1)[0][1]
     res["majority"] = top / len(examples)
     return res
