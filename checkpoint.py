@@ -210,7 +210,12 @@ def load(out_dir, model, opt):
         state = {"model": msd, "optim": osd}
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="torch.distributed is disabled")
-            dcp.load(state, checkpoint_id=path, planner=_planner())
+            try:
+                dcp.load(state, checkpoint_id=path, planner=_planner())
+            except (Exception, dcp.api.CheckpointException) as e:   # e.g. an item that names code
+                why = ("an item in the shards is not plain data (a pickled object naming code?)"
+                       if "Weights only load failed" in str(e) else str(e).splitlines()[0][:300])
+                raise SystemExit(f"checkpoint {path}: refusing to load: {why}") from None
         set_state_dict(model, opt, model_state_dict=state["model"], optim_state_dict=state["optim"])
         extra = torch.load(os.path.join(path, f"extra_rank{rank()}.pt"), weights_only=True)
         torch.set_rng_state(extra["rng"])

@@ -1,6 +1,10 @@
 """checkpoint.py and train.py's resume: tampered or damaged checkpoints are refused and the
 previous one is used; rotation never deletes the newest; a resumed run logs each step once;
 a diverging run stops; fp32 master weights under bf16 compute."""
+import dataclasses
+import hashlib
+import io
+import json
 import os
 import pickle
 import shutil
@@ -163,3 +167,68 @@ def test_bf16_compute_keeps_fp32_master_weights_that_move_at_lr_1e6(tiny, toy_da
     meta = dcp.FileSystemReader(os.path.join(out, "checkpoints", "step_000002")).read_metadata()
     dtypes = {m.properties.dtype for k, m in meta.state_dict_metadata.items() if k.startswith("model.")}
     assert dtypes == {torch.float32}
+
+
+def test_a_shard_item_that_names_code_is_refused_even_with_a_matching_manifest(tmp_path):
+    """DCP unpickles non-tensor items (optimiser hyper-parameters) from the shards; an attacker
+    who rewrites a shard can rewrite the manifest too. The loader must unpickle them as data."""
+    from torch.distributed.checkpoint.metadata import BytesStorageMetadata
+    marker = tmp_path / "pwned"
+    model = torch.nn.Linear(4, 4)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    model(torch.randn(2, 4)).sum().backward()
+    opt.step()
+    checkpoint.save(str(tmp_path), 1, model, opt, keep=2)
+    path = tmp_path / "checkpoints" / "step_000001"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+    buf = io.BytesIO()
+    torch.save(Evil(), buf)
+    md = pickle.load(open(path / ".metadata", "rb"))
+    fqn = next(k for k, v in md.state_dict_metadata.items() if isinstance(v, BytesStorageMetadata))
+    idx = next(i for i in md.storage_data if i.fqn == fqn)
+    shard = path / md.storage_data[idx].relative_path
+    offset = shard.stat().st_size
+    with open(shard, "ab") as f:
+        f.write(buf.getvalue())
+    md.storage_data[idx] = dataclasses.replace(md.storage_data[idx], offset=offset, length=len(buf.getvalue()))
+    pickle.dump(md, open(path / ".metadata", "wb"))
+    files = {n: hashlib.sha256((path / n).read_bytes()).hexdigest() for n in os.listdir(path) if n != "manifest.json"}
+    (path / "manifest.json").write_text(json.dumps({"files": files}))
+    assert checkpoint.verify(str(path)) is None                        # the tampering is self-consistent
+    m2 = torch.nn.Linear(4, 4)
+    with pytest.raises(SystemExit, match="refusing to load"):
+        checkpoint.load(str(tmp_path), m2, torch.optim.AdamW(m2.parameters()))
+    assert not marker.exists()
+
+
+def test_after_a_fallback_new_saves_survive_rotation_and_the_damaged_one_is_kept_aside(tiny, tmp_path):
+    model, opt = fresh(tiny)
+    for step in (20, 40):
+        checkpoint.save(str(tmp_path), step, model, opt, keep=2)
+    _flip(os.path.join(tmp_path, "checkpoints", "step_000040", "__0_0.distcp"))
+    assert checkpoint.load(str(tmp_path), model, opt) == 20
+    checkpoint.save(str(tmp_path), 30, model, opt, keep=1)
+    names = sorted(os.listdir(tmp_path / "checkpoints"))
+    assert "step_000030" in names and "damaged_step_000040" in names and "step_000040" not in names
+    assert (tmp_path / "checkpoints" / "latest").read_text() == "step_000030"
+    assert checkpoint.load(str(tmp_path), model, opt) == 30
+
+
+def test_resume_refuses_when_no_checkpoint_verifies(tiny, tmp_path):
+    model, opt = fresh(tiny)
+    checkpoint.save(str(tmp_path), 5, model, opt, keep=2)
+    os.remove(tmp_path / "checkpoints" / "step_000005" / "manifest.json")
+    with pytest.raises(SystemExit, match="none of the 1 checkpoints"):
+        checkpoint.load(str(tmp_path), model, opt)
+
+
+def test_training_arguments_must_be_finite_and_in_range():
+    import train
+    for bad in (["--tau", "nan"], ["--top_p", "nan"], ["--lr", "inf"], ["--kv_cache_gb", "inf"], ["--tau", "0"],
+                ["--group_size", "1"], ["--temperature", "0"], ["--topk", "0"], ["--steps", "-1"]):
+        with pytest.raises(SystemExit):
+            train.get_args(bad)
+    assert train.get_args(["--topk", "-1"]).topk == -1

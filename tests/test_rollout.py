@@ -152,6 +152,13 @@ def test_the_sampler_survives_non_finite_logits():
     assert ((got >= 5) & (got < 50)).all() and got[2] == 7
 
 
+def test_row_keys_never_collide_and_uniforms_use_all_key_bits():
+    keys = torch.cat([rollout.row_keys(seed, list(range(500)), 8) for seed in (0, 1, 1234, 2 ** 61 + 1234)])
+    assert len(set(keys.tolist())) == len(keys)                      # 16,000 streams, all distinct
+    a, b = torch.tensor([5, 123456]), torch.tensor([5 + 2 ** 40, 123456 + 2 ** 33])
+    assert not torch.equal(rollout.uniforms(a, 7), rollout.uniforms(b, 7))
+
+
 def test_uniforms_are_keyed_by_row_and_step_only():
     keys = torch.tensor([1, 2, 3, 2 ** 40 + 1])
     a, b = rollout.uniforms(keys, 5), rollout.uniforms(keys[[3, 1]], 5)
