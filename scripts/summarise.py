@@ -16,7 +16,7 @@ def load(run):
     return {"pass1_0": ev[0]["eval_pass1"], "pass1": ev[-1]["eval_pass1"],
             "entropy": statistics.mean(m["entropy"] for m in tail),
             "distilled": statistics.mean(m["distilled_frac"] for m in tr),
-            "jsd": statistics.mean(m["jsd"] for m in tr),
+            "jsd": statistics.mean(next((m[k] for k in ("jsd", "fkl", "rkl") if k in m), 0.0) for m in tr),
             "seconds": sum(m["t_rollout"] + m["t_old"] + m["t_ref_tutor"] + m["t_update"] for m in tr),
             "steps": tr[-1]["step"]}
 
@@ -36,7 +36,8 @@ def main(root):
             name = os.path.basename(run).rsplit("_s", 1)[0] if "_s" in os.path.basename(run) and not \
                 os.path.basename(run).startswith("abl") else os.path.basename(run)
             groups.setdefault(name, []).append(load(run))
-    print("| run | seeds | held-out pass@1 start | held-out pass@1 end | entropy (last 20%) | distilled rows | JSD | train s |")
+    print("| run | seeds | held-out pass@1 start | held-out pass@1 end | entropy (last 20%) | distilled rows | "
+          "divergence | train s |")
     print("|---|---|---|---|---|---|---|---|")
     for name, rs in groups.items():
         print(f"| {name} | {len(rs)} | {fmt([r['pass1_0'] for r in rs])} | {fmt([r['pass1'] for r in rs])} | "
