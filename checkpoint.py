@@ -87,7 +87,8 @@ def _planner():
 # the manifest
 
 
-def _sha256(path):
+def sha256(path):
+    """Hex sha256 of a file, read in 4 MB blocks."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 22), b""):
@@ -106,13 +107,13 @@ def _gather(obj):
 def _write_manifest(tmp):
     """Every rank hashes the files it wrote (in parallel); rank 0 adds .metadata and writes."""
     r = rank()
-    mine = {os.path.basename(p): _sha256(p)
+    mine = {os.path.basename(p): sha256(p)
             for p in glob.glob(os.path.join(tmp, f"__{r}_*.distcp")) + [os.path.join(tmp, f"extra_rank{r}.pt")]}
     files = {}
     for part in _gather(mine):
         files.update(part)
     if r == 0:
-        files[".metadata"] = _sha256(os.path.join(tmp, ".metadata"))
+        files[".metadata"] = sha256(os.path.join(tmp, ".metadata"))
         with open(os.path.join(tmp, "manifest.json"), "w") as f:
             json.dump({"files": files}, f, indent=1)
             f.flush()
@@ -137,7 +138,7 @@ def verify(path, share=None):
         p = os.path.join(path, name)
         if os.path.basename(name) != name or not os.path.isfile(p):
             return f"{name}: missing"
-        if _sha256(p) != files[name]:
+        if sha256(p) != files[name]:
             return f"{name}: sha256 differs from manifest.json (corrupt or modified)"
     try:
         check_metadata(path)

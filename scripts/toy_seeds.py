@@ -10,7 +10,6 @@ Exit status 1 when any seed misses the regime. The weights column is the first 1
 model.safetensors' sha256: equal digits on the same seed mean a bit-identical rebuild.
 """
 import argparse
-import hashlib
 import json
 import os
 import subprocess
@@ -19,14 +18,8 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+sys.path.insert(0, ROOT)
+from checkpoint import sha256  # noqa: E402
 
 
 def build(seed, out_dir, extra):
