@@ -223,6 +223,13 @@ def _check_record(rec, where, base_dir, check_hints, allow_outside):
     return ex, (_check_hints(ex, rec, where) if check_hints else [])
 
 
+def check_record(rec, where, base_dir, allow_outside_images=False):
+    """One parsed record checked exactly as load_jsonl checks a line: (example, notes about dropped
+    hints), or DataError naming the field. For converters that must write only lines that load
+    (scripts/prepare_data.py). Duplicate ids are a file-level check, left to the caller."""
+    return _check_record(rec, where, base_dir, True, allow_outside_images)
+
+
 def _decode(raw, where):
     """One line's bytes as text. Lines are decoded one at a time so that a bad byte costs only
     its own line; utf-8-sig drops a byte-order mark (also one left where files were joined)."""
