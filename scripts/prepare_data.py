@@ -408,7 +408,13 @@ def written_ids(path):
         print(f"prepare_data: {path}: dropping a partial last line ({len(raw) - len(whole)} bytes)")
         with open(path, "r+b") as f:
             f.truncate(len(whole))
-    return {json.loads(line)["id"] for line in whole.decode("utf-8").splitlines() if line.strip()}
+    ids = set()
+    for n, line in enumerate(whole.decode("utf-8", "replace").splitlines(), 1):
+        try:
+            ids.add(json.loads(line)["id"] if line.strip() else None)
+        except (ValueError, KeyError, TypeError):
+            sys.exit(f"prepare_data: {path}:{n}: not a record this script wrote; move the file away to start over")
+    return ids - {None}
 
 
 def report(out, n_read, n_written, n_before, skipped, new_images, new_bytes):
