@@ -217,9 +217,12 @@ def _check_record(rec, where, base_dir, check_hints, allow_outside):
     answer = _check_answer(rec.get("answer"), choices, where)
     images = [_check_image(f, p, where, base_dir, allow_outside) for f, p in _image_fields(rec, where)]
     paths, sizes = [p for p, _ in images], [s for _, s in images]
+    category = rec.get("category")
+    if category is not None and not isinstance(category, (str, int)):
+        raise DataError(f"{where}: field 'category': expected a string, got {_kind(category)}")
     ex = {"id": str(rid), "images": paths, "image_size": sizes[0], "image_sizes": sizes,
           "question": question, "answer": answer, "choices": choices, "hint": None, "hint_text": None,
-          "where": where, "record": rec}
+          "category": None if category is None else str(category), "where": where, "record": rec}
     return ex, (_check_hints(ex, rec, where) if check_hints else [])
 
 
