@@ -31,6 +31,7 @@ import ast
 import hashlib
 import io
 import json
+import math
 import os
 import re
 import sys
@@ -48,6 +49,7 @@ import reward  # noqa: E402
 PRESETS = {
     "virl39k": dict(question="problem", answer="answer", images="images", id="qid", category="category",
                     choices=""),
+    # mmk12: its card was not found; these names are unchecked (a missing column is named at start)
     "mmk12": dict(question="question", answer="answer", images="image", id="id", category="subject", choices=""),
     # free-form, as RL recipes use it: `answer` is the option's text and the question lists no options
     "geometry3k": dict(question="problem", answer="answer", images="images", id="id", category="", choices=""),
@@ -314,6 +316,8 @@ def rewrite_refs(text, numbers, where):
 
 def gold(v, where, field):
     """The gold answer as text; \\boxed{x} -> x (several boxes -> "x, y", as reward.py reads them)."""
+    if isinstance(v, float) and not math.isfinite(v):
+        v = None  # a float column's missing value (NaN) must not become the gold "nan"
     if isinstance(v, (int, float)) and not isinstance(v, bool):
         v = str(v)
     if isinstance(v, str) and "\\boxed{" in v:

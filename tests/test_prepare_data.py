@@ -164,14 +164,15 @@ def mmmu_pro_parquet(path):
 
 def test_mmmu_pro_preset_letters_options_and_image_references(tmp_path, capsys):
     src = mmmu_pro_parquet(tmp_path / "test-00000-of-00002.parquet")
-    recs, ids, report = convert(capsys, "--preset", "mmmu_pro", "--input", src, "--out", str(tmp_path / "o" / "p.jsonl"))
+    out = str(tmp_path / "o" / "p.jsonl")
+    recs, ids, report = convert(capsys, "--preset", "mmmu_pro", "--input", src, "--out", out)
     assert ids == ["test_Art_1"]
     r = recs[0]
     assert r["answer"] == "A" and r["category"] == "Art" and len(r["images"]) == 2
     assert r["choices"] == ["image 1", "image 2", "Same age", "Cannot tell"]
     assert r["question"] == ("Compare image 1 with image 2. Which is older?\nOptions:\n(A) image 1\n(B) image 2\n"
                              "(C) Same age\n(D) Cannot tell")
-    log = open(str(tmp_path / "o" / "p.jsonl.skipped.txt")).read()
+    log = open(out + ".skipped.txt").read()
     assert "row 1: field 'question': refers to <image 3>" in log  # a referenced image that is absent
     assert "refused by data.py" in log and "letter 'E' is not one of the choices" in log
 
@@ -182,11 +183,13 @@ def test_jsonl_input_with_flags_and_image_paths(tmp_path, capsys):
     (root / "a.png").write_bytes(png("red"))
     src = root / "qa.jsonl"
     src.write_text(json.dumps({"q": "Colour?", "gold": "red", "pic": "a.png", "topic": "colours"}) + "\n"
-                   + "{not json\n" + json.dumps({"q": "Gone?", "gold": "x", "pic": "missing.png"}) + "\n")
+                   + "{not json\n" + json.dumps({"q": "Gone?", "gold": "x", "pic": "missing.png"}) + "\n"
+                   + json.dumps({"q": "No gold?", "gold": float("nan"), "pic": "a.png"}) + "\n")
     recs, ids, report = convert(capsys, "--input", str(src), "--question", "q", "--answer", "gold", "--images", "pic",
                                 "--id", "", "--category", "topic", "--out", str(tmp_path / "o" / "q.jsonl"))
     assert ids == ["qa-0"] and recs[0]["category"] == "colours"
-    assert "skipped, unreadable row: 1" in report and "skipped, missing image: 1" in report
+    for reason in ("unreadable row: 1", "missing image: 1", "empty answer: 1"):  # NaN is no gold
+        assert f"skipped, {reason}" in report
 
 
 def test_bad_input_is_one_line_naming_file_and_field(tmp_path, capsys):
