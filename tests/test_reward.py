@@ -128,6 +128,11 @@ FALSE_ACCEPTS = [  # (prediction, gold): each must be rejected, in both modes
     ("1+\\frac1{\\mathrm e}", "1-\\frac1{\\mathrm e}"), ("1 + \\frac{1}{\\mathrm{e}}", "1 - \\frac{1}{\\mathrm{e}}"),
     ("204_5", "204_6"), ("52", "52_8"), ("x \\geq 5", "x \\leq 5"), ("x > -1", "x < 1"), ("(0,1)", "[0,1)"),
     ("(1,3)", "(3,1)"), ("2021", "\\pm 2021"), ("x+1", "x+2n+1"), ("4", "4\\sqrt{2}"), ("0", "a + 3z = 0"),
+    # differences that vanish on an arithmetic progression of sample points (issue 21)
+    ("a+c", "2b"), ("x-2y+z", "0"), ("a-2b+c+5", "5"), ("x-2y+z=5", "x-2y+z-1=0"), ("x-2y+z-1=1", "x-2y+z-1=0"),
+    # the new forms stay strict
+    ("1.22", "1, 22"), ("14:64", "7:32"), ("1:00", "12:00"), ("(0,1)", "0 \\le x < 1"), ("[0,1)", "0 < x \\le 1"),
+    ("5", "x + y = 5"), ("(2,5)", "p=5, q=2"), ("3.01", "\\frac{9.5}{\\pi} \\approx 3.01"), ("12", "1,2"),
 ]
 
 FALSE_REJECTS = [  # (prediction, gold): each must be accepted, in both modes
@@ -142,6 +147,15 @@ FALSE_REJECTS = [  # (prediction, gold): each must be accepted, in both modes
     ("1+\\sqrt{19}, 1-\\sqrt{19}", "1 \\pm \\sqrt{19}"), ("90", "90^\\circ"), ("\\$18.90", "18.90"), ("10080", "10,\\!080"),
     ("\\begin{pmatrix} 1 \\\\ 2 \\end{pmatrix}", "\\begin{bmatrix}1\\\\2\\end{bmatrix}"), ("x \\in [-2,7]", "[-2, 7]"),
     ("15\\text{ cm}^2", "15\\mbox{ cm}^2"), ("52_{8}", "52_8"), ("\\text{Evelyn}", "Evelyn"),
+    # issue 21: decimal commas, chains, ratios, labels, assignments, an exact value then its rounding
+    ("1000,99", "1000.99"), ("1.22", "1,22"), ("0.111", "0,111"), ("(-793, 10)", "-793 < a < 10"),
+    ("(0,1)", "0<f(x)<1"), ("[-2, 7]", "-2 \\le x \\le 7"), ("(-2, 7]", "7 \\ge x > -2"), ("7:32", "S_{MBCN}:S=7:32"),
+    ("11:21", "V_{1}:V_{2}=11:21"), ("1", "A:B=1"), ("\\frac{1}{\\sqrt{6}}", "\\frac{NO}{BO}=\\frac{1}{\\sqrt{6}}"),
+    ("(5,2),(7,2)", "p=5,q=2;p=7,q=2"), ("p=5,q=2;p=7,q=2", "p = 5, q = 2 \\text{ and } p = 7, q = 2"),
+    ("5, 2", "p=5, q=2"), ("q=2, p=5", "p=5, q=2"), ("\\frac{9.5}{3.14159} \\approx 3.01", "\\frac{9.5}{3.14159}"),
+    ("x \\approx 11", "11"), ("(0;-2;6)", "(0, -2, 6)"),
+    ("10^{\\frac{\\sqrt{13} - 5}{6}} \\quad \\text{and} \\quad 10^{-\\frac{5 + \\sqrt{13}}{6}}",
+     "x_{1}=10^{\\frac{-5+\\sqrt{13}}{6}},\\quadx_{2}=10^{\\frac{-5-\\sqrt{13}}{6}}"),
 ]
 
 
@@ -161,18 +175,25 @@ def test_equivalent_forms_are_accepted(pred, gold, mode):
 
 def test_unicode_option_letter_and_numbers():
     assert is_correct("<answer>Ｂ</answer>", "B", ABCD) and is_correct("<answer>(Ｂ)</answer>", "B", ABCD)
+    assert is_correct("<answer>B。不是 A</answer>", "B", ABCD) and is_correct("<answer>B不是 A</answer>", "B", ABCD)
+    assert not is_correct("<answer>Bien sûr</answer>", "B", ABCD)
     assert extract_answer("<answer>\u200b１２</answer>") == "12"
     assert not is_correct("<answer>−3</answer>", "3")
 
 
-def test_reward_py_imports_only_the_standard_library():
+def _top_imports(module):
     import ast
-    import sys
-    tree = ast.parse(open(reward_module.__file__, encoding="utf-8").read())
+    tree = ast.parse(open(module.__file__, encoding="utf-8").read())
     top = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
-    names = {n.module.split(".")[0] if isinstance(n, ast.ImportFrom) else a.name.split(".")[0]
-             for n in top for a in n.names}
-    assert names <= set(sys.stdlib_module_names), names
+    return {n.module.split(".")[0] if isinstance(n, ast.ImportFrom) else a.name.split(".")[0]
+            for n in top for a in n.names}
+
+
+def test_reward_and_answers_import_only_the_standard_library():
+    import sys
+    import answers
+    assert _top_imports(answers) <= set(sys.stdlib_module_names), _top_imports(answers)
+    assert _top_imports(reward_module) <= set(sys.stdlib_module_names) | {"answers"}, _top_imports(reward_module)
 
 
 # -----------------------------------------------------------------------------
@@ -191,10 +212,12 @@ def _table():
 def test_agrees_with_the_peers_tables(mode):
     numbers = _table().measure()
     agree, n = numbers["agree"]
-    assert n > 280 and agree / n >= (0.80 if mode else 0.70), numbers
+    assert n > 280 and agree / n >= (0.85 if mode else 0.75), numbers
+    unnamed = set(numbers["disagree"]) - set(_table().DELIBERATE)
+    assert not unnamed, f"disagreements not named in scripts/reward_table.py: rows {sorted(unnamed)}"
 
 
 def test_no_false_accepts_of_partial_numbers_or_changed_digits(mode):
     numbers = _table().measure()
     assert numbers["partial"][0] == 0 and numbers["partial"][1] > 200, numbers
-    assert numbers["changed"][0] <= (3 if mode else 0) and numbers["changed"][1] > 250, numbers
+    assert numbers["changed"][0] == 0 and numbers["changed"][1] > 250, numbers
