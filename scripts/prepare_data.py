@@ -361,7 +361,8 @@ def make_record(row, args, where, default_id):
     cat = get(row, args.category) if args.category else None
     if cat is not None and str(cat).strip():
         rec["category"] = str(cat).strip()
-    texts = [(k, v) for k, v in rec.items() if k != "choices"] + [("choices", str(c)) for c in (choices or [])]
+    opts = list(choices.values()) if isinstance(choices, dict) else choices or []
+    texts = [(k, v) for k, v in rec.items() if k != "choices"] + [("choices", str(c)) for c in opts]
     for field, s in texts:  # named here; data.check_record would refuse them too, as a generic refusal
         m = data.SPECIAL_TOKEN.search(s) if isinstance(s, str) else None
         if m:
