@@ -42,14 +42,28 @@ import rollout
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_DIR = os.path.join(HERE, "toy")
 
-COLOURS = {"red": (220, 30, 30), "green": (30, 170, 60), "blue": (40, 70, 220),
-           "yellow": (235, 200, 20), "purple": (140, 50, 170), "orange": (245, 130, 20)}
-SHAPES = ("circle", "square", "triangle", "diamond", "cross")
-CELLS = {(0, 0): "top left", (1, 0): "top right", (0, 1): "bottom left", (1, 1): "bottom right"}
-CELL, SIZE = 48, 96
+COLOURS = {"red": (220, 30, 30), "green": (30, 160, 60), "blue": (40, 70, 230), "yellow": (240, 210, 20),
+           "purple": (130, 40, 170), "orange": (245, 135, 20), "pink": (250, 130, 200), "brown": (120, 70, 20),
+           "cyan": (20, 200, 220), "grey": (130, 130, 130)}
+SHAPES = ("circle", "square", "triangle", "diamond", "cross", "star", "hexagon", "pentagon")
+# shapes a tiny vision tower confuses; the hard bucket's hint names them as the distractors to ignore
+LOOKALIKES = {"circle": ("hexagon", "pentagon"), "hexagon": ("circle", "pentagon"),
+              "pentagon": ("hexagon", "circle"), "square": ("diamond",), "diamond": ("square",),
+              "cross": ("star",), "star": ("cross",), "triangle": ("pentagon",)}
+SIZE = 96   # every picture: 96 x 96 px, 3 x 3 merged vision tokens in Qwen3-VL
+# bucket: (grid side, fewest shapes, most shapes). easy: 2 x 2 cells of 48 px, 1-2 shapes; hard:
+# 3 x 3 cells of 32 px (one merged vision token each), 5-8 shapes, look-alikes among them
+BUCKETS = {"easy": (2, 1, 2), "hard": (3, 5, 8)}
+ROWS = {2: ("top", "bottom"), 3: ("top", "middle", "bottom")}
+COLS = {2: ("left", "right"), 3: ("left", "middle", "right")}
 
 # -----------------------------------------------------------------------------
 # the task
+
+
+def cell_name(n, cx, cy):
+    """'top left' ... 'bottom right' in an n x n grid; the 3 x 3 grid's middle cell is 'centre'."""
+    return "centre" if (n, cx, cy) == (3, 1, 1) else f"{ROWS[n][cy]} {COLS[n][cx]}"
 
 
 def draw_shape(draw, shape, box, fill):
@@ -66,49 +80,69 @@ def draw_shape(draw, shape, box, fill):
     elif shape == "cross":
         draw.rectangle([x1, cy - h / 6, x2, cy + h / 6], fill=fill)
         draw.rectangle([cx - w / 6, y1, cx + w / 6, y2], fill=fill)
+    elif shape in ("star", "hexagon", "pentagon"):
+        n, inner = {"star": (5, 0.45), "hexagon": (6, 1.0), "pentagon": (5, 1.0)}[shape]
+        pts = []
+        for k in range(2 * n if shape == "star" else n):
+            r = (inner if k % 2 else 1.0) if shape == "star" else 1.0
+            a = -math.pi / 2 + k * math.pi / (n if shape == "star" else n / 2)
+            pts.append((cx + r * w / 2 * math.cos(a), cy + r * h / 2 * math.sin(a)))
+        draw.polygon(pts, fill=fill)
 
 
-def make_example(rng, n_objects):
-    """One scene and its question, answer, gold response and structured hint."""
-    cells = rng.sample(sorted(CELLS), n_objects)
-    shapes = rng.sample(SHAPES, n_objects)
+def make_example(rng, bucket):
+    """One scene of a bucket ("easy" or "hard") and its question, answer, gold response and
+    structured hint. Colours never repeat within a scene, so a blind guess pays 1/10."""
+    n, lo, hi = BUCKETS[bucket]
+    cell = SIZE // n
+    k = rng.randint(lo, hi)
+    cells = rng.sample([(x, y) for y in range(n) for x in range(n)], k)
+    shapes = rng.sample(SHAPES, k)
+    colours = rng.sample(sorted(COLOURS), k)
     img = Image.new("RGB", (SIZE, SIZE), (255, 255, 255))
     draw = ImageDraw.Draw(img)
     objects = []
-    for (cx, cy), shape in zip(cells, shapes):
-        colour = rng.choice(sorted(COLOURS))
-        side = CELL * rng.uniform(0.7, 0.95)
-        x1 = cx * CELL + rng.uniform(0, CELL - side)
-        y1 = cy * CELL + rng.uniform(0, CELL - side)
+    for (cx, cy), shape, colour in zip(cells, shapes, colours):
+        side = cell * rng.uniform(0.7, 0.95)
+        x1 = cx * cell + rng.uniform(0, cell - side)
+        y1 = cy * cell + rng.uniform(0, cell - side)
         box = [round(x1), round(y1), round(x1 + side), round(y1 + side)]
         draw_shape(draw, shape, box, COLOURS[colour])
-        objects.append({"shape": shape, "colour": colour, "cell": (cx, cy), "box": box})
+        objects.append({"shape": shape, "colour": colour, "cell": (cx, cy), "where": cell_name(n, cx, cy),
+                        "box": box})
     target = objects[0]
-    where = CELLS[target["cell"]]
     cx, cy = target["cell"]
-    hint = {"regions": [{"box": [cx * CELL, cy * CELL, (cx + 1) * CELL, (cy + 1) * CELL],
+    # distractors named in the hint: the look-alikes of the target, else the others (at most 3)
+    others = objects[1:]
+    named = [o for o in others if o["shape"] in LOOKALIKES[target["shape"]]] or others
+    hint = {"regions": [{"box": [cx * cell, cy * cell, (cx + 1) * cell, (cy + 1) * cell],
                          "label": f"the {target['shape']}", "role": "focus"}]
-            + [{"box": o["box"], "label": f"a {o['shape']}", "role": "distractor"} for o in objects[1:]],
+            + [{"box": o["box"], "label": f"a {o['shape']}", "role": "distractor"} for o in named[:3]],
             "steps": [f"Find the {target['shape']} inside the framed cell.", "Name the colour of its fill."],
             "frame": True}   # the tutor's copy of the image frames the cell (see hints.py)
     return img, {
         "question": f"What colour is the {target['shape']}?",
         "answer": target["colour"],
+        "category": bucket,
         "hint": hint,
-        "gold_response": f"<think>The {target['shape']} is in the {where} cell.</think><answer>{target['colour']}</answer>",
+        "gold_response": f"<think>The {target['shape']} is in the {target['where']} cell.</think>"
+                         f"<answer>{target['colour']}</answer>",
         "scene": [{k: (list(v) if isinstance(v, tuple) else v) for k, v in o.items()} for o in objects],
     }
 
 
-def write_split(out_dir, split, n, seed, min_objects, max_objects):
-    """Write n examples as <out_dir>/<split>.jsonl plus PNGs; deterministic for a seed."""
+def write_split(out_dir, split, n, seed, hard_share):
+    """Write n examples as <out_dir>/<split>.jsonl plus PNGs; deterministic for a seed. Example i
+    is hard when floor((i + 1) * hard_share) > floor(i * hard_share): the buckets interleave
+    evenly, so any prefix (eval.py --limit, train.py --eval_n) holds both in proportion."""
     os.makedirs(os.path.join(out_dir, "images"), exist_ok=True)
     rng = random.Random(seed)
     path = os.path.join(out_dir, f"{split}.jsonl")
     tmp = f"{path}.{os.getpid()}.tmp"   # concurrent builders never share a temp file
     with open(tmp, "w") as f:
         for i in range(n):
-            img, ex = make_example(rng, rng.randint(min_objects, max_objects))
+            hard = math.floor((i + 1) * hard_share) > math.floor(i * hard_share)
+            img, ex = make_example(rng, "hard" if hard else "easy")
             name = f"images/{split}_{i:05d}.png"
             img.save(os.path.join(out_dir, name))
             rec = {"id": f"{split}-{i}", "image": name, **ex}
@@ -117,10 +151,11 @@ def write_split(out_dir, split, n, seed, min_objects, max_objects):
     return path
 
 
-def build_data(out_dir, n_train=4000, n_eval=400, seed=0):
-    """Train split: 1-4 objects (seed); held-out split: always 4 objects (a disjoint seed)."""
-    return (write_split(out_dir, "train", n_train, seed, 1, 4),
-            write_split(out_dir, "eval", n_eval, seed + 10_000, 4, 4))
+def build_data(out_dir, n_train=4000, n_eval=400, seed=0, hard_share=0.7):
+    """Train split: hard_share of the problems hard, the rest easy; held-out split: half and half
+    (a disjoint seed), so per-bucket accuracy is measured on equal numbers."""
+    return (write_split(out_dir, "train", n_train, seed, hard_share),
+            write_split(out_dir, "eval", n_eval, seed + 10_000, 0.5))
 
 # -----------------------------------------------------------------------------
 # the tiny model
@@ -143,7 +178,7 @@ def tokenizer_corpus(rng):
     lines = [rollout.FORMAT_PROMPT, hints.EXPERT_PROMPT, "Hint:", "Look at:", "Ignore:",
              "The correct answer is:", "user", "assistant", "system"]
     for _ in range(3000):
-        _, ex = make_example(rng, rng.randint(1, 4))
+        _, ex = make_example(rng, rng.choice(sorted(BUCKETS)))
         lines += [ex["question"], ex["gold_response"], hints.render_hint(ex["hint"], (SIZE, SIZE))]
     lines += [" ".join(str(i) for i in range(0, 1001, 7)), "{\"regions\": [], \"steps\": []}"]
     return lines
@@ -261,7 +296,7 @@ def grounded_tokens(tok, ex, eos):
     """(ids, mask) of an example's gold response + EOS; the mask marks the tokens that depend
     on the picture: the target's cell words and the answer."""
     gold, answer = ex["record"]["gold_response"], ex["answer"]
-    where = CELLS[tuple(ex["record"]["scene"][0]["cell"])]
+    where = ex["record"]["scene"][0]["where"]
     c0 = gold.index(f" is in the {where} cell") + len(" is in the ")
     a0 = gold.index("<answer>") + len("<answer>")
     spans = [(c0, c0 + len(where)), (a0, a0 + len(answer))]
@@ -271,7 +306,7 @@ def grounded_tokens(tok, ex, eos):
 
 
 def warm_start(model_dir, train_path, steps=1200, batch_size=16, lr=2e-3, warmup=30, seed=0, threads=None,
-               hint_share=0.5, grounded_weight=1.0):
+               hint_share=0.7, grounded_weight=1.0):
     """Teach the random tiny model the task format, to read the picture, and to read hints in
     context. hint_share: the share of prompts shown with the hint (and its frame), so that the
     frozen copy can act as the tutor; grounded_weight: weight of the grounded-token term (above)."""
@@ -324,65 +359,105 @@ def blank_like(ex, out_dir):
     return {**ex, "images": [path]}
 
 
+def prompts_of(processor, examples, variant, fmt, tmp_dir):
+    """Encoded prompts of one diagnostic variant: student (no hint), tutor (hint + frame), or
+    blank (the student's prompt on a white image)."""
+    import tutor
+    if variant == "tutor":
+        return [tutor.tutor_prompt(processor, ex, fmt) for ex in examples]
+    if variant == "blank":
+        examples = [blank_like(ex, tmp_dir) for ex in examples]
+    return [rollout.encode(processor, ex["question"], data.open_images(ex)) for ex in examples]
+
+
 @torch.no_grad()
 def diagnose(model, processor, examples, samples=1, temperature=1.0, max_new_tokens=32, seed=0, tmp_dir=None):
-    """Held-out pass@1 of: the student (no hint), the tutor (hint + frame), the student on a
-    blank image, and the majority-answer baseline. The numbers the demo must satisfy."""
+    """Held-out pass@1 of the student (no hint), the tutor (hint + frame), the student on a blank
+    image, and the majority-answer baseline: overall and per bucket (`category`)."""
     import tempfile
     from collections import Counter
-    import tutor
     fmt = rollout.box_format(model)
     tmp_dir = tmp_dir or tempfile.mkdtemp()
-    variants = {
-        "student": [rollout.encode(processor, ex["question"], data.open_images(ex)) for ex in examples],
-        "tutor": [tutor.tutor_prompt(processor, ex, fmt) for ex in examples],
-        "blank": [rollout.encode(processor, ex["question"], data.open_images(blank_like(ex, tmp_dir)))
-                  for ex in examples],
-    }
-    res = {}
-    for name, prompts in variants.items():
+    buckets = sorted({ex.get("category") or "all" for ex in examples})
+    res = {"by_bucket": {b: {} for b in buckets}}
+    for name in ("student", "tutor", "blank"):
+        prompts = prompts_of(processor, examples, name, fmt, tmp_dir)
         out = rollout.evaluate(model, processor, prompts, examples, samples, max_new_tokens, temperature, seed=seed)
-        res[name] = out["correct"].sum().item() / (samples * len(examples))
+        hits = out["correct"] / samples
+        res[name] = hits.mean().item()
+        for b in buckets:
+            sel = torch.tensor([(ex.get("category") or "all") == b for ex in examples])
+            res["by_bucket"][b][name] = hits[sel].mean().item()
     top = Counter(ex["answer"] for ex in examples).most_common(1)[0][1]
     res["majority"] = top / len(examples)
     return res
 
 
+@torch.no_grad()
+def group_regime(model, processor, examples, group_size=8, temperature=1.0, max_new_tokens=32, seed=0):
+    """What GRPO sees at step 0 on training problems: the share of groups of group_size samples
+    that all fail (no GRPO signal), all pass, or are mixed; and the tutor's pass@1 on the
+    all-fail problems (what PTD-PO can still teach there)."""
+    fmt = rollout.box_format(model)
+    plain = prompts_of(processor, examples, "student", fmt, None)
+    hits = rollout.evaluate(model, processor, plain, examples, group_size, max_new_tokens, temperature,
+                            seed=seed)["correct"]
+    fail = [ex for ex, c in zip(examples, hits.tolist()) if c == 0]
+    res = {"group_size": group_size, "n_groups": len(examples),
+           "all_fail": (hits == 0).float().mean().item(), "all_pass": (hits == group_size).float().mean().item()}
+    res["mixed"] = 1.0 - res["all_fail"] - res["all_pass"]
+    res["tutor_on_all_fail"] = float("nan")
+    if fail:
+        hinted = prompts_of(processor, fail, "tutor", fmt, None)
+        out = rollout.evaluate(model, processor, hinted, fail, group_size, max_new_tokens, temperature, seed=seed + 1)
+        res["tutor_on_all_fail"] = out["correct"].sum().item() / (group_size * len(fail))
+    return res
+
+
 def format_diagnostics(res, n):
-    return (f"held-out pass@1 on {n} examples (sampled, T=1): student {res['student']:.3f} | "
+    line = (f"held-out pass@1 on {n} examples (sampled, T=1): student {res['student']:.3f} | "
             f"tutor (hint) {res['tutor']:.3f} | student on blank image {res['blank']:.3f} | "
             f"majority answer {res['majority']:.3f}")
+    for b, r in res.get("by_bucket", {}).items():
+        line += f"\n  {b:5s}: student {r['student']:.3f} | tutor {r['tutor']:.3f} | blank {r['blank']:.3f}"
+    g = res.get("groups")
+    if g:
+        line += (f"\ntraining groups at step 0 ({g['n_groups']} problems x {g['group_size']} samples): "
+                 f"all-fail {g['all_fail']:.2f} | mixed {g['mixed']:.2f} | all-pass {g['all_pass']:.2f} | "
+                 f"tutor pass@1 on the all-fail problems {g['tutor_on_all_fail']:.3f}")
+    return line
 
 
-# The teaching regime PTD-PO needs from the warm-started model, in held-out pass@1: the student
-# reads the picture (clearly above its blank-image score) but is far from perfect, and the tutor
-# (the same weights with the hint) knows much more than the student.
-REGIME = {"student_over_blank": 0.10, "student_max": 0.60, "tutor_over_student": 0.25}
+# The regime PTD-PO is for, checked on the warm-started model. On the easy bucket the student
+# reads the picture (clearly above its blank-image score); on training problems a large share of
+# groups all fail (GRPO's advantage is zero there) while the tutor, the same weights with the
+# hint, solves those problems.
+REGIME = {"easy_over_blank": 0.10, "all_fail_min": 0.30, "all_fail_max": 0.60, "tutor_on_all_fail": 0.85}
 
 
 def regime_failures(res, regime=REGIME):
-    """What the diagnostics miss of the teaching regime, as sentences ([] when it is met)."""
+    """What the diagnostics miss of the regime, as sentences ([] when it is met)."""
     out = []
-    if res["student"] < res["blank"] + regime["student_over_blank"]:
-        out.append(f"the student ({res['student']:.3f}) is not {regime['student_over_blank']:.2f} above its "
-                   f"blank-image score ({res['blank']:.3f}): it does not read the picture")
-    if res["student"] > regime["student_max"]:
-        out.append(f"the student ({res['student']:.3f}) is above {regime['student_max']:.2f}: "
-                   "little is left to teach")
-    if res["tutor"] < res["student"] + regime["tutor_over_student"]:
-        out.append(f"the tutor ({res['tutor']:.3f}) is not {regime['tutor_over_student']:.2f} above the "
-                   f"student ({res['student']:.3f}): the hint does not help enough")
+    easy, g = res["by_bucket"]["easy"], res["groups"]
+    if easy["student"] < easy["blank"] + regime["easy_over_blank"]:
+        out.append(f"on the easy bucket the student ({easy['student']:.3f}) is not {regime['easy_over_blank']:.2f} "
+                   f"above its blank-image score ({easy['blank']:.3f}): it does not read the picture")
+    if not regime["all_fail_min"] <= g["all_fail"] <= regime["all_fail_max"]:
+        out.append(f"{g['all_fail']:.2f} of the training groups all fail, outside "
+                   f"[{regime['all_fail_min']:.2f}, {regime['all_fail_max']:.2f}]")
+    if not g["tutor_on_all_fail"] >= regime["tutor_on_all_fail"]:     # nan (no all-fail group) fails too
+        out.append(f"the tutor solves {g['tutor_on_all_fail']:.3f} of the all-fail problems, below "
+                   f"{regime['tutor_on_all_fail']:.2f}: the hint does not help enough")
     return out
 
 
 def check_regime(res):
-    """Exit non-zero (SystemExit) with a plain message when the teaching regime is not met."""
+    """Exit non-zero (SystemExit) with a plain message when the regime is not met."""
     failures = regime_failures(res)
     if failures:
-        raise SystemExit("toy.py: the warm-started model misses the teaching regime PTD-PO needs:\n  - "
+        raise SystemExit("toy.py: the warm-started model misses the regime PTD-PO is for:\n  - "
                          + "\n  - ".join(failures)
-                         + "\nPTD-PO would have little or nothing to distil from this model. "
-                           "Try another --seed or more --steps.")
+                         + "\nTry another --seed, more --steps or another --hard_share.")
 
 
 def ensure(out_dir=DEFAULT_DIR):
@@ -399,36 +474,45 @@ def main(argv=None):
     p = argparse.ArgumentParser(description="Build the embedded demo: task data, tiny model, warm start.")
     p.add_argument("--out_dir", default=DEFAULT_DIR, help="writes <out_dir>/data and <out_dir>/model")
     p.add_argument("--family", default="qwen3", choices=["qwen3", "qwen2.5"], help="tiny model architecture")
-    p.add_argument("--steps", type=int, default=1200, help="warm-start steps (0: random weights)")
+    p.add_argument("--steps", type=int, default=2000, help="warm-start steps (0: random weights)")
     p.add_argument("--batch_size", type=int, default=16, help="warm-start batch size")
     p.add_argument("--lr", type=float, default=2e-3, help="warm-start peak learning rate")
+    p.add_argument("--hint_share", type=float, default=0.7,
+                   help="warm start: share of prompts shown with the hint and its frame (teaches the tutor)")
     p.add_argument("--grounded_weight", type=float, default=1.0,
                    help="warm start: weight of the loss term on the picture-dependent tokens (0: plain SFT)")
-    p.add_argument("--n_train", type=int, default=4000, help="training problems (1-4 objects)")
-    p.add_argument("--n_eval", type=int, default=400, help="held-out problems (4 objects)")
+    p.add_argument("--n_train", type=int, default=4000, help="training problems")
+    p.add_argument("--n_eval", type=int, default=400, help="held-out problems (half easy, half hard)")
+    p.add_argument("--hard_share", type=float, default=0.7, help="share of hard problems in the train split")
     p.add_argument("--diag_n", type=int, default=400, help="held-out problems for the diagnostics")
+    p.add_argument("--group_n", type=int, default=128,
+                   help="training problems x 8 samples for the step-0 group regime (all-fail share)")
     p.add_argument("--seed", type=int, default=0, help="seed for data, weights and batches")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    p.add_argument("--no_check", action="store_true", help="exit 0 even if the teaching regime is missed")
+    p.add_argument("--no_check", action="store_true", help="exit 0 even if the regime is missed")
     args = p.parse_args(argv)
     t0 = time.time()
     data_dir, model_dir = os.path.join(args.out_dir, "data"), os.path.join(args.out_dir, "model")
-    train_path, eval_path = build_data(data_dir, args.n_train, args.n_eval, args.seed)
+    train_path, eval_path = build_data(data_dir, args.n_train, args.n_eval, args.seed, args.hard_share)
     build_model(model_dir, args.family, args.seed)
     print(f"built data and a random {args.family} tiny model in {time.time() - t0:.1f}s -> {args.out_dir}")
     if args.steps:
         model, processor = warm_start(model_dir, train_path, args.steps, args.batch_size, args.lr, seed=args.seed,
-                                      threads=args.threads or None, grounded_weight=args.grounded_weight)
+                                      threads=args.threads or None, hint_share=args.hint_share,
+                                      grounded_weight=args.grounded_weight)
         train_seconds = time.time() - t0
         evals = data.load_jsonl(eval_path, report=lambda s: None)[:args.diag_n]
         res = diagnose(model, processor, evals, seed=args.seed)
+        trains = data.load_jsonl(train_path, report=lambda s: None)[:args.group_n]
+        res["groups"] = group_regime(model, processor, trains, seed=args.seed)
         print(format_diagnostics(res, len(evals)))
         failures = regime_failures(res)
         argv_shown = sys.argv[1:] if argv is None else list(argv)
         with open(os.path.join(model_dir, "diagnostics.json"), "w") as f:
             json.dump({**res, "n": len(evals), "regime": not failures,
                        "command": " ".join(["python", "toy.py", *argv_shown]), "seed": args.seed,
-                       "steps": args.steps, "grounded_weight": args.grounded_weight,
+                       "steps": args.steps, "grounded_weight": args.grounded_weight, "hard_share": args.hard_share,
+                       "hint_share": args.hint_share,
                        "torch": torch.__version__, "threads": torch.get_num_threads(),
                        "build_seconds": round(train_seconds, 1), "seconds": round(time.time() - t0, 1),
                        "built": time.strftime("%Y-%m-%d %H:%M:%S %Z")}, f, indent=1)

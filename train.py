@@ -68,6 +68,16 @@ def ranged(kind, lo=None, hi=None, open_lo=False):
 
 POS, NONNEG, PROB = ranged(int, 1), ranged(int, 0), ranged(float, 0, 1, open_lo=True)
 
+# Defaults that depend on the model. A real model gets the paper's settings (Qwen3-VL-2B/8B:
+# lambda 0.05, lr 1e-6 constant, 384 prompts per step in mini-batches of 128, 4,096 new tokens,
+# ~2 epochs of ViRL39K); the embedded demo (--model toy, a 1M-parameter model on a 96 px task)
+# gets its own, chosen on a development seed (README, Results). A flag given on the command line
+# always wins.
+PAPER = {"ptd_coef": 0.05, "lr": 1e-6, "warmup_steps": 0, "max_new_tokens": 4096, "prompts_per_step": 384,
+         "minibatch_prompts": 128, "steps": 200}
+DEMO = {"ptd_coef": 2.0, "lr": 5e-4, "warmup_steps": 10, "max_new_tokens": 32, "prompts_per_step": 16,
+        "minibatch_prompts": 8, "steps": 60}
+
 
 def get_args(argv=None):
     p = argparse.ArgumentParser(description="PTD-PO / GRPO training for Qwen-VL models (FSDP2).")
@@ -89,8 +99,9 @@ def get_args(argv=None):
     g.add_argument("--group_size", type=ranged(int, 2), default=8, help="G: rollouts per prompt (>= 2)")
     g.add_argument("--kl_coef", type=ranged(float, 0), default=0.01,
                    help="k3 KL to the reference (0: no pass)")
-    g.add_argument("--ptd_coef", type=ranged(float, 0), default=2.0,
-                   help="lambda: weight of the distillation term (paper: 0.05 for 2B/8B, 0.5 for 4B)")
+    g.add_argument("--ptd_coef", type=ranged(float, 0), default=None,
+                   help="lambda: weight of the distillation term (default: 0.05, the paper's 2B/8B value; "
+                        "the demo's own for --model toy; paper 4B: 0.5)")
     g.add_argument("--tau", type=PROB, default=1.0, help="a group with accuracy < tau is a PTD group")
     g.add_argument("--topk", type=ranged(int, -1), default=100,
                    help="K of the Top-K JSD support (-1: the full vocabulary, an ablation: N x R x 2V memory)")
@@ -98,8 +109,9 @@ def get_args(argv=None):
                    help="distil every rollout of a PTD group, not only failed ones")
     g.add_argument("--divergence", default="jsd", choices=["jsd", "fkl", "rkl"],
                    help="distillation divergence")
-    g.add_argument("--tutor_context", default="hint", choices=["hint", "answer"],
-                   help="what the tutor reads: the hint, or the gold answer (leaky baseline)")
+    g.add_argument("--tutor_context", default="hint", choices=["hint", "answer", "none"],
+                   help="what the tutor reads: the hint; the gold answer (leaky baseline); or none (the "
+                        "control: the frozen model on the student's own prompt, same gate and rows)")
     g.add_argument("--clip_low", type=ranged(float, 0, 0.999), default=0.2, help="PPO clip below 1")
     g.add_argument("--clip_high", type=ranged(float, 0), default=0.3, help="PPO clip above 1 (clip higher)")
     g.add_argument("--dual_clip", type=ranged(float, 1, open_lo=True), default=3.0, help="dual clip, A < 0")
@@ -109,18 +121,20 @@ def get_args(argv=None):
     g.add_argument("--temperature", type=ranged(float, 0, open_lo=True), default=1.0,
                    help="rollout temperature")
     g.add_argument("--top_p", type=PROB, default=0.99, help="rollout nucleus")
-    g.add_argument("--max_new_tokens", type=POS, default=32, help="response length cap")
+    g.add_argument("--max_new_tokens", type=POS, default=None, help="response length cap (default 4096; demo 32)")
     g.add_argument("--kv_cache_gb", type=ranged(float, 0, open_lo=True), default=32.0,
                    help="KV-cache memory per generate() call; it sets the rows per call (see README)")
     g = p.add_argument_group("optimisation")
-    g.add_argument("--steps", type=NONNEG, default=60, help="training steps (one rollout batch each)")
-    g.add_argument("--prompts_per_step", type=POS, default=16, help="prompts per step, all ranks together")
-    g.add_argument("--minibatch_prompts", type=POS, default=8,
-                   help="prompts per optimiser step, all ranks together")
-    g.add_argument("--lr", type=ranged(float, 0, open_lo=True), default=5e-4,
-                   help="AdamW learning rate (demo: 5e-4; real models: 1e-6)")
-    g.add_argument("--warmup_steps", type=NONNEG, default=10,
-                   help="linear warm-up, then constant (the demo needs it at lr 5e-4; the paper uses 0)")
+    g.add_argument("--steps", type=NONNEG, default=None,
+                   help="training steps, one rollout batch each (default 200: ~2 epochs of ViRL39K; demo 60)")
+    g.add_argument("--prompts_per_step", type=POS, default=None,
+                   help="prompts per step, all ranks together (default 384; demo 16)")
+    g.add_argument("--minibatch_prompts", type=POS, default=None,
+                   help="prompts per optimiser step, all ranks together (default 128; demo 8)")
+    g.add_argument("--lr", type=ranged(float, 0, open_lo=True), default=None,
+                   help="AdamW learning rate (default 1e-6, the paper's; demo 5e-4)")
+    g.add_argument("--warmup_steps", type=NONNEG, default=None,
+                   help="linear warm-up, then constant (default 0, the paper's; demo 10)")
     g.add_argument("--weight_decay", type=ranged(float, 0), default=0.01, help="AdamW weight decay")
     g.add_argument("--grad_clip", type=ranged(float, 0, open_lo=True), default=1.0, help="gradient-norm clip")
     g.add_argument("--max_bad_steps", type=POS, default=3,
@@ -149,6 +163,10 @@ def get_args(argv=None):
     g.add_argument("--no_export", action="store_true", help="skip the final Hugging Face export")
     g.add_argument("--wandb", default="", help="wandb project name (optional; needs `pip install wandb`)")
     args = p.parse_args(argv)
+    preset = DEMO if args.model == "toy" else PAPER
+    for k, v in preset.items():   # what the user did not set comes from the preset
+        if getattr(args, k) is None:
+            setattr(args, k, v)
     if args.topk == 0:
         p.error("argument --topk: 0 is not allowed (>= 1, or -1 for the full vocabulary)")
     if args.prompts_per_step % args.minibatch_prompts:
@@ -185,7 +203,11 @@ def load_models(args, device):
     ref, _ = rollout.load_model(args.model, args.dtype, str(device), args.trust_remote_code)
     ref.requires_grad_(False)
     if args.grad_ckpt:
-        policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable = getattr(policy, "activation_checkpointing_enable", None)   # transformers >= 5.24's name
+        if enable:
+            enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     policy, ref = shard(policy, dtype), shard(ref, dtype)
     # FSDP2 initialises lazily in the root's first forward; generate() must not come first
     p0 = rollout.encode(processor, "Hello.", [Image.new("RGB", (64, 64))])
@@ -339,7 +361,9 @@ def step_metrics(step, rewards, well_formed, truncated, mask, entropy, ptd_group
              "entropy": (entropy.cpu() * m).sum(), "distilled": distil.float().sum(),
              "ptd_groups": ptd_group.float().sum() / G, "groups": float(len(rewards) // G),
              "truncated": truncated.float().sum(), "mixed_groups": (rewards.view(-1, G).std(1) > 0).float().sum(),
-             **stats}
+             # all-fail groups: GRPO's advantage is zero, only the tutor has a signal there
+             "all_fail_groups": (rewards.view(-1, G).sum(1) == 0).float().sum(),
+             "all_pass_groups": (rewards.view(-1, G).sum(1) == G).float().sum(), **stats}
     keys = sorted(local)
     tot = dict(zip(keys, all_sum(torch.tensor([float(local[k]) for k in keys], dtype=torch.float64)).tolist()))
     t0, t1, t2, t3, t4 = times
@@ -348,6 +372,7 @@ def step_metrics(step, rewards, well_formed, truncated, mask, entropy, ptd_group
             args.divergence: tot["div"] / max(tot["div_tokens"], 1),
             "distilled_frac": tot["distilled"] / tot["rows"], "ptd_group_frac": tot["ptd_groups"] / tot["groups"],
             "mixed_group_frac": tot["mixed_groups"] / tot["groups"],
+            "all_fail_frac": tot["all_fail_groups"] / tot["groups"], "all_pass_frac": tot["all_pass_groups"] / tot["groups"],
             **{k: tot[k] / max(tot["tokens"], 1) for k in ("clip_frac_low", "clip_frac_high", "clip_frac_dual")},
             **same, "resp_len": tot["len"] / tot["rows"], "truncated_frac": tot["truncated"] / tot["rows"],
             "t_rollout": t1 - t0, "t_old": t2 - t1, "t_ref_tutor": t3 - t2, "t_update": t4 - t3,
@@ -408,19 +433,47 @@ def train_step(step, policy, ref, processor, opt, examples, args, rank, world):
 
 
 def evaluate(model, processor, examples, args, rank, world, seed=2 ** 61 + 1234):
-    """Held-out pass@1 (mean over samples) and mean response length, no hints, split across ranks."""
+    """Held-out pass@1 (the mean over n = --eval_samples samples), pass@n (any of the n right) and
+    mean response length, no hints, split across ranks; the same per `category` when the data
+    has categories (the demo's buckets: eval_pass1/easy, eval_pass8/hard, ...)."""
     idx = list(range(rank, len(examples), world))
     mine = [examples[i] for i in idx]
     prompts = [rollout.encode(processor, ex["question"], data.open_images(ex)) for ex in mine]
-    res = rollout.evaluate(model, processor, prompts, mine, args.eval_samples, args.max_new_tokens,
+    n = args.eval_samples
+    res = rollout.evaluate(model, processor, prompts, mine, n, args.max_new_tokens,
                            args.temperature, args.top_p, args.kv_cache_gb, seed=seed, prompt_ids=idx)
-    n = float(len(mine) * args.eval_samples)
-    tot = all_sum(torch.tensor([res["correct"].sum().item(), n, res["length"].sum().item()], dtype=torch.float64))
-    return {"eval_pass1": (tot[0] / tot[1].clamp(min=1)).item(), "eval_len": (tot[2] / tot[1].clamp(min=1)).item()}
+    cats = sorted({ex["category"] for ex in examples if ex.get("category")})   # the same on every rank
+    groups = [""] + cats
+    sums = torch.zeros(len(groups), 4, dtype=torch.float64)     # correct, problems, any correct, length
+    for j, c in enumerate(groups):
+        sel = torch.tensor([not c or ex.get("category") == c for ex in mine], dtype=torch.bool)
+        sums[j] = torch.tensor([res["correct"][sel].sum().item(), sel.sum().item(),
+                                (res["correct"][sel] > 0).sum().item(), res["length"][sel].sum().item()])
+    sums = all_sum(sums)
+    out = {}
+    for j, c in enumerate(groups):
+        tail = f"/{c}" if c else ""
+        problems = max(sums[j, 1].item(), 1.0)
+        out[f"eval_pass1{tail}"] = sums[j, 0].item() / (problems * n)
+        if n > 1:
+            out[f"eval_pass{n}{tail}"] = sums[j, 2].item() / problems
+    out["eval_len"] = sums[0, 3].item() / (max(sums[0, 1].item(), 1.0) * n)
+    return out
+
+
+def eval_text(m, n):
+    """'held-out pass@1 0.412 (easy 0.700, hard 0.125) | pass@8 0.800 (...)' from a metrics record."""
+    parts = []
+    for k in ["1"] + ([str(n)] if n > 1 else []):
+        cats = sorted(key.split("/", 1)[1] for key in m if key.startswith(f"eval_pass{k}/"))
+        by = ", ".join(f"{c} {m[f'eval_pass{k}/{c}']:.3f}" for c in cats)
+        parts.append(f"pass@{k} {m[f'eval_pass{k}']:.3f}" + (f" ({by})" if by else ""))
+    return "held-out " + " | ".join(parts)
 
 
 def log_line(m, div):
-    return (f"step {m['step']:4d} | reward {m['reward']:.3f} | entropy {m['entropy']:.3f} | kl {m['kl']:.4f} | "
+    return (f"step {m['step']:4d} | reward {m['reward']:.3f} | groups fail/pass {m['all_fail_frac']:.2f}/"
+            f"{m['all_pass_frac']:.2f} | entropy {m['entropy']:.3f} | kl {m['kl']:.4f} | "
             f"{div} {m[div]:.4f} | distilled {m['distilled_frac']:.2f} | clip {m['clip_frac_low']:.3f}/"
             f"{m['clip_frac_high']:.3f} | len {m['resp_len']:.1f} | time {m['t_rollout']:.1f}/"
             f"{m['t_old'] + m['t_ref_tutor']:.1f}/{m['t_update']:.1f}s | {m['tok_per_s']:.0f} tok/s")
@@ -511,13 +564,36 @@ def start_run(argv):
     return args, rank, world, device
 
 
-def summary(args, first, last, n_eval, seconds, world, device):
-    before = f"{first['eval_pass1']:.3f}" if first else "(resumed)"
-    print0(f"\nheld-out pass@1 (no hints, {n_eval} problems x {args.eval_samples} samples, T={args.temperature})")
-    print0(f"  before training: {before}\n  after {args.steps} steps: {last['eval_pass1']:.3f}"
-           f"\n  training time: {seconds:.0f}s on {world} process(es), {device.type}")
+COLLAPSE_STEPS = 3   # steps in a row with reward 0 and entropy ~0 before the loud warning
+
+
+def collapse_check(m, count):
+    """Count steps in a row where the policy has collapsed without a non-finite number (reward 0,
+    entropy ~0: it emits one fixed wrong response). We warn and keep going rather than stop: the
+    divergence stop is for numbers that broke, and the summary says what the export holds."""
+    count = count + 1 if m["reward"] == 0 and m["entropy"] < 1e-3 else 0
+    if count == COLLAPSE_STEPS:
+        print0(f"WARNING: the policy has collapsed: reward 0 and entropy {m['entropy']:.1e} for {count} steps in a "
+               f"row (every rollout is the same wrong response). It will not recover; lower --lr and rerun.")
+    return count
+
+
+def summary(args, first, last, n_eval, seconds, world, device, collapsed):
+    n = args.eval_samples
+    print0(f"\nheld-out, no hints: {n_eval} problems x {n} samples, T={args.temperature}, top_p={args.top_p}")
+    print0(f"  {'':16s} {'before':>8s} {'after ' + str(args.steps) + ' steps':>16s}")
+    for key in sorted(last, key=lambda k: (k.split('/')[0] != 'eval_pass1', k)):
+        if key.startswith("eval_pass"):
+            name = key.replace("eval_pass", "pass@").replace("/", " ")
+            before = f"{first[key]:.3f}" if first and key in first else "-"
+            print0(f"  {name:16s} {before:>8s} {last[key]:>16.3f}")
+    print0(f"  training time: {seconds:.0f}s on {world} process(es), {device.type}")
     if not args.no_export:
-        print0(f"  final model: {os.path.join(args.out_dir, 'final')} (python eval.py --model that)")
+        final = os.path.join(args.out_dir, "final")
+        print0(f"  final model: {final}  (python eval.py --model {final} --data {args.eval_data} "
+               f"--n_samples {n} --top_p {args.top_p})")
+        if collapsed >= COLLAPSE_STEPS:
+            print0("  WARNING: that export is of a collapsed policy (reward 0, entropy ~0 at the end)")
 
 
 def main(argv=None):
@@ -535,8 +611,8 @@ def main(argv=None):
     if eval_ex and start == 0:
         first = evaluate(policy, processor, eval_ex, args, rank, world)
         emit({"step": 0, **first})
-        print0(f"step    0 | held-out pass@1 {first['eval_pass1']:.3f} (no hints, {len(eval_ex)} problems)")
-    t_start, bad = time.time(), 0
+        print0(f"step    0 | {eval_text(first, args.eval_samples)} (no hints, {len(eval_ex)} problems)")
+    t_start, bad, collapsed = time.time(), 0, 0
     for step in range(start, args.steps):
         for g in opt.param_groups:
             g["lr"] = args.lr * min(1.0, (step + 1) / max(1, args.warmup_steps))
@@ -546,8 +622,8 @@ def main(argv=None):
         if eval_ex and args.eval_every and (step + 1) % args.eval_every == 0 and step + 1 < args.steps:
             m.update(evaluate(policy, processor, eval_ex, args, rank, world))
         emit(m)
-        print0(log_line(m, args.divergence) + (f" | held-out pass@1 {m['eval_pass1']:.3f}" if eval_ex and
-                                                  "eval_pass1" in m else ""))
+        print0(log_line(m, args.divergence) + (f" | {eval_text(m, args.eval_samples)}" if "eval_pass1" in m else ""))
+        collapsed = collapse_check(m, collapsed)
         if bad >= args.max_bad_steps:
             print0(f"train.py: stopped at step {step + 1}: {bad} steps in a row with a non-finite loss or "
                    f"gradient (diverged; try a lower --lr). Nothing exported; the last checkpoint is from a "
@@ -563,7 +639,7 @@ def main(argv=None):
     if not args.no_export:
         checkpoint.export_hf(policy, processor, os.path.join(args.out_dir, "final"))
     if last:
-        summary(args, first, last, len(eval_ex), time.time() - t_start, world, device)
+        summary(args, first, last, len(eval_ex), time.time() - t_start, world, device, collapsed)
     torch.distributed.destroy_process_group()
     return last
 

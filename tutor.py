@@ -13,6 +13,9 @@ it. No extra model: the tutor is the GRPO KL reference with a longer prompt.
 
 context="answer" puts the gold answer in the tutor's prompt instead of the hint: the leaky
 answer-conditioned self-distillation baseline the paper compares against (kept for ablations).
+context="none" is the control: the tutor reads the student's own prompt and pixels (no hint, no
+frame), so the divergence pulls toward the frozen model itself. Same gate, same rows, same
+divergence: what PTD-PO gains over it is what the hint teaches, not the anchoring.
 The gate (train.py) distils only rows whose example has a hint (can_teach). Left out on purpose: a separate,
 larger teacher model (the point of the method is that none is needed).
 """
@@ -25,6 +28,8 @@ import rollout
 
 def tutor_extra(ex, context, box_format, resized=None):
     """The text the tutor reads and the student does not, or None when there is none."""
+    if context == "none":
+        return ""
     if context == "answer":
         return f"The correct answer is: {ex['answer']}."
     if ex.get("hint_text") is not None:   # "" is an empty hint: the tutor reads the plain prompt
@@ -43,13 +48,16 @@ def tutor_prompt(processor, ex, box_format="norm1000", context="hint"):
     extra = tutor_extra(ex, context, box_format, resized)
     if extra is None:
         return None
+    if context == "none":   # the control: exactly the student's prompt
+        return rollout.encode(processor, ex["question"], images)
     if context == "hint" and (ex.get("hint") or {}).get("frame"):
         images[0] = hints.draw_focus(images[0], ex["hint"])
     return rollout.encode(processor, ex["question"], images, extra)
 
 
 def can_teach(ex, context="hint"):
-    """Whether the tutor has something to read for this example (the gate needs it)."""
+    """Whether the tutor has something to read for this example (the gate needs it). The
+    control (context "none") gates on the hint too, so it distils exactly PTD-PO's rows."""
     return context == "answer" or ex.get("hint_text") is not None or bool(ex.get("hint"))
 
 

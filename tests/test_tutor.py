@@ -138,3 +138,34 @@ def test_tutor_gets_the_students_pixels_unless_the_hint_asks_for_a_frame(tiny, e
                                rollout.box_format(model))
     assert torch.equal(plain["pixel_values"], student["pixel_values"])
     assert not torch.equal(framed["pixel_values"], student["pixel_values"])
+
+
+def test_the_no_hint_control_reads_exactly_the_students_prompt(tiny, examples):
+    """--tutor_context none: the tutor's prompt equals the student's token for token and pixel for
+    pixel (no hint block, no frame), and the gate still distils only hinted rows."""
+    model, processor, _ = tiny
+    for ex in examples[:6]:
+        student = rollout.encode(processor, ex["question"], data.open_images(ex))
+        control = tutor.tutor_prompt(processor, ex, rollout.box_format(model), context="none")
+        assert control.keys() == student.keys()
+        for k in student:
+            assert torch.equal(control[k], student[k]), k
+    bare = {**examples[1], "hint": None, "hint_text": None}
+    assert tutor.can_teach(examples[0], context="none") and not tutor.can_teach(bare, context="none")
+
+
+def test_the_no_hint_control_teaches_the_reference_distribution(tiny, examples):
+    """With context "none" the tutor's log-probs on the union support are the frozen model's own
+    log-probs on the student prompt, and they differ from the hinted tutor's."""
+    model, processor, _ = tiny
+    ids, mask = ragged_responses(processor.tokenizer, 2)
+    exs = examples[:2]
+    top = student_topk(model, processor, exs, ids, mask)
+    every = torch.ones(2, dtype=torch.bool)
+    none = tutor.teach(model, processor, exs, torch.arange(2), ids, mask, every, top, topk=5, context="none")
+    hint = tutor.teach(model, processor, exs, torch.arange(2), ids, mask, every, top, topk=5, context="hint")
+    prompts = [rollout.encode(processor, ex["question"], data.open_images(ex)) for ex in exs]
+    ref = rollout.score(model, prompts, ids, mask, support=none["support_ids"])
+    m = none["support_mask"]
+    assert torch.allclose(none["tutor_logp"][m], ref["support_logp"][m].float(), atol=1e-5)
+    assert not torch.allclose(none["tutor_logp"][m], hint["tutor_logp"][m], atol=1e-3)
