@@ -100,6 +100,9 @@ _WORD_NUMBERS.update({w: 10 * (i + 2) for i, w in enumerate(
 _SCALES = {"hundred": 100, "thousand": 1000, "million": 10 ** 6}
 _PARTS = {"half": Fraction(1, 2), "halves": Fraction(1, 2), "quarter": Fraction(1, 4), "quarters": Fraction(1, 4),
           "third": Fraction(1, 3), "thirds": Fraction(1, 3)}
+# quantity words count only after "a" or a number word ("a dozen", "four score"): "the score" is clean
+_QUANTITIES = {"dozen": 12, "score": 20, "gross": 144}
+_JOINERS = ("and", "a", "an")    # inside a run: "two hundred and five", "half a dozen"
 
 # Phrases that state a final answer, right or wrong: the "trap" filter.
 _ASSERTIONS = [
@@ -123,29 +126,46 @@ _NUM_IN_TEXT = re.compile(r"(?<![\w.])[+-]?(?:\\[dt]?frac\{[^{}]{1,20}\}\{[^{}]{
                           r"\d+(?:,\d{3})*(?:\.\d+)?(?:[eE][+-]?\d+)?(?:\s*/\s*\d+)?%?)")
 
 
+_SPACED_DIGITS = re.compile(r"(?<![\w.,])\d(?:[ \-]\d)+(?![\w,]|\.\d)")     # "1 2", "3-0-5" for 12, 305
+_ROMAN = re.compile(r"(?<![A-Za-z])(?=[MDCLXVI]{2,}(?![A-Za-z]))"          # XII; one letter (I, C, X) is a word or a label
+                    r"(M{0,3})(CM|CD|D?C{0,3})(XC|XL|L?X{0,3})(IX|IV|V?I{0,3})(?![A-Za-z])")
+_ROMAN_VALUES = {"M": 1000, "D": 500, "C": 100, "L": 50, "X": 10, "V": 5, "I": 1}
+
+
 def _numbers_in(text):
-    """Every number a text states (digits, 1.2e1, fractions, number words), coordinates excluded."""
+    """Every number a text states (digits, 1.2e1, fractions, number words, quantity words, Roman
+    numerals, digits spaced apart), coordinates excluded."""
     text = _BOX.sub(" ", text)
     found = []
     for m in _NUM_IN_TEXT.finditer(text):
         v = parse_number(m.group(0).replace(" ", ""))
         if v is not None:
             found.append((m.group(0), v))
+    found += [(m.group(0), Fraction(int(re.sub(r"\D", "", m.group(0))))) for m in _SPACED_DIGITS.finditer(text)]
+    found += [(m.group(0), _roman_value(m.group(0))) for m in _ROMAN.finditer(text)]
     return found + _word_numbers(text)
+
+
+def _roman_value(numeral):
+    values = [_ROMAN_VALUES[c] for c in numeral]
+    return Fraction(sum(-v if v < nxt else v for v, nxt in zip(values, values[1:] + [0])))
 
 
 def _word_numbers(text):
     """Numbers in words: each word alone and each run as a whole ("twenty four" = 24 and 20 and 4,
-    "two hundred" = 200, "three quarters" = 0.75), so no spelling hides the value."""
-    found, run = [], []
+    "two hundred" = 200, "three quarters" = 0.75, "half a dozen" = 6), so no spelling hides the value."""
+    found, run, prev = [], [], ""
     for w in re.findall(r"[a-z]+", text.lower()) + [""]:
-        if w in _WORD_NUMBERS or w in _SCALES or w in _PARTS or (w == "and" and run):
+        quantity = w in _QUANTITIES and (run or prev in ("a", "an"))
+        if w in _WORD_NUMBERS or w in _SCALES or w in _PARTS or quantity or (w in _JOINERS and run):
             run.append(w)
+            prev = w
             continue
-        while run and run[-1] == "and":
+        prev = w
+        while run and run[-1] in _JOINERS:
             run.pop()
         if run:
-            found += [(x, _run_value([x])) for x in run if x != "and"]
+            found += [(x, _run_value([x])) for x in run if x not in _JOINERS]
             if len(run) > 1:
                 found.append((" ".join(run), _run_value(run)))
         run = []
@@ -163,6 +183,8 @@ def _run_value(words):
             total, current = total + (current or 1) * _SCALES[w], 0
         elif w in _PARTS:
             current = (current or 1) * _PARTS[w]
+        elif w in _QUANTITIES:
+            current = (current or 1) * _QUANTITIES[w]
     return total + current
 
 
@@ -172,13 +194,53 @@ def _contains_phrase(text_norm, phrase_norm):
     return re.search(r"(?<![a-z0-9])" + re.escape(phrase_norm) + r"(?![a-z0-9])", text_norm) is not None
 
 
+_SPACED = re.compile(r"(?<![a-z0-9])[a-z0-9](?:[\s.,*_\-]{1,3}[a-z0-9])+(?![a-z0-9])")
+
+
+def _spelled_apart(text_norm, phrase_norm):
+    """Is the phrase written one character at a time ("r-e-d", "r e d", "R.E.D.")?"""
+    squashed = re.sub(r"[^a-z0-9]", "", phrase_norm)
+    return len(squashed) >= 2 and any(re.sub(r"[^a-z0-9]", "", m.group(0)) == squashed
+                                      for m in _SPACED.finditer(text_norm))
+
+
+_ORDINALS = {w: i for i, w in enumerate("first second third fourth fifth sixth seventh eighth ninth tenth".split())}
+_OPTION_NOUN = r"(?:option|choice|alternative|answer)s?\b"
+_BY_PLACE = re.compile(r"\b(penultimate|last|" + "|".join(_ORDINALS) + r"|\d+(?:st|nd|rd|th))"
+                       r"(\s*-?\s*(?:to|from)\s*-?\s*(?:the\s+)?(?:last|end))?\s+" + _OPTION_NOUN, re.I)
+_BY_NUMBER = re.compile(r"\b(?:option|choice|alternative)\s+(?:number\s+|no\.\s*|#\s*)?(\d+|"
+                        + "|".join(list(_WORD_NUMBERS)[1:11]) + r")\b", re.I)
+
+
+def _names_place(text, index, n_options):
+    """Does the text name option number `index` (0-based) by its place: "the second option", "the
+    last choice" (needs the number of options), "second to last answer", "option 2", "choice two"?"""
+    for m in _BY_PLACE.finditer(text):
+        word = m.group(1).lower()
+        if word in ("last", "penultimate"):
+            place = n_options - (1 if word == "last" else 2) if n_options else None
+        else:
+            k = _ORDINALS[word] if word in _ORDINALS else int(re.match(r"\d+", word).group()) - 1
+            place = (n_options - 1 - k if n_options else None) if m.group(2) else k
+        if place == index:
+            return True
+    for m in _BY_NUMBER.finditer(text):
+        word = m.group(1).lower()
+        if (int(word) if word.isdigit() else _WORD_NUMBERS[word]) - 1 == index:
+            return True
+    return False
+
+
 def find_spoiler(text, answer, choices=None):
     """Why `text` reveals or asserts the final answer, or None when it is clean.
 
     Catches: an answer-stating phrase of any kind ("the answer is", "choose C", "the correct one
     is B": the trap filter); the gold answer as text after normalisation; the gold value as a
     number in any form (12.0, 1.2e1, twelve, twenty four, 1/2 = 0.5 = 50%), coordinates in [..]
-    or (..) excepted; the correct option's letter used as an answer and the correct option's text.
+    or (..) excepted; quantity words ("a dozen", "four score"), Roman numerals of two or more letters
+    (XII), digits or letters spelled apart ("1 2", "r-e-d"); the correct option's letter used as an
+    answer, the option named by its place ("the second option", "the last choice", "option 2") and
+    the correct option's text.
     Text and answer first go through reward.clean_unicode, the answer checker's own normaliser
     (full-width ｒｅｄ, the minus sign U+2212, zero-width characters).
     """
@@ -197,6 +259,9 @@ def find_spoiler(text, answer, choices=None):
             return f"names the correct option ({letter})"
         if letter in opts:
             targets.append(normalize(opts[letter]))
+    place = letter or next((k for k, v in opts.items() if normalize(v) == gold), None)
+    if place and _names_place(text, ord(place) - ord("A"), len(opts)):
+        return f"names the correct option by its place ({place})"
     for target in targets:
         value = parse_number(target)
         if value is None:
@@ -204,6 +269,8 @@ def find_spoiler(text, answer, choices=None):
                 continue  # a bare yes/no leaks only through an assertion, caught above
             if len(target) >= 2 and _contains_phrase(t, target):
                 return f"contains the answer text '{target}'"
+            if _spelled_apart(t, target):
+                return f"spells out the answer text '{target}'"
             continue
         candidates = {value, value * 100} if target.endswith("%") else {value}
         for raw, v in _numbers_in(text):

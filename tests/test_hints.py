@@ -51,6 +51,23 @@ LEAKS = [  # (hint text, gold answer, choices): each must be rejected
     ("Mark the point at −3 on the axis.", "-3", None),    # U+2212, the minus sign
     ("The correct one is B.", "B", ABCD),
     ("The correct one is (Ｂ).", "B", ABCD),
+    ("There are a dozen of them.", "12", None),           # quantity words
+    ("Half a dozen marbles sit there.", "6", None),
+    ("Four score and seven dots.", "87", None),
+    ("A gross of pens lies there.", "144", None),
+    ("There are XII of them.", "12", None),               # a Roman numeral
+    ("The clock shows IV.", "4", None),
+    ("Write 1 2 on the line.", "12", None),               # digits spaced apart
+    ("The code is 3-0-5.", "305", None),
+    ("The fill is r-e-d.", "red", None),                  # letters spaced apart
+    ("The fill is r e d.", "red", None),
+    ("The fill is R.E.D.", "red", None),
+    ("Take the second option.", "B", ABCD),               # an option named by its place
+    ("The last choice fits the picture.", "D", ABCD),
+    ("The second-to-last option fits.", "C", ABCD),
+    ("Option 2 fits the picture.", "B", ABCD),
+    ("Look hard at choice two.", "B", ABCD),
+    ("The 2nd alternative fits.", "a dog", ABCD),         # the gold given as the option's text
 ]
 
 CLEAN = [  # (hint text, gold answer, choices): each must pass
@@ -72,6 +89,11 @@ CLEAN = [  # (hint text, gold answer, choices): each must pass
     ("Think about what fraction of the circle is shaded.", "1/4", None),
     ("Compare one bar with the other two.", "12", None),
     ("A hundred tiny dots fill the background.", "24", None),
+    ("Compare the score of both teams.", "20", None),      # "score" without "a" or a number word
+    ("Look at rows 1, 2 and 3.", "12", None),              # a list is not digits spaced apart
+    ("Check the first option carefully.", "B", ABCD),      # a place that is not the correct option's
+    ("Look at point C, then at point I.", "100", None),    # one letter is a label, not a numeral
+    ("Find the red region, then step back.", "re", None),
 ]
 
 
@@ -88,6 +110,8 @@ def test_spoiler_filter_passes_clean_hints(text, answer, choices):
 def test_paraphrase_is_a_known_blind_spot():
     # A rule-based filter cannot see that a ripe tomato is red; documented, not hidden.
     assert find_spoiler("It has the colour of a ripe tomato.", "red") is None
+    # Two-letter Roman numerals that are also segment names: CD reads as 400 (a false reject, rare).
+    assert find_spoiler("Measure the segment CD.", "400") is not None
 
 
 HINT = {"regions": [{"box": [10, 20, 60, 80], "label": "the triangle", "role": "focus"},
