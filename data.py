@@ -24,6 +24,7 @@ loads never crashes the run later, at whatever step first draws it. So the loade
 Prompt length needs the processor, so it is a second pass: check_lengths(examples, processor,
 limit), for eval data as well as training data.
 """
+import argparse
 import json
 import math
 import os
@@ -377,3 +378,22 @@ def step_examples(examples, step, n, seed):
         epoch += 1
     first = start % len(examples)
     return [examples[i] for i in order[first:first + n]]
+
+# -----------------------------------------------------------------------------
+# argument ranges, shared by the entry points (train.py, eval.py, make_hints.py)
+
+
+def ranged(kind, lo=None, hi=None, open_lo=False):
+    """An argparse type that also checks a range, so a bad value is one line naming the flag."""
+    def parse(text):
+        v = kind(text)
+        if not math.isfinite(v):
+            raise argparse.ArgumentTypeError(f"{text} is not a finite number")
+        if (lo is not None and (v <= lo if open_lo else v < lo)) or (hi is not None and v > hi):
+            raise argparse.ArgumentTypeError(f"{text} is outside {'(' if open_lo else '['}{lo}, {hi or 'inf'}]")
+        return v
+    parse.__name__ = kind.__name__
+    return parse
+
+
+POS, NONNEG, PROB = ranged(int, 1), ranged(int, 0), ranged(float, 0, 1, open_lo=True)

@@ -25,6 +25,7 @@ import checkpoint
 import data
 import rollout
 import tutor
+from data import NONNEG, POS, PROB, ranged
 from distributed import all_sum, print0, setup
 
 
@@ -34,21 +35,23 @@ def get_args(argv=None):
     p.add_argument("--checkpoint", default="",
                    help="a run's checkpoints/step_N directory to load into --model")
     p.add_argument("--data", default="", help="benchmark JSONL (default: the demo's held-out split)")
-    p.add_argument("--limit", type=int, default=0, help="evaluate the first N problems only (0: all)")
-    p.add_argument("--n_samples", type=int, default=4, help="samples per problem")
-    p.add_argument("--k", type=int, nargs="+", default=[1], help="pass@k values to report (k <= n_samples)")
-    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (0: greedy)")
-    p.add_argument("--top_p", type=float, default=1.0, help="nucleus")
-    p.add_argument("--max_new_tokens", type=int, default=32, help="response length cap")
+    p.add_argument("--limit", type=NONNEG, default=0, help="evaluate the first N problems only (0: all)")
+    p.add_argument("--n_samples", type=POS, default=4, help="samples per problem")
+    p.add_argument("--k", type=POS, nargs="+", default=[1], help="pass@k values to report (k <= n_samples)")
+    p.add_argument("--temperature", type=ranged(float, 0), default=1.0, help="sampling temperature (0: greedy)")
+    p.add_argument("--top_p", type=PROB, default=1.0, help="nucleus")
+    p.add_argument("--max_new_tokens", type=POS, default=32, help="response length cap")
     p.add_argument("--with_hints", action="store_true", help="evaluate the hinted tutor (hint in context)")
     p.add_argument("--diagnose", action="store_true",
                    help="demo diagnostics: student, tutor, blank image, majority")
-    p.add_argument("--token_budget", type=int, default=16384, help="padded tokens per scoring micro-batch")
-    p.add_argument("--kv_cache_gb", type=float, default=32.0, help="KV-cache memory per generate() call")
-    p.add_argument("--max_prompt_tokens", type=int, default=4096,
+    p.add_argument("--token_budget", type=POS, default=16384, help="padded tokens per scoring micro-batch")
+    p.add_argument("--kv_cache_gb", type=ranged(float, 0, open_lo=True), default=32.0,
+                   help="KV-cache memory per generate() call")
+    p.add_argument("--max_prompt_tokens", type=POS, default=4096,
                    help="longer prompts are reported and skipped")
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"], help="compute dtype")
-    p.add_argument("--seed", type=int, default=1234, help="sampling seed")
+    p.add_argument("--seed", type=NONNEG, default=1234, help="sampling seed")
+    p.add_argument("--threads", type=NONNEG, default=0, help="torch CPU threads per process (0: default)")
     p.add_argument("--out", default="", help="write the results as JSON here")
     p.add_argument("--compare", nargs="+", default=None,
                    help="run directories whose metrics.jsonl to compare")
@@ -57,15 +60,8 @@ def get_args(argv=None):
     p.add_argument("--allow_outside_images", action="store_true",
                    help="allow absolute or ../ image paths (default: only inside the data file's folder)")
     args = p.parse_args(argv)
-    rules = [(args.limit >= 0, "--limit must be >= 0"), (args.n_samples >= 1, "--n_samples must be >= 1"),
-             (all(1 <= k <= args.n_samples for k in args.k), f"--k values must be in 1..{args.n_samples} (--n_samples)"),
-             (0 <= args.temperature < math.inf, "--temperature must be >= 0 and finite (0: greedy)"),
-             (0 < args.top_p <= 1, "--top_p must be in (0, 1]"),   # False for nan too
-             (args.max_new_tokens >= 1 and args.max_prompt_tokens >= 1, "--max_new_tokens, --max_prompt_tokens >= 1"),
-             (args.token_budget >= 1 and 0 < args.kv_cache_gb < math.inf, "--token_budget, --kv_cache_gb > 0")]
-    for ok, msg in rules:
-        if not ok:
-            p.error(msg)
+    if any(k > args.n_samples for k in args.k):
+        p.error(f"--k values must be in 1..{args.n_samples} (--n_samples)")
     return args
 
 
@@ -170,6 +166,9 @@ def divergence(m):
 
 def compare(runs, png):
     """A summary table of several runs and one PNG with their curves."""
+    for run in runs:
+        if not os.path.isfile(os.path.join(run, "metrics.jsonl")):
+            sys.exit(f"eval.py: --compare: {run} is not a run directory (no metrics.jsonl in it)")
     rows = []
     for run in runs:
         ms = read_metrics(run)
@@ -220,6 +219,8 @@ def main(argv=None):
     args = get_args(argv)
     if args.compare:
         return compare(args.compare, args.png)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     rank, world, device = setup()
     resolve_model(args)
     model, processor = load(args, device)

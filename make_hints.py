@@ -31,20 +31,34 @@ def finished_ids(path):
     with open(path, "rb") as f:
         raw = f.read()
     whole = raw[:raw.rfind(b"\n") + 1]
+    done = set()
+    for n, line in enumerate(whole.decode("utf-8", errors="replace").splitlines(), 1):
+        try:
+            rec = json.loads(line) if line.strip() else {"id": None}
+            done.add(rec["id"])
+        except (json.JSONDecodeError, TypeError, KeyError) as e:  # a complete line written by something else
+            raise data.DataError(f"{path}:{n}: not a record with an id ({type(e).__name__}: {e}); "
+                                 "fix or remove that line, or pick another --out") from None
     if len(whole) < len(raw):
         print(f"{path}: dropping a partial last line ({len(raw) - len(whole)} bytes)")
         with open(path, "r+b") as f:
             f.truncate(len(whole))
-    return {json.loads(line)["id"] for line in whole.decode("utf-8").splitlines() if line.strip()}
+    return done - {None}
 
 
 def generate_hints(args):
     """Prompt the expert for every example without an accepted hint; write what passes."""
-    examples = data.load_jsonl(args.data, strict=False, check_hints=False,
-                               allow_outside_images=args.allow_outside_images)
-    done = finished_ids(args.out)
+    try:
+        examples = data.load_jsonl(args.data, strict=False, check_hints=False,
+                                   allow_outside_images=args.allow_outside_images)
+        done = finished_ids(args.out)
+    except data.DataError as e:
+        sys.exit(f"make_hints.py: {e}")
     todo = [ex for ex in examples if ex["id"] not in done]
     print(f"{len(examples)} examples, {len(done)} already in {args.out}, {len(todo)} to do")
+    if args.model == "toy":  # the demo model, built if missing (a folder named toy/ is not a model)
+        import toy
+        args.model = toy.ensure()[0]
     model, processor = rollout.load_model(args.model, dtype=args.dtype, device=args.device)
     opened_think = rollout.opens_think(processor)  # a Thinking template: replies start inside <think>
     report = Counter()
@@ -87,14 +101,14 @@ def main(argv=None):
     p.add_argument("--model", required=True, help="expert model: hub id, local directory, or 'toy'")
     p.add_argument("--data", required=True, help="input JSONL (the shared format, see README)")
     p.add_argument("--out", required=True, help="output JSONL; ids already there are skipped")
-    p.add_argument("--batch_size", type=int, default=8, help="prompts per generate() call")
-    p.add_argument("--retries", type=int, default=2, help="new tries for a rejected hint")
-    p.add_argument("--max_new_tokens", type=int, default=2048,
+    p.add_argument("--batch_size", type=data.POS, default=8, help="prompts per generate() call")
+    p.add_argument("--retries", type=data.NONNEG, default=2, help="new tries for a rejected hint")
+    p.add_argument("--max_new_tokens", type=data.POS, default=2048,
                    help="length cap of a reply; thinking experts spend most of it inside <think> and "
                         "a reply cut off there is rejected, so keep it generous")
-    p.add_argument("--temperature", type=float, default=0.7, help="sampling temperature (0: greedy)")
-    p.add_argument("--seed", type=int, default=0, help="sampling seed")
-    p.add_argument("--dtype", default="auto", help="auto | float32 | bfloat16")
+    p.add_argument("--temperature", type=data.ranged(float, 0), default=0.7, help="sampling temperature (0: greedy)")
+    p.add_argument("--seed", type=data.NONNEG, default=0, help="sampling seed")
+    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"], help="compute dtype")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--allow_outside_images", action="store_true",
                    help="allow absolute or ../ image paths (default: only inside the data file's folder)")

@@ -7,9 +7,11 @@
 #      update MFU, peak memory
 #     bash scripts/gpu_check.sh            # on a GPU machine
 #     bash scripts/gpu_check.sh --tiny     # on a CPU: tiny shapes, short responses (tests run it)
+#     PYTHON=.venv/bin/python bash scripts/gpu_check.sh   # an interpreter other than the python on PATH
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1
+PY=${PYTHON:-python}
 OUT=${GPU_CHECK_DIR:-runs/gpu_check}
 rm -rf "$OUT/run"
 if [[ "${1:-}" == "--tiny" ]]; then
@@ -17,13 +19,13 @@ if [[ "${1:-}" == "--tiny" ]]; then
 else
     SHAPE=2b; STEPS=(--max_new_tokens 1024 --prompts_per_step 8 --minibatch_prompts 8 --group_size 8 --grad_ckpt
                      --token_budget 32768 --lr 1e-6 --warmup_steps 0 --ptd_coef 0.05)
-    python -c "import torch, transformers; print('torch', torch.__version__, '| transformers', transformers.__version__, '|', torch.cuda.get_device_name())"
-    python -m pytest -q tests/test_cuda.py || echo "gpu_check: CUDA TESTS FAILED (the checks below still run)"
-    python bench.py loss --device cuda --dtype bfloat16 --tokens 2048 8192 16384 --hidden 2048
+    "$PY" -c "import torch, transformers; print('torch', torch.__version__, '| transformers', transformers.__version__, '|', torch.cuda.get_device_name())"
+    "$PY" -m pytest -q tests/test_cuda.py || echo "gpu_check: CUDA TESTS FAILED (the checks below still run)"
+    "$PY" bench.py loss --device cuda --dtype bfloat16 --tokens 2048 8192 16384 --hidden 2048
 fi
-python -c "import toy; toy.ensure()"                      # the demo's data (its prompts and hints)
-python scripts/gpu_check.py build --shape "$SHAPE" --out "$OUT/model"
-python -m torch.distributed.run --nproc_per_node=1 --master_port "${MASTER_PORT:-29531}" train.py \
+"$PY" -c "import toy; toy.ensure()"                      # the demo's data (its prompts and hints)
+"$PY" scripts/gpu_check.py build --shape "$SHAPE" --out "$OUT/model"
+"$PY" -m torch.distributed.run --nproc_per_node=1 --master_port "${MASTER_PORT:-29531}" train.py \
     --model "$OUT/model" --train_data toy/data/train.jsonl --out_dir "$OUT/run" --steps 2 --save_every 0 \
     --no_export "${STEPS[@]}"
-python scripts/gpu_check.py report --run "$OUT/run" --model "$OUT/model"
+"$PY" scripts/gpu_check.py report --run "$OUT/run" --model "$OUT/model"

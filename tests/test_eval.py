@@ -1,0 +1,39 @@
+"""eval.py's front door: argument ranges in one line, --threads, and --compare on a folder that is
+not a run."""
+import pytest
+import torch
+
+import eval as eval_py
+
+
+@pytest.mark.parametrize("flag,value", [("--n_samples", "0"), ("--limit", "-1"), ("--temperature", "-1"),
+                                        ("--top_p", "0"), ("--top_p", "1.5"), ("--max_new_tokens", "0"),
+                                        ("--kv_cache_gb", "0"), ("--threads", "-1"), ("--seed", "-1")])
+def test_bad_arguments_are_refused_naming_the_flag(flag, value, capsys):
+    with pytest.raises(SystemExit) as e:
+        eval_py.get_args([flag, value])
+    assert e.value.code == 2 and f"argument {flag}" in capsys.readouterr().err
+
+
+def test_k_above_n_samples_is_refused(capsys):
+    with pytest.raises(SystemExit):
+        eval_py.get_args(["--n_samples", "2", "--k", "4"])
+    assert "--k values must be in 1..2" in capsys.readouterr().err
+
+
+def test_threads_sets_torch_threads(monkeypatch):
+    before = torch.get_num_threads()
+    monkeypatch.setattr(eval_py, "setup", lambda: (_ for _ in ()).throw(SystemExit("stop after threads")))
+    try:
+        with pytest.raises(SystemExit, match="stop after threads"):
+            eval_py.main(["--threads", "1"])
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_compare_with_a_missing_run_is_one_line(tmp_path):
+    with pytest.raises(SystemExit) as e:
+        eval_py.main(["--compare", str(tmp_path / "no_such_run"), "--png", str(tmp_path / "c.png")])
+    assert isinstance(e.value.code, str) and "no_such_run is not a run directory" in e.value.code
+    assert "\n" not in e.value.code
