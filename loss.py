@@ -10,8 +10,11 @@ loss.py: the PTD-PO objective as small pure functions on tensors.
 - k3_kl:            the low-variance KL(policy || reference) estimator (Schulman, "Approximating
                     KL divergence", 2020).
 - topk_jsd:         Jensen-Shannon divergence on a sparse support plus one tail bucket per side.
-                    The tutor side is constant; the student gets the true gradient (the paper's
-                    public release stops it and so trains nothing; see tests/test_loss.py).
+                    The tutor side is constant; the student gets the true gradient. (The paper's
+                    public code, github.com/XszNeverSleep/PTD-PO, verl/trainer/core_algos.py,
+                    compute_topk_kl with kl_direction "jsd_kl", detaches the student's weights p
+                    inside KL(student || M); with the tutor detached too, the student's gradient
+                    then cancels exactly: tests/test_loss.py reproduces that computation.)
 - union_support:    student top-K ids union tutor top-K ids, deduplicated, padded, masked.
 - head_logprobs:    log-probs at the sampled token and at a support, entropy and top-K ids,
                     from final hidden states and the lm_head weight, chunked over positions so
@@ -139,11 +142,14 @@ def _log_mixture(p, q, beta):
     return torch.where(both, torch.full_like(m, float("-inf")), m)
 
 
-def topk_jsd(student_logp, tutor_logp, mask=None, beta=0.5):
+def topk_jsd(student_logp, tutor_logp, mask, beta=0.5):
     """Generalised Jensen-Shannon divergence on support + tail, per position.
 
     student_logp, tutor_logp: (..., M) log-probs normalised over the FULL vocabulary, at the
-    same support ids; mask: (..., M) bool, False for padding slots. Returns (...,):
+    same support ids; mask: (..., M) bool, False for padding slots (union_support returns it).
+    The mask is required: a padded support repeats its pad id, and a repeated id counted twice
+    is a wrong distribution with no error. Pass None only when the M ids are all distinct
+    (e.g. the whole vocabulary). Returns (...,):
         JSD_beta = beta * KL(P || M) + (1 - beta) * KL(Q || M),  M = beta * P + (1 - beta) * Q
     with P the student and Q the tutor, each extended by its tail bucket 1 - sum_S p. This is
     the JSD of a coarse-grained pair, so it is <= the full-vocabulary JSD (data processing
@@ -161,13 +167,15 @@ def topk_jsd(student_logp, tutor_logp, mask=None, beta=0.5):
     return beta * _kl(p, m) + (1.0 - beta) * _kl(q, m)
 
 
-def topk_forward_kl(student_logp, tutor_logp, mask=None):
-    """KL(tutor || student) on support + tail, per position (mode covering). (..., M) -> (...)"""
+def topk_forward_kl(student_logp, tutor_logp, mask):
+    """KL(tutor || student) on support + tail, per position (mode covering). (..., M) -> (...)
+    mask as for topk_jsd (required)."""
     return _kl(_with_tail(_upcast(tutor_logp).detach(), mask), _with_tail(_upcast(student_logp), mask))
 
 
-def topk_reverse_kl(student_logp, tutor_logp, mask=None):
-    """KL(student || tutor) on support + tail, per position (mode seeking). (..., M) -> (...)"""
+def topk_reverse_kl(student_logp, tutor_logp, mask):
+    """KL(student || tutor) on support + tail, per position (mode seeking). (..., M) -> (...)
+    mask as for topk_jsd (required)."""
     return _kl(_with_tail(_upcast(student_logp), mask), _with_tail(_upcast(tutor_logp).detach(), mask))
 
 

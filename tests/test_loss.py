@@ -39,7 +39,7 @@ def test_topk_jsd_equals_full_jsd_on_full_support_value_and_gradient():
     ref = brute_jsd(s, t)
     (g_ref,) = torch.autograd.grad(ref.sum(), s)
     ids = torch.arange(V).expand(4, 7, V)
-    ours = loss.topk_jsd(s.log_softmax(-1).gather(-1, ids), t.log_softmax(-1).gather(-1, ids))
+    ours = loss.topk_jsd(s.log_softmax(-1).gather(-1, ids), t.log_softmax(-1).gather(-1, ids), None)
     (g_ours,) = torch.autograd.grad(ours.sum(), s)
     assert torch.allclose(ours, ref, atol=1e-10, rtol=0)
     assert torch.allclose(g_ours, g_ref, atol=1e-10, rtol=0)
@@ -72,13 +72,12 @@ def test_topk_jsd_zero_symmetric_bounded():
     far = torch.full((1, 2), -1000.0)
     far[0, 0] = 0.0
     near = far.flip(-1)
-    jsd = loss.topk_jsd(far.log_softmax(-1), near.log_softmax(-1))
+    jsd = loss.topk_jsd(far.log_softmax(-1), near.log_softmax(-1), None)
     assert abs(jsd.item() - math.log(2)) < 1e-9
     assert (loss.topk_jsd(ps, pt, mask) <= math.log(2) + 1e-12).all()
 
 
 def test_student_gradient_is_nonzero_and_descends():
-    """The paper's release stops the gradient of the student's weights and trains nothing."""
     g = torch.Generator().manual_seed(3)
     s = (torch.randn(8, 100, generator=g) * 3).requires_grad_()
     t = torch.randn(8, 100, generator=g) * 3
@@ -92,18 +91,62 @@ def test_student_gradient_is_nonzero_and_descends():
     assert after < before - 1e-4
 
 
+def release_jsd(s_logits, t_logits, ids):
+    """The paper's public code (github.com/XszNeverSleep/PTD-PO, verl/trainer/core_algos.py,
+    compute_topk_kl, kl_direction "jsd_kl"), restated: the student's top-K support plus a tail,
+    the tutor detached, and the student's weights p detached inside KL(student || M). (There a
+    tutor id outside the tutor's stored top-K gets a guessed share; here it gets its exact value,
+    which changes nothing below.)"""
+    lp_s = s_logits.log_softmax(-1).gather(-1, ids)
+    lp_t = t_logits.log_softmax(-1).gather(-1, ids).detach()
+    p_s, p_t = lp_s.exp(), lp_t.exp()
+    tail_s, tail_t = (1 - p_s.sum(-1)).clamp(min=1e-8), (1 - p_t.sum(-1)).clamp(min=1e-8)
+    log_m, log_m_tail = (0.5 * (p_s + p_t)).log(), (0.5 * (tail_s + tail_t)).log()
+    kl_s = (p_s.detach() * (lp_s - log_m)).sum(-1) + tail_s.detach() * (tail_s.log() - log_m_tail)
+    kl_t = (p_t * (lp_t - log_m)).sum(-1) + tail_t * (tail_t.log() - log_m_tail)
+    return 0.5 * (kl_s + kl_t)
+
+
+def test_the_release_stop_gradient_leaves_the_student_no_gradient():
+    """Same value as topk_jsd on the same support, but d/dp of p.detach() * (log p - log m) plus
+    q * (-log m) is 1 - (p + q) / (2m) = 0: the distillation term moves nothing."""
+    g = torch.Generator().manual_seed(9)
+    s = (torch.randn(8, 100, generator=g) * 3).requires_grad_()
+    t = torch.randn(8, 100, generator=g) * 3
+    ids = s.detach().topk(10, -1).indices
+    theirs = release_jsd(s, t, ids)
+    ours = loss.topk_jsd(s.log_softmax(-1).gather(-1, ids), t.log_softmax(-1).gather(-1, ids), None)
+    assert torch.allclose(theirs, ours, atol=1e-10)               # the value is the JSD ...
+    (g_theirs,) = torch.autograd.grad(theirs.sum(), s)
+    (g_ours,) = torch.autograd.grad(ours.sum(), s)
+    full = brute_jsd(s, t)
+    assert g_theirs.abs().max() < 1e-12                            # ... its gradient is zero
+    assert g_ours.abs().max() > 1e-2 and (g_ours * torch.autograd.grad(full.sum(), s)[0]).sum() > 0
+
+
+def test_the_mask_is_required_and_a_padded_support_without_it_is_wrong():
+    g = torch.Generator().manual_seed(10)
+    s, t = torch.randn(4, 50, generator=g) * 3, torch.randn(4, 50, generator=g) * 3
+    ids, mask = support_of(s, t, 5)                                 # padding slots hold id 0
+    ps, pt = s.log_softmax(-1).gather(-1, ids), t.log_softmax(-1).gather(-1, ids)
+    for fn in loss.DIVERGENCES.values():
+        with pytest.raises(TypeError):
+            fn(ps, pt)
+    assert not torch.allclose(loss.topk_jsd(ps, pt, None), loss.topk_jsd(ps, pt, mask))
+
+
 def test_padding_slots_change_nothing_and_extreme_inputs_stay_finite():
     g = torch.Generator().manual_seed(4)
     s = torch.randn(6, 40, generator=g).log_softmax(-1)
     t = torch.randn(6, 40, generator=g).log_softmax(-1)
     ids = torch.stack([torch.randperm(40, generator=g)[:5] for _ in range(6)])
-    base = loss.topk_jsd(s.gather(-1, ids), t.gather(-1, ids))
+    base = loss.topk_jsd(s.gather(-1, ids), t.gather(-1, ids), None)
     # append 3 padding slots holding garbage
     pad_ids = torch.cat([ids, ids[:, :3]], -1)
     mask = torch.cat([torch.ones(6, 5, dtype=torch.bool), torch.zeros(6, 3, dtype=torch.bool)], -1)
     for fn in loss.DIVERGENCES.values():
         padded = fn(s.gather(-1, pad_ids), t.gather(-1, pad_ids), mask)
-        assert torch.allclose(padded, fn(s.gather(-1, ids), t.gather(-1, ids)), atol=1e-12)
+        assert torch.allclose(padded, fn(s.gather(-1, ids), t.gather(-1, ids), None), atol=1e-12)
     assert torch.allclose(loss.topk_jsd(s.gather(-1, pad_ids), t.gather(-1, pad_ids), mask), base, atol=1e-12)
     # -inf log-probs, an empty support, tail mass ~0 and ~1, in float32 too
     for dtype in (torch.float64, torch.float32):
@@ -133,8 +176,8 @@ def test_forward_and_reverse_kl_match_brute_force_on_full_support():
     t = torch.randn(5, 30, generator=g).log_softmax(-1)
     fkl = (t.exp() * (t - s)).sum(-1)
     rkl = (s.exp() * (s - t)).sum(-1)
-    assert torch.allclose(loss.topk_forward_kl(s, t), fkl, atol=1e-10)
-    assert torch.allclose(loss.topk_reverse_kl(s, t), rkl, atol=1e-10)
+    assert torch.allclose(loss.topk_forward_kl(s, t, None), fkl, atol=1e-10)
+    assert torch.allclose(loss.topk_reverse_kl(s, t, None), rkl, atol=1e-10)
 
 
 def test_union_support_holds_both_sets_without_duplicates():
@@ -206,8 +249,8 @@ def test_divergences_upcast_bf16_inputs():
     s = torch.log_softmax(torch.randn(64, 50, generator=g) * 3, -1)[:, :20]
     t = torch.log_softmax(torch.randn(64, 50, generator=g) * 3, -1)[:, :20]
     for div in loss.DIVERGENCES.values():
-        ref = div(s.double(), t.double())
-        got = div(s.bfloat16(), t.bfloat16())
+        ref = div(s.double(), t.double(), None)
+        got = div(s.bfloat16(), t.bfloat16(), None)
         assert got.dtype == torch.float32
         # only the inputs' own bf16 rounding remains (~0.4% per log-prob), not bf16 arithmetic
         assert ((got.double() - ref).abs() / ref.abs().clamp(min=1e-3)).max() < 0.05
