@@ -1,0 +1,341 @@
+"""
+decode.py: the model as a fast CUDA sampler.
+
+    fast = decode.FastSampler(policy, torch.bfloat16)    # once per run: a bf16 copy for generation
+    ids, mask = rollout.sample(policy, ..., fast=fast)   # each generation batch goes through it
+    fast.refresh(policy)                                 # after the optimiser: new weights, in place
+
+rollout.sample's plain path, HF generate(), spends ~41 ms per decode step on 64 rows of a 2B model on
+an H200, over 10x the memory-bandwidth floor: per-token Python, a cache that grows every layer,
+~2,000 small kernel launches and host syncs in the sampler. This file samples the same tokens:
+- HF's own forward runs the prefill (vision tower, M-RoPE positions, the prompt's K/V); the K/V go
+  into a static cache allocated once (rows x length; grown only when a call needs more).
+- A short loop over the model's weights then decodes one token for every row per step: RMSNorm,
+  one fused q/k/v matmul, rotary, attention over the cache, one fused gate/up matmul, lm-head, and
+  the sampler. Each step is captured as a CUDA graph, one graph per attention window (multiples of
+  WINDOW cache columns, so early steps do not read the empty end of the cache): one launch a step.
+- On CUDA, torch.compile fuses the elementwise work (norms, rotary, SiLU, the sampler's hashing)
+  into a few kernels: graphs remove launch overhead, not the kernels themselves.
+- Grouped KV heads: the g query heads that share a KV head attend as g query rows of that head,
+  so K and V are read once and never copied per query head.
+- The sampler is rollout.sample_rows' block sampler without its host syncs: every row makes all
+  its draws and gets the exact nucleus check. A row still without a token after `tries` draws
+  (probability (1 - top_p)^8 per token) is reported, and rollout.sample re-runs that batch with HF
+  generate() on the same copy. Tokens are the plain path's: the same streams (row key, tokens so
+  far) and the same draws; tests/test_decode.py checks tokens and per-step logits on CPU.
+- The copy holds the policy's parameters cast to the compute dtype (what generate() sees through
+  rollout.gathered), refreshed by copy_ from the gathered full tensors: no FSDP hook runs inside a
+  graph and no parameter address ever changes. Memory: 2 bytes x parameters (3.4 GB for a 2B
+  model) plus the static cache (rows x length x rollout.kv_bytes_per_token), both held for the run.
+Left out: paged or continuous batching (a finished row keeps its slot until the batch ends; the
+loop stops once every row has finished, looked at every CHECK_EVERY steps), speculative decoding,
+sliding-window layers and RoPE types other than the default (Qwen2.5-VL and Qwen3-VL use neither).
+Run: tests/test_decode.py (CPU), tests/test_cuda.py and scripts/gpu_check.sh (GPU, timings).
+"""
+import copy
+import warnings
+
+import torch
+import torch.nn.functional as F
+
+import rollout
+
+WINDOW = 128       # attention windows are multiples of this many cache columns
+CHECK_EVERY = 16   # decode steps between the host's looks at "has every row finished?" (a sync)
+
+# -----------------------------------------------------------------------------
+# one decode step, as pure functions of tensors (what torch.compile fuses on CUDA)
+
+
+def rms_norm(x, w, eps):
+    """Qwen's RMSNorm as HF computes it: statistics in fp32, weight applied in the input dtype."""
+    h = x.float()
+    h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
+    return w * h.to(x.dtype)
+
+
+def rotate(x, cos, sin):
+    """Rotary embedding of x (R, H, d) at one position per row; cos, sin: (R, 1, d)."""
+    x1, x2 = x.chunk(2, -1)
+    return x * cos + torch.cat((-x2, x1), -1) * sin
+
+
+def attn_in(x, w, cos, sin, heads, eps):
+    """Norm, the fused q/k/v matmul, q/k norms (Qwen3-VL) and rotary.
+    (R, D) -> q (R, Hq, d), k (R, Hkv, d), v (R, Hkv, d)."""
+    hq, hkv, d = heads
+    qkv = F.linear(rms_norm(x, w["ln1"], eps), w["qkv"], w["qkv_bias"]).view(len(x), hq + 2 * hkv, d)
+    q, k, v = qkv.split([hq, hkv, hkv], 1)
+    if w["q_norm"] is not None:
+        q, k = rms_norm(q, w["q_norm"], eps), rms_norm(k, w["k_norm"], eps)
+    return rotate(q, cos, sin), rotate(k, cos, sin), v
+
+
+def attn_out_mlp(x, o, w, eps):
+    """Output projection and residual, then norm, SwiGLU MLP (fused gate/up) and residual: (R, D)."""
+    x = x + F.linear(o, w["o"], w["o_bias"])
+    gate, up = F.linear(rms_norm(x, w["ln2"], eps), w["gate_up"]).chunk(2, -1)
+    return x + F.linear(F.silu(gate) * up, w["down"])
+
+
+def choose(logits, keys, step, banned, temperature, top_p, tries=8, block=1024):
+    """rollout.RowSampler + rollout.sample_rows with no host sync: the same draws, but every row
+    makes all `tries` of them and gets the exact nucleus check (one pass over (R, V) each, cheaper
+    than asking the host which rows need it). Returns tokens (R,) and the rows left without one."""
+    logits = logits.index_fill(1, banned, float("-inf"))
+    if temperature <= 0:
+        return logits.argmax(-1), torch.zeros_like(keys, dtype=torch.bool)
+    if temperature != 1.0:
+        logits = logits / temperature
+    # NaN / +inf (a diverged model) become valid logits, as in sample_rows; finite rows are untouched
+    logits = torch.nan_to_num(logits, nan=0.0, posinf=1e30, neginf=float("-inf"))
+    e, bsum, bcdf, Z = rollout.block_cdf(logits, logits.amax(-1, keepdim=True), block)
+    choice, todo = torch.zeros_like(keys), torch.ones_like(keys, dtype=torch.bool)
+    for attempt in range(tries if top_p < 1.0 else 1):
+        tok, p = rollout.draw(e, bsum, bcdf, Z, keys, step, attempt, block)
+        ok = torch.ones_like(todo)
+        if top_p < 1.0:   # sample_rows' test: surely in the nucleus, else the exact mass above
+            ok = ((1.0 - p) < top_p) | (rollout.mass_above(e, tok).double() / Z.squeeze(-1) < top_p)
+        choice = torch.where(todo & ok, tok, choice)
+        todo = todo & ~ok
+    return choice, todo
+
+
+def compiled(fn):
+    """torch.compile(fn) with static shapes; fn itself, with a warning, if compiling fails (an op
+    Inductor lacks, no working Triton): slower, same numbers."""
+    fast = torch.compile(fn, dynamic=False)
+
+    def call(*args):
+        nonlocal fast
+        try:
+            return fast(*args)
+        except Exception as e:   # compile errors surface at the first call
+            if fast is fn:
+                raise
+            warnings.warn(f"decode.py: torch.compile({fn.__name__}) failed, running it eagerly: {e}")
+            fast = fn
+            return fn(*args)
+    return call
+
+# -----------------------------------------------------------------------------
+# the generation copy
+
+
+def generation_copy(model, dtype):
+    """A plain model of the same config in dtype on the model's device: no shards, no hooks."""
+    from transformers import AutoModelForImageTextToText
+    with torch.device(next(model.parameters()).device):
+        gen = AutoModelForImageTextToText.from_config(copy.deepcopy(model.config), dtype=dtype,
+                                                      attn_implementation="sdpa")
+    return gen.eval().requires_grad_(False)
+
+
+def fuse(linears):
+    """One weight (and bias) for linears that read the same input, so they are one matmul. Each
+    module's parameter becomes a view of its rows: HF's forward (the prefill) still works, and
+    refresh() writes through the views into the fused tensors. Returns (weight, bias or None)."""
+    out = []
+    for name in ("weight", "bias"):
+        parts = [getattr(m, name) for m in linears]
+        if parts[0] is None:
+            out.append(None)
+            continue
+        whole, start = torch.cat([p.detach() for p in parts]), 0
+        for m, p in zip(linears, parts):
+            setattr(m, name, torch.nn.Parameter(whole[start:start + len(p)], requires_grad=False))
+            start += len(p)
+        out.append(whole)
+    return out
+
+
+def layer_weights(layer):
+    """One decoder layer's weights as plain tensors (views of the copy's parameters)."""
+    a, m = layer.self_attn, layer.mlp
+    qkv, qkv_bias = fuse([a.q_proj, a.k_proj, a.v_proj])
+    gate_up, _ = fuse([m.gate_proj, m.up_proj])
+    t = lambda p: None if p is None else p.detach()   # noqa: E731
+    qn, kn = getattr(a, "q_norm", None), getattr(a, "k_norm", None)
+    return {"ln1": t(layer.input_layernorm.weight), "qkv": qkv, "qkv_bias": qkv_bias,
+            "q_norm": t(qn.weight) if qn is not None else None, "k_norm": t(kn.weight) if kn is not None else None,
+            "o": t(a.o_proj.weight), "o_bias": t(a.o_proj.bias), "ln2": t(layer.post_attention_layernorm.weight),
+            "gate_up": gate_up, "down": t(m.down_proj.weight)}
+
+
+def check_supported(text, config):
+    """The decode loop writes out Qwen2.5-VL / Qwen3-VL's text layers; refuse anything else."""
+    rope = (getattr(config, "rope_parameters", None) or {}).get("rope_type", "default")
+    problems = [f"RoPE type {rope}" if rope != "default" else "",
+                f"activation {config.hidden_act}" if config.hidden_act != "silu" else "",
+                "sliding-window layers" if getattr(config, "use_sliding_window", False) else "",
+                "not a Qwen-VL text model" if not hasattr(text, "rotary_emb") else ""]
+    problems = [p for p in problems if p]
+    if problems:
+        raise ValueError(f"decode.FastSampler does not support {', '.join(problems)}: use the plain path")
+
+# -----------------------------------------------------------------------------
+# the sampler
+
+
+class FastSampler:
+    """A generation copy of the policy, a static KV cache and the captured decode steps."""
+
+    def __init__(self, model, dtype, compile=None, tries=8):
+        self.model = generation_copy(model, dtype)
+        text, c = self.model.model.language_model, self.model.config.get_text_config()
+        check_supported(text, c)
+        self.heads = (c.num_attention_heads, c.num_key_value_heads,
+                      getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads)
+        self.eps, self.tries, self.dtype = c.rms_norm_eps, tries, dtype
+        self.layers = [layer_weights(layer) for layer in text.layers]
+        self.embed, self.norm = text.embed_tokens.weight.detach(), text.norm.weight.detach()
+        self.head = self.model.lm_head.weight.detach()
+        self.inv_freq, self.rope_scale = text.rotary_emb.inv_freq, text.rotary_emb.attention_scaling
+        self.device = self.embed.device
+        cuda = self.device.type == "cuda"
+        wrap = compiled if (cuda if compile is None else compile) else (lambda f: f)
+        self._attn_in, self._attn_out_mlp, self._choose = wrap(attn_in), wrap(attn_out_mlp), wrap(choose)
+        self.graphs = {} if cuda else None      # None: eager steps (the CPU path the tests run)
+        self.rows = self.length = self.allocations = 0
+        self.banned = {}
+        mine = {n for n, _ in self.model.named_parameters()}
+        theirs = {n for n, _ in model.named_parameters()}
+        if mine != theirs:
+            raise ValueError(f"generation copy and policy name different parameters: {sorted(mine ^ theirs)[:5]}")
+        self.refresh(model)
+
+    @torch.no_grad()
+    def refresh(self, policy):
+        """Copy the policy's weights in, one gathered tensor at a time (under FSDP2 every rank must
+        call this: full_tensor() is a collective). copy_ casts the fp32 master to this copy's dtype,
+        as FSDP2's mixed precision does for the plain path; no address changes, so graphs stay valid."""
+        mine = dict(self.model.named_parameters())
+        for name, p in policy.named_parameters():
+            mine[name].copy_(p.full_tensor() if hasattr(p, "full_tensor") else p)
+
+    def _reserve(self, rows, length):
+        """The static cache and step state for rows x length (length rounded up to WINDOW).
+        Allocated once, grown only when a call needs more; growing drops the captured graphs."""
+        length = -(-length // WINDOW) * WINDOW
+        if rows <= self.rows and length <= self.length:
+            return
+        self.rows, self.length = max(rows, self.rows), max(length, self.length)
+        R, L, (_, hkv, d), dev = self.rows, self.length, self.heads, self.device
+        self.graphs = None if self.graphs is None else {}
+        self.pool = torch.cuda.graph_pool_handle() if self.graphs is not None else None
+        self.k = self.v = None                                           # free the old cache first
+        self.k = torch.zeros(len(self.layers), R, hkv, L, d, dtype=self.dtype, device=dev)
+        self.v = torch.zeros_like(self.k)
+        self.valid = torch.zeros(R, L, dtype=torch.bool, device=dev)     # cache columns a row attends to
+        self.tok, self.pos, self.keys = (torch.zeros(R, dtype=torch.long, device=dev) for _ in range(3))
+        self.col, self.step = torch.zeros(1, dtype=torch.long, device=dev), torch.zeros(1, dtype=torch.long, device=dev)
+        self.logits = torch.zeros(R, self.head.shape[0], device=dev)    # fp32, as generate() hands them over
+        self.out = torch.zeros(R, L, dtype=torch.long, device=dev)       # the sampled tokens
+        self.done, self.unlucky = torch.zeros(R, dtype=torch.bool, device=dev), torch.zeros(R, dtype=torch.bool,
+                                                                                            device=dev)
+        self.allocations += 1
+
+    @torch.no_grad()
+    def start(self, batch, keys, max_new_tokens, temperature, top_p, banned, eos):
+        """Prefill one left-padded batch with HF's forward, fill the static state, draw token 0."""
+        B, P = batch["input_ids"].shape
+        self._reserve(B, P + max_new_tokens)
+        out = self.model(**batch, use_cache=True, logits_to_keep=1)
+        cache = out.cache if hasattr(out, "cache") else out.past_key_values   # transformers 5.24 / earlier
+        for i, layer in enumerate(cache.layers):
+            self.k[i, :B, :, :P] = layer.keys
+            self.v[i, :B, :, :P] = layer.values
+        attn = batch["attention_mask"].bool()
+        self.valid.zero_()
+        self.valid[:B, :P] = attn
+        self.valid[B:, 0] = True       # spare rows (a smaller batch in a bigger cache) attend to something
+        # a generated token is text: its three M-RoPE positions are equal, last prompt position + 1 =
+        # real prompt tokens + the row's rope delta (HF's own decode rule)
+        self.pos.zero_()
+        self.pos[:B] = attn.sum(1) + self.model.model.rope_deltas.view(-1).to(self.device)
+        self.keys.zero_()
+        self.keys[:B] = torch.as_tensor(keys).to(self.device)
+        self.logits.zero_()
+        self.logits[:B] = out.logits[:, -1]
+        self.done.fill_(True)
+        self.done[:B] = False          # spare rows count as finished
+        self.unlucky.zero_()
+        self.col.fill_(P)
+        self.step.zero_()
+        self.rule = (float(temperature), float(top_p), int(eos), tuple(banned))
+        if self.rule not in self.banned:   # kept for the run: captured graphs read these addresses
+            self.banned[self.rule] = torch.tensor(banned, dtype=torch.long, device=self.device)
+        self.width, self.n = P, 0
+        self._pick()
+
+    def _pick(self):
+        """Draw every row's next token from self.logits with its stream at self.step; record it."""
+        temperature, top_p, eos, _ = self.rule
+        tok, unlucky = self._choose(self.logits, self.keys, self.step, self.banned[self.rule], temperature, top_p,
+                                    self.tries)
+        self.unlucky |= unlucky & ~self.done
+        self.out.index_copy_(1, self.step, tok.unsqueeze(1))
+        self.done |= tok == eos
+        self.tok.copy_(tok)
+        self.step += 1
+
+    def _decode(self, w):
+        """One decode step on the static state, attending to the first w cache columns."""
+        (hq, hkv, d), R = self.heads, self.rows
+        x = F.embedding(self.tok, self.embed)                                # (R, D)
+        freqs = self.pos.unsqueeze(-1).float() * self.inv_freq               # (R, d/2), as HF's rotary
+        emb = torch.cat((freqs, freqs), -1).unsqueeze(1)                     # (R, 1, d)
+        cos, sin = (emb.cos() * self.rope_scale).to(x.dtype), (emb.sin() * self.rope_scale).to(x.dtype)
+        self.valid.index_fill_(1, self.col, True)
+        bias = self.valid[:, :w].to(x.dtype).log()[:, None, None]            # (R, 1, 1, w): 0 or -inf
+        for i, lw in enumerate(self.layers):
+            q, k, v = self._attn_in(x, lw, cos, sin, self.heads, self.eps)
+            self.k[i].index_copy_(2, self.col, k.unsqueeze(2))
+            self.v[i].index_copy_(2, self.col, v.unsqueeze(2))
+            # (R, Hkv, g, d) queries against (R, Hkv, w, d) keys: grouped heads, nothing copied
+            o = F.scaled_dot_product_attention(q.reshape(R, hkv, hq // hkv, d), self.k[i, :, :, :w],
+                                               self.v[i, :, :, :w], attn_mask=bias)
+            x = self._attn_out_mlp(x, o.reshape(R, hq * d), lw, self.eps)
+        self.logits.copy_(F.linear(rms_norm(x, self.norm, self.eps), self.head))
+        self.col += 1
+        self.pos += 1
+        self._pick()
+
+    def _capture(self, w):
+        """Run this step eagerly on a side stream (it warms up cuBLAS and compiles on first use),
+        then record it as a graph for the later steps with this window. Recording runs nothing,
+        so the state advances once."""
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            self._decode(w)
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=self.pool):
+            self._decode(w)
+        return graph
+
+    def advance(self):
+        """One decode step: the captured graph for this step's window, or an eager step on CPU."""
+        col = self.width + self.n - 1                       # the cache column this step's input fills
+        w = min(self.length, (col // WINDOW + 1) * WINDOW)
+        if self.graphs is None:
+            self._decode(w)
+        elif (w, self.rule) in self.graphs:
+            self.graphs[w, self.rule].replay()
+        else:
+            self.graphs[w, self.rule] = self._capture(w)
+        self.n += 1
+
+    @torch.no_grad()
+    def generate(self, batch, keys, max_new_tokens, temperature, top_p, banned, eos):
+        """(B, n) tokens of one left-padded batch (n <= max_new_tokens: the loop stops once every row
+        has drawn EOS), or None if a row drew no token in `tries` draws: rollout.sample then runs
+        the batch through HF generate() (sample_rows' sorted fallback)."""
+        B = batch["input_ids"].shape[0]
+        self.start(batch, keys, max_new_tokens, temperature, top_p, banned, eos)
+        while self.n < max_new_tokens:
+            if self.n % CHECK_EVERY == 0 and bool(self.done.all()):   # the loop's only host sync
+                break
+            self.advance()
+        return None if bool(self.unlucky.any()) else self.out[:B, :self.n]
