@@ -154,6 +154,7 @@ FALSE_REJECTS = [  # (prediction, gold): each must be accepted, in both modes
     ("(5,2),(7,2)", "p=5,q=2;p=7,q=2"), ("p=5,q=2;p=7,q=2", "p = 5, q = 2 \\text{ and } p = 7, q = 2"),
     ("5, 2", "p=5, q=2"), ("q=2, p=5", "p=5, q=2"), ("\\frac{9.5}{3.14159} \\approx 3.01", "\\frac{9.5}{3.14159}"),
     ("x \\approx 11", "11"), ("(0;-2;6)", "(0, -2, 6)"),
+    ("n!", "n!"), ("(n+1)!", "(n+1)!"),       # read but not computable at any point: no verdict, not a reject
     ("10^{\\frac{\\sqrt{13} - 5}{6}} \\quad \\text{and} \\quad 10^{-\\frac{5 + \\sqrt{13}}{6}}",
      "x_{1}=10^{\\frac{-5+\\sqrt{13}}{6}},\\quadx_{2}=10^{\\frac{-5-\\sqrt{13}}{6}}"),
 ]
