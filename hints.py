@@ -127,7 +127,8 @@ _NUM_IN_TEXT = re.compile(r"(?<![\w.])[+-]?(?:\\[dt]?frac\{[^{}]{1,20}\}\{[^{}]{
 
 
 _SPACED_DIGITS = re.compile(r"(?<![\w.,])\d(?:[ \-]\d)+(?![\w,]|\.\d)")     # "1 2", "3-0-5" for 12, 305
-_ROMAN = re.compile(r"(?<![A-Za-z])(?=[MDCLXVI]{2,}(?![A-Za-z]))"          # XII; one letter (I, C, X) is a word or a label
+# Roman numerals of two or more letters (XII); one letter alone (I, C, X) is a word or a label
+_ROMAN = re.compile(r"(?<![A-Za-z])(?=[MDCLXVI]{2,}(?![A-Za-z]))"
                     r"(M{0,3})(CM|CD|D?C{0,3})(XC|XL|L?X{0,3})(IX|IV|V?I{0,3})(?![A-Za-z])")
 _ROMAN_VALUES = {"M": 1000, "D": 500, "C": 100, "L": 50, "X": 10, "V": 5, "I": 1}
 
