@@ -301,8 +301,8 @@ def sample_rows(logits, keys, step, top_p=1.0, tries=8, block=1024):
     whose mass reaches top_p: token v is in it iff the mass of tokens strictly more probable
     than v is < top_p.
     No sort, a few passes over (B, V): draw v from the full softmax by inverse CDF with one
-    uniform per row (first the block of `block` tokens from fp64 block sums, then the token
-    inside its block), and accept it if it is in the nucleus, else draw again with the next
+    uniform per row (first the block of `block` tokens from fp64 running sums of fp32 block
+    sums, then the token inside its block by fp64 running sums), and accept it if it is in the nucleus, else draw again with the next
     uniform. Accepted draws follow the renormalised nucleus exactly. A token with p_v > 1 - top_p
     is in the nucleus without looking (the mass above it is < 1 - p_v); only rows that drew a
     rarer token pay one pass to check. A draw is rejected with probability <= 1 - top_p; rows
@@ -438,7 +438,8 @@ def sample(model, processor, prompts, group_size, max_new_tokens, temperature=1.
     fits in kv_cache_gb: decoding is memory-bound, so the more rows per call the better.
     fast: a decode.FastSampler (train.py builds one on CUDA). Each generation batch then goes to
     its static-cache, graph-captured loop instead of generate(): the same tokens, from the same
-    streams, ~10x sooner (tests/test_decode.py proves the equality on CPU)."""
+    streams, ~10x sooner (tests/test_decode.py proves the equality on CPU).
+    progress: anything with update(n), e.g. a tqdm bar; advanced by the rows of each call."""
     tok = processor.tokenizer
     eos, pad = eos_id(processor), tok.pad_token_id
     rows = [p for p in prompts for _ in range(group_size)]
@@ -544,8 +545,14 @@ def score(model, prompts, response_ids, response_mask, support=None, union_with=
     score; union_with: (B, R, K) ids to unite with the model's own top-K (the tutor's support).
     Returns dict of (B, R[, M]) tensors: logp, entropy (when asked), support_logp, topk_ids,
     support_ids, support_mask (None where not asked for). With grad=True, call it per micro-batch
-    yourself (train.py does) so each
-    micro-batch's graph is freed by its own backward.
+    yourself (train.py does) so each micro-batch's graph is freed by its own backward.
+
+    Why the hops (score -> model.SCORER = _score_forward -> loss.head_logprobs -> a checkpointed
+    chunk): FSDP2 gathers a root's parameters only around forward() and the methods registered
+    with register_fsdp_forward_method (train.shard), so the scoring code must be such a method
+    on the model, not a free function (the lm_head weight lives in the root). It stops at the
+    decoder's last hidden states so that head_logprobs can apply the lm_head chunk by chunk and
+    never hold a (tokens x V) tensor; the chunk is checkpointed so backward recomputes it.
     """
     device = next(model.parameters()).device
     pad = 0
@@ -578,12 +585,13 @@ def score(model, prompts, response_ids, response_mask, support=None, union_with=
 
 @torch.no_grad()
 def evaluate(model, processor, prompts, examples, n_samples, max_new_tokens, temperature=1.0, top_p=1.0,
-             kv_cache_gb=32.0, token_budget=16384, seed=0, prompt_ids=None, entropy=False, fast=None):
+             kv_cache_gb=32.0, token_budget=16384, seed=0, prompt_ids=None, entropy=False, fast=None,
+             progress=None):
     """pass counts of n_samples responses per prompt (prompts[i] asks examples[i]).
     Returns dict of (B,) tensors: correct (0..n_samples), length (tokens, summed over samples),
-    and entropy (summed over tokens) when asked; plus the texts. fast: as for sample()."""
+    and entropy (summed over tokens) when asked; plus the texts. fast, progress: as for sample()."""
     ids, mask = sample(model, processor, prompts, n_samples, max_new_tokens, temperature, top_p,
-                       kv_cache_gb, seed=seed, prompt_ids=prompt_ids, fast=fast)
+                       kv_cache_gb, seed=seed, prompt_ids=prompt_ids, progress=progress, fast=fast)
     texts = decode(processor, ids, mask)
     hits = torch.tensor([reward.reward(t, examples[i // n_samples]) for i, t in enumerate(texts)], dtype=torch.float)
     B, R = len(prompts), mask.shape[1]

@@ -1,11 +1,11 @@
 """
 train.py: PTD-PO (and plain GRPO) on FSDP2, one flat loop.
 
-    python train.py                                   # the embedded demo on CPU (~2 min on 2 cores)
+    python train.py                                   # the embedded demo on CPU (a few minutes)
     torchrun --nproc_per_node=2 train.py              # the same on 2 CPU processes (gloo)
     torchrun --nproc_per_node=8 train.py --model Qwen/Qwen3-VL-2B-Thinking \\
-        --train_data virl39k_hints.jsonl --eval_data mmk12_test.jsonl --lr 1e-6 --warmup_steps 0 \\
-        --ptd_coef 0.05 --prompts_per_step 384 --minibatch_prompts 128 --max_new_tokens 4096 --grad_ckpt
+        --train_data virl39k_hints.jsonl --eval_data mmk12_test.jsonl --grad_ckpt
+                                                      # a real model gets the paper's settings (PAPER)
 
 One step (train_step reads like it): sample G rollouts per prompt -> rewards -> group advantages
 -> gate (PTD groups: accuracy < tau and a hint to teach with; distilled rows: their failed
@@ -18,8 +18,10 @@ Precision: the policy's parameters, gradients and AdamW state are fp32 (the mast
 what checkpoints and the export hold); forward and backward run in --dtype (bf16 on CUDA) through
 FSDP2's MixedPrecisionPolicy, with fp32 gradient reduction. An AdamW step of lr 1e-6 is far below
 half a bf16 ulp of a typical weight, so bf16 master weights would mostly not move at all. The
-frozen reference (also the tutor) is held in --dtype. One process is a world of one: the same
-FSDP2 code path, so the same precision.
+frozen reference (also the tutor) is held in --dtype. The lm_head matmul runs in --dtype too
+(bf16 on CUDA) and only the softmax in fp32: a choice for memory and speed, so per-token
+log-probs and the JSD carry bf16 rounding noise (--dtype float32 removes it). One process is a
+world of one: the same FSDP2 code path, so the same precision.
 
 Loss normalisation: every term is a sum over tokens divided by a global count (all response
 tokens of the mini-batch for GRPO and KL; the distilled rows' tokens for the divergence), so
@@ -35,6 +37,7 @@ import sys
 import time
 
 import torch
+from tqdm import tqdm
 
 import checkpoint
 import data
@@ -226,12 +229,12 @@ def check_full_vocabulary_fits(args, policy, world):
     if args.topk != -1:
         return
     V = policy.get_output_embeddings().weight.shape[0]
-    rows = args.prompts_per_step // world * args.group_size
-    need = rows * args.max_new_tokens * 2 * V * 13           # int64 ids + bool mask + fp32 log-probs
+    n_rows = args.prompts_per_step // world * args.group_size
+    need = n_rows * args.max_new_tokens * 2 * V * 13         # int64 ids + bool mask + fp32 log-probs
     have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
     if need > 0.5 * have:
         sys.exit(f"train.py: --topk -1 (full vocabulary, V = {V}) needs ~{need / 2 ** 30:.1f} GB of host "
-                 f"memory per rank for {rows} rows x {args.max_new_tokens} tokens; {have / 2 ** 30:.1f} GB "
+                 f"memory per rank for {n_rows} rows x {args.max_new_tokens} tokens; {have / 2 ** 30:.1f} GB "
                  f"free. Use --topk 100.")
 
 # -----------------------------------------------------------------------------
@@ -257,16 +260,23 @@ def my_prompts(examples, step, args, rank, world):
     step_all = data.step_examples(examples, step, args.prompts_per_step, args.seed)
     return [step_all[i] for i in ids], ids
 
+def waiting(total, desc, rank):
+    """A tqdm bar on rank 0 (counting this rank's rows) for the waits of a real model: a step's
+    rollouts or a held-out evaluation can take minutes. It appears only after 5 s, so the demo's
+    one-line-per-step log stays clean."""
+    return tqdm(total=total, desc=desc, unit="rows", leave=False, delay=5, disable=rank != 0)
+
 # -----------------------------------------------------------------------------
 # one training step
 
 
-def rewards_of(processor, ids, mask, exs, rows):
+def rewards_of(processor, ids, mask, exs, row_example):
     """Correctness (the reward), format (logged, never gated on) and truncation, per row."""
     texts = rollout.decode(processor, ids, mask)
-    correct = torch.tensor([reward.reward(t, exs[i]) for t, i in zip(texts, rows.tolist())])
+    correct = torch.tensor([reward.reward(t, exs[i]) for t, i in zip(texts, row_example.tolist())])
     # a response cut at max_new_tokens is not a finished answer: reward 0 (else the policy learns
-    # to ramble on after </answer>, which costs nothing under a correctness-only reward)
+    # to ramble on after </answer>, which costs nothing under a correctness-only reward). Not in
+    # the paper, a choice: such a row then counts as failed, so the tutor distils it too.
     truncated = ~(ids == rollout.eos_id(processor)).any(1)
     correct = torch.where(truncated, torch.zeros_like(correct), correct)
     opened = "<think>\n" if rollout.opens_think(processor) else ""   # Thinking templates open it
@@ -274,45 +284,48 @@ def rewards_of(processor, ids, mask, exs, rows):
     return correct, well_formed, truncated
 
 
-def reference_logp(ref, row_prompts, ids, mask, rows, args):
-    """The frozen reference's log-probs on `rows` (zeros elsewhere), for the k3 KL."""
+def reference_logp(ref, row_prompts, ids, mask, wanted, args):
+    """The frozen reference's log-probs on the rows where `wanted` (N,) is True (zeros elsewhere),
+    for the k3 KL."""
     out = torch.zeros(ids.shape)
-    sel = rows.nonzero().squeeze(-1)   # may be empty here and not on another rank: score anyway
+    sel = wanted.nonzero().squeeze(-1)   # may be empty here and not on another rank: score anyway
     out[sel] = rollout.score(ref, [row_prompts[i] for i in sel.tolist()], ids[sel], mask[sel],
                              temperature=args.temperature, token_budget=args.token_budget,
                              chunk_size=args.chunk_size)["logp"].float().cpu()
     return out
 
 
-def minibatch_loss(policy, prompts, ids, mask, mb, old, adv, ref, distil, teach, n_tok, n_div, args):
-    """The loss of one micro-batch, already divided by the global normalisers, and its parts."""
+def microbatch_loss(policy, prompts, ids, mask, micro, old_logp, adv, ref_scores, distil, tutor_scores, n_tok, n_div,
+                    args):
+    """The loss of one micro-batch (`micro`: its row indices), already divided by the global
+    normalisers, and its parts."""
     dev = next(policy.parameters()).device
-    m = mask[mb].to(dev)
-    sup = teach["support_ids"][mb] if teach is not None else None
-    out = rollout.score(policy, [prompts[i] for i in mb], ids[mb], mask[mb], support=sup,
+    m = mask[micro].to(dev)
+    sup = tutor_scores["support_ids"][micro] if tutor_scores is not None else None
+    out = rollout.score(policy, [prompts[i] for i in micro], ids[micro], mask[micro], support=sup,
                         temperature=args.temperature, token_budget=10 ** 12, chunk_size=args.chunk_size, grad=True)
-    pg, met = loss.policy_loss(out["logp"], old[mb].to(dev), adv[mb].to(dev), m, n_tok,
+    pg, met = loss.policy_loss(out["logp"], old_logp[micro].to(dev), adv[micro].to(dev), m, n_tok,
                                args.clip_low, args.clip_high, args.dual_clip)
     total, parts = pg, {"pg_loss": pg.item(), "tokens": m.sum().item()}
     for k in ("clip_frac_low", "clip_frac_high", "clip_frac_dual"):
         parts[k] = met[k].item() * parts["tokens"]
-    if ref is not None:   # k3 KL on rows outside PTD groups: there the tutor is the anchor
-        km = m & ref["rows"][mb].to(dev).unsqueeze(1)
-        kl = (loss.k3_kl(out["logp"], ref["logp"][mb].to(dev)) * km).sum()
+    if ref_scores is not None:   # k3 KL on rows outside PTD groups: there the tutor is the anchor
+        km = m & ref_scores["wanted"][micro].to(dev).unsqueeze(1)
+        kl = (loss.k3_kl(out["logp"], ref_scores["logp"][micro].to(dev)) * km).sum()
         total = total + args.kl_coef * kl / n_tok
         parts.update(kl=kl.item(), kl_tokens=km.sum().item())
-    if teach is not None and n_div > 0:   # token mean over the distilled rows, no advantage
-        dm = m & distil[mb].to(dev).unsqueeze(1)
-        smask = teach["support_mask"][mb].to(dev) & dm.unsqueeze(-1)
+    if tutor_scores is not None and n_div > 0:   # token mean over the distilled rows, no advantage
+        dm = m & distil[micro].to(dev).unsqueeze(1)
+        smask = tutor_scores["support_mask"][micro].to(dev) & dm.unsqueeze(-1)
         divergence = loss.DIVERGENCES[args.divergence]
-        d = divergence(out["support_logp"], teach["tutor_logp"][mb].to(dev), smask)          # (b, R)
+        d = divergence(out["support_logp"], tutor_scores["tutor_logp"][micro].to(dev), smask)   # (b, R)
         div = (d * dm).sum()
         total = total + args.ptd_coef * div / n_div
         parts.update(div=div.item(), div_tokens=dm.sum().item())
     return total, parts
 
 
-def update(policy, opt, prompts, ids, mask, old, adv, ref, distil, teach, args, world):
+def update(policy, opt, prompts, ids, mask, old_logp, adv, ref_scores, distil, tutor_scores, args, world):
     """Clipped-surrogate updates over the step's mini-batches; returns summed metrics.
 
     Normalisers are global counts (all ranks): n_tok response tokens of the mini-batch (GRPO and
@@ -323,19 +336,19 @@ def update(policy, opt, prompts, ids, mask, old, adv, ref, distil, teach, args, 
                            "clip_frac_dual", "tokens"), 0.0)
     grad_norm, skipped, n_mb = 0.0, 0, 0
     for start in range(0, len(prompts), rows_per_mb):
-        rows = list(range(start, min(len(prompts), start + rows_per_mb)))
-        n_tok = max(1.0, all_sum(mask[rows].sum().double()).item())
-        n_div = all_sum((mask[rows] & distil[rows].unsqueeze(1)).sum().double()).item()
-        lens = [len(prompts[i]["input_ids"]) + ids.shape[1] for i in rows]
-        plan = [([rows[j] for j in mb], 1.0) for mb in rollout.micro_batches(lens, args.token_budget)]
+        mb_rows = list(range(start, min(len(prompts), start + rows_per_mb)))
+        n_tok = max(1.0, all_sum(mask[mb_rows].sum().double()).item())
+        n_div = all_sum((mask[mb_rows] & distil[mb_rows].unsqueeze(1)).sum().double()).item()
+        lens = [len(prompts[i]["input_ids"]) + ids.shape[1] for i in mb_rows]
+        plan = [([mb_rows[j] for j in cut], 1.0) for cut in rollout.micro_batches(lens, args.token_budget)]
         # every rank must run as many backward passes as the busiest one (FSDP collectives):
         # the others add weight-0 passes over one row
-        plan += [([rows[0]], 0.0)] * (int(all_max(torch.tensor(len(plan)))) - len(plan))
+        plan += [([mb_rows[0]], 0.0)] * (int(all_max(torch.tensor(len(plan)))) - len(plan))
         opt.zero_grad(set_to_none=True)
         finite = True
-        for mb, weight in plan:
-            total, parts = minibatch_loss(policy, prompts, ids, mask, mb, old, adv, ref, distil, teach,
-                                          n_tok, n_div, args)
+        for micro, weight in plan:
+            total, parts = microbatch_loss(policy, prompts, ids, mask, micro, old_logp, adv, ref_scores, distil,
+                                           tutor_scores, n_tok, n_div, args)
             finite &= bool(torch.isfinite(total))
             (total * (weight * world)).backward()     # FSDP averages over ranks: undo it
             for k, v in parts.items():
@@ -384,14 +397,16 @@ def train_step(step, policy, ref, processor, opt, examples, args, rank, world):
     G = args.group_size
     exs, prompt_ids = my_prompts(examples, step, args, rank, world)
     prompts = [rollout.encode(processor, ex["question"], data.open_images(ex)) for ex in exs]
-    rows = torch.arange(len(exs)).repeat_interleave(G)                         # (N,) example of each row
-    row_prompts = [prompts[i] for i in rows.tolist()]
+    row_example = torch.arange(len(exs)).repeat_interleave(G)                  # (N,) example of each row
+    row_prompts = [prompts[i] for i in row_example.tolist()]
     t0 = time.time()
     # 1. rollouts: G per prompt, from the policy itself (no grad)
-    ids, mask = rollout.sample(policy, processor, prompts, G, args.max_new_tokens, args.temperature, args.top_p,
-                               args.kv_cache_gb, seed=args.seed * 100_003 + step, prompt_ids=prompt_ids)
+    with waiting(len(prompts) * G, f"step {step + 1} rollouts", rank) as bar:
+        ids, mask = rollout.sample(policy, processor, prompts, G, args.max_new_tokens, args.temperature, args.top_p,
+                                   args.kv_cache_gb, seed=args.seed * 100_003 + step, prompt_ids=prompt_ids,
+                                   progress=bar)
     # 2. rewards: correctness only
-    rewards, well_formed, truncated = rewards_of(processor, ids, mask, exs, rows)
+    rewards, well_formed, truncated = rewards_of(processor, ids, mask, exs, row_example)
     # 3. advantages (no value network: the group mean is the baseline)
     adv = loss.group_advantages(rewards, G, scale_by_std=not args.no_std_norm)
     # 4. gate: a PTD group has accuracy < tau and a hint (a tutor with nothing to say cannot
@@ -402,31 +417,33 @@ def train_step(step, policy, ref, processor, opt, examples, args, rank, world):
     t1 = time.time()
     # 5. old-policy log-probs, entropy and the student's top-K ids (no grad)
     topk = args.topk if args.topk > 0 else policy.get_output_embeddings().weight.shape[0]
-    old = rollout.score(policy, row_prompts, ids, mask, topk=topk if distil.any() else 0, entropy=True,
-                        temperature=args.temperature, token_budget=args.token_budget, chunk_size=args.chunk_size)
+    old_scores = rollout.score(policy, row_prompts, ids, mask, topk=topk if distil.any() else 0, entropy=True,
+                               temperature=args.temperature, token_budget=args.token_budget,
+                               chunk_size=args.chunk_size)
     t2 = time.time()
     # 6. reference log-probs for the k3 KL, rows outside PTD groups (no grad)
-    ref_out = None
+    ref_scores = None
     if args.kl_coef > 0:
-        ref_out = {"logp": reference_logp(ref, row_prompts, ids, mask, ~ptd_group, args), "rows": ~ptd_group}
+        ref_scores = {"logp": reference_logp(ref, row_prompts, ids, mask, ~ptd_group, args), "wanted": ~ptd_group}
     # 7. the tutor: the same frozen model with the hint in context, on the distilled rows (no grad)
-    teach = None
+    tutor_scores = None
     if args.algo == "ptdpo":
-        teach = tutor.teach(ref, processor, exs, rows=rows, response_ids=ids, response_mask=mask, distil=distil,
-                            student_topk=old["topk_ids"], topk=topk, context=args.tutor_context,
-                            temperature=args.temperature, token_budget=args.token_budget,
-                            chunk_size=args.chunk_size)
+        tutor_scores = tutor.teach(ref, processor, exs, rows=row_example, response_ids=ids, response_mask=mask,
+                                   distil=distil, student_topk=old_scores["topk_ids"], topk=topk,
+                                   context=args.tutor_context, temperature=args.temperature,
+                                   token_budget=args.token_budget, chunk_size=args.chunk_size)
     t3 = time.time()
     # 8. the update: clipped surrogate + kl_coef * k3 KL + ptd_coef * divergence, per mini-batch
     policy.train()
-    old_logp = old["logp"].float().cpu()
-    stats, same = update(policy, opt, row_prompts, ids, mask, old_logp, adv, ref_out, distil, teach, args, world)
+    old_logp = old_scores["logp"].float().cpu()
+    stats, same = update(policy, opt, row_prompts, ids, mask, old_logp, adv, ref_scores, distil, tutor_scores,
+                         args, world)
     policy.eval()
     if torch.cuda.is_available():   # the step's peak, the busiest rank's
         same["peak_mem_gb"] = all_max(torch.tensor(torch.cuda.max_memory_allocated() / 2 ** 30)).item()
         torch.cuda.reset_peak_memory_stats()
-    return step_metrics(step, rewards, well_formed, truncated, mask, old["entropy"], ptd_group, distil, stats, same,
-                        (t0, t1, t2, t3, time.time()), args)
+    return step_metrics(step, rewards, well_formed, truncated, mask, old_scores["entropy"], ptd_group, distil, stats,
+                        same, (t0, t1, t2, t3, time.time()), args)
 
 # -----------------------------------------------------------------------------
 # evaluation, logging
@@ -440,8 +457,9 @@ def evaluate(model, processor, examples, args, rank, world, seed=2 ** 61 + 1234)
     mine = [examples[i] for i in idx]
     prompts = [rollout.encode(processor, ex["question"], data.open_images(ex)) for ex in mine]
     n = args.eval_samples
-    res = rollout.evaluate(model, processor, prompts, mine, n, args.max_new_tokens,
-                           args.temperature, args.top_p, args.kv_cache_gb, seed=seed, prompt_ids=idx)
+    with waiting(len(prompts) * n, "held-out evaluation", rank) as bar:
+        res = rollout.evaluate(model, processor, prompts, mine, n, args.max_new_tokens, args.temperature,
+                               args.top_p, args.kv_cache_gb, seed=seed, prompt_ids=idx, progress=bar)
     cats = sorted({ex["category"] for ex in examples if ex.get("category")})   # the same on every rank
     groups = [""] + cats
     sums = torch.zeros(len(groups), 4, dtype=torch.float64)     # correct, problems, any correct, length
