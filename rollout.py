@@ -302,8 +302,8 @@ def sample_rows(logits, keys, step, top_p=1.0, tries=8, block=1024):
     than v is < top_p.
     No sort, a few passes over (B, V): draw v from the full softmax by inverse CDF with one
     uniform per row (first the block of `block` tokens from fp64 running sums of fp32 block
-    sums, then the token inside its block by fp64 running sums), and accept it if it is in the nucleus, else draw again with the next
-    uniform. Accepted draws follow the renormalised nucleus exactly. A token with p_v > 1 - top_p
+    sums, then the token inside its block by fp64 running sums), and accept it if it is in the
+    nucleus, else draw again with the next uniform. Accepted draws follow the renormalised nucleus exactly. A token with p_v > 1 - top_p
     is in the nucleus without looking (the mass above it is < 1 - p_v); only rows that drew a
     rarer token pay one pass to check. A draw is rejected with probability <= 1 - top_p; rows
     still unlucky after `tries` draws take the exact sorted path (1e-16 of rows at 0.99).
