@@ -265,8 +265,8 @@ class FastSampler:
         self.rule = (float(temperature), float(top_p), int(eos), tuple(banned))
         if self.rule not in self.banned:   # kept for the run: captured graphs read these addresses
             self.banned[self.rule] = torch.tensor(banned, dtype=torch.long, device=self.device)
-        self.width, self.n = P, 0
         self._pick()
+        self.width, self.n = P, 1      # prompt width, tokens drawn so far (host copies: no sync)
 
     def _pick(self):
         """Draw every row's next token from self.logits with its stream at self.step; record it."""
@@ -338,4 +338,4 @@ class FastSampler:
             if self.n % CHECK_EVERY == 0 and bool(self.done.all()):   # the loop's only host sync
                 break
             self.advance()
-        return None if bool(self.unlucky.any()) else self.out[:B, :self.n]
+        return None if bool(self.unlucky.any()) else self.out[:B, :self.n].clone()   # out is reused

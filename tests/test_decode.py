@@ -1,0 +1,150 @@
+"""decode.py on CPU (fp32, eager steps): the fast path samples the plain path's tokens, its per-step
+logits are a full forward's, its sampler is sample_rows without host syncs, and the generation copy
+follows an FSDP2 policy in place. tests/test_cuda.py checks the same in bf16 with CUDA graphs."""
+import pytest
+import torch
+import torch.distributed as dist
+
+import data
+import decode
+import rollout
+import train
+from test_rollout import varied_prompts
+
+
+@pytest.fixture(params=["qwen3", "qwen2.5"])
+def family(request, tiny, tiny25):
+    return tiny if request.param == "qwen3" else tiny25
+
+
+def rows_of(processor, examples, tmp_path, G=3):
+    """Left-padded rows of unequal prompt lengths and image sizes, with their keys."""
+    prompts = varied_prompts(processor, examples, tmp_path)
+    batch = rollout.collate([p for p in prompts for _ in range(G)], processor.tokenizer.pad_token_id)
+    return prompts, batch, rollout.row_keys(5, list(range(len(prompts))), G)
+
+
+@pytest.mark.parametrize("temperature,top_p", [(0.0, 1.0), (1.0, 0.9), (0.7, 1.0)])
+def test_fast_path_samples_the_plain_paths_tokens(family, examples, tmp_path, temperature, top_p):
+    model, processor, _ = family
+    prompts = varied_prompts(processor, examples, tmp_path)
+    fast = decode.FastSampler(model, torch.float32)
+    kw = dict(temperature=temperature, top_p=top_p, seed=3)
+    plain = rollout.sample(model, processor, prompts, 3, 14, **kw)
+    assert torch.equal(plain[0], rollout.sample(model, processor, prompts, 3, 14, fast=fast, **kw)[0])
+    # one row per call: spare rows in the same cache, other padding, other batch mates
+    one_row = 200 * rollout.kv_bytes_per_token(model) / 2 ** 30
+    alone = rollout.sample(model, processor, prompts, 3, 14, kv_cache_gb=one_row, fast=fast, **kw)
+    assert torch.equal(plain[0], alone[0]) and torch.equal(plain[1], alone[1])
+    assert fast.allocations == 1            # the cache was sized once; smaller calls reuse it
+
+
+def test_each_decode_step_scores_like_a_full_forward(family, examples, tmp_path, monkeypatch):
+    """Per-step logits of the static-cache loop == HF's forward of the finished sequence (fp32)."""
+    monkeypatch.setattr(decode, "WINDOW", 16)             # several attention windows in 30 steps
+    model, processor, _ = family
+    prompts, batch, keys = rows_of(processor, examples, tmp_path, G=1)
+    fast = decode.FastSampler(model, torch.float32)
+    steps = 30
+    fast.start(batch, keys, steps, 1.0, 1.0, rollout.vision_token_ids(processor.tokenizer), eos=-1)
+    logits = [fast.logits[:len(prompts)].clone()]
+    for _ in range(steps - 1):
+        fast.advance()
+        logits.append(fast.logits[:len(prompts)].clone())
+    got = torch.stack(logits, 1).log_softmax(-1)                        # (B, steps, V)
+    tokens = fast.out[:len(prompts), :steps]
+    for i, p in enumerate(prompts):
+        ids = torch.cat([p["input_ids"], tokens[i]]).unsqueeze(0)
+        mm = torch.cat([p["mm_token_type_ids"], torch.zeros(steps, dtype=torch.long)]).unsqueeze(0)
+        with torch.no_grad():
+            full = model(input_ids=ids, attention_mask=torch.ones_like(ids), mm_token_type_ids=mm,
+                         pixel_values=p["pixel_values"], image_grid_thw=p["image_grid_thw"]).logits[0]
+        want = full[-steps - 1:-1].log_softmax(-1)
+        assert (got[i] - want).abs().max() < 1e-4, (i, (got[i] - want).abs().max())
+
+
+@pytest.mark.parametrize("top_p", [1.0, 0.9, 0.5])
+def test_sync_free_sampler_draws_what_sample_rows_draws(top_p):
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(64, 5000, generator=g) * 3                   # 5 blocks, the last one partial
+    banned = torch.tensor([3, 17, 4999])
+    keys = torch.arange(64) * 7919 + 11
+    want_logits = logits.clone()
+    want_logits[:, banned] = float("-inf")
+    for step in (0, 9):
+        want = rollout.sample_rows(want_logits / 0.8, keys, step, top_p)
+        got, unlucky = decode.choose(logits, keys, torch.tensor([step]), banned, 0.8, top_p)
+        assert torch.equal(got, want) and not unlucky.any()
+    # with one draw a row often stays without a token: reported, and the others are sample_rows' own
+    got, unlucky = decode.choose(logits, keys, torch.tensor([4]), banned, 1.0, 0.2, tries=1)
+    want = rollout.sample_rows(want_logits, keys, 4, 0.2, tries=1)
+    assert unlucky.any() and torch.equal(got[~unlucky], want[~unlucky])
+
+
+def test_sync_free_sampler_survives_non_finite_logits():
+    logits = torch.randn(4, 50)
+    logits[0, 3], logits[1], logits[2, 7] = float("nan"), float("nan"), float("inf")
+    got, _ = decode.choose(logits, torch.arange(4), torch.tensor([0]), torch.arange(5), 1.0, 0.9)
+    assert ((got >= 5) & (got < 50)).all() and got[2] == 7
+
+
+def test_a_batch_with_a_row_left_without_a_token_goes_to_the_plain_path(tiny, examples, tmp_path):
+    """One draw per row at top_p 0.3 leaves rows without a token: generate() hands the batch back
+    and rollout.sample runs HF generate() on the copy, so the tokens are still the plain path's."""
+    model, processor, _ = tiny
+    prompts = varied_prompts(processor, examples, tmp_path)[:2]
+    fast = decode.FastSampler(model, torch.float32, tries=1)
+    _, batch, keys = rows_of(processor, examples, tmp_path, G=2)
+    assert fast.generate(batch, keys, 6, 1.0, 0.3, [], eos=-1) is None
+    plain = rollout.sample(model, processor, prompts, 2, 6, top_p=0.3, seed=4)
+    assert torch.equal(plain[0], rollout.sample(model, processor, prompts, 2, 6, top_p=0.3, seed=4, fast=fast)[0])
+
+
+def test_the_loop_stops_when_every_row_has_ended(tiny, examples, tmp_path):
+    """An 'EOS' every row draws early (greedy's favourite token): the loop stops at the next check
+    and the responses equal HF generate()'s."""
+    model, processor, _ = tiny
+    _, batch, keys = rows_of(processor, examples, tmp_path, G=1)
+    banned, pad = rollout.vision_token_ids(processor.tokenizer), processor.tokenizer.pad_token_id
+    free = rollout.hf_generate(model, batch, keys, 24, 0.0, 1.0, banned, -1, pad)
+    eos = int(free[:, :8].flatten().mode().values)
+    fast = decode.FastSampler(model, torch.float32)
+    got = fast.generate(batch, keys, 64, 0.0, 1.0, banned, eos)
+    want = rollout.hf_generate(model, batch, keys, 64, 0.0, 1.0, banned, eos, pad)
+    a, b = rollout.pad_responses(list(got), eos, pad), rollout.pad_responses(list(want), eos, pad)
+    assert torch.equal(a[0], b[0])
+    assert (want == eos).any(1).all() and got.shape[1] < 64
+
+
+def test_the_bf16_copy_follows_an_fsdp2_policy_in_place(tiny, examples):
+    """After an optimiser step, refresh() makes the copy equal the policy's gathered weights (cast
+    to bf16) without moving any storage (captured graphs keep pointing at the right memory)."""
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        policy, processor = rollout.load_model(tiny[2], "float32", "cpu")
+        policy = train.shard(policy, torch.float32)
+        p = rollout.encode(processor, examples[0]["question"], data.open_images(examples[0]))
+        r_ids = torch.tensor([[20, 21, 22, 23]])
+        batch = rollout.collate([p], 0, r_ids, torch.ones_like(r_ids, dtype=torch.bool))
+        with torch.no_grad():   # FSDP2 initialises lazily in the root's first forward
+            getattr(policy, rollout.SCORER)(batch, r_ids, torch.ones_like(r_ids, dtype=torch.bool))
+        fast = decode.FastSampler(policy, torch.bfloat16)
+        params = dict(fast.model.named_parameters())
+        before = {n: (t.data_ptr(), t.clone()) for n, t in params.items()}
+        fused = [lw["qkv"].data_ptr() for lw in fast.layers]
+        opt = torch.optim.AdamW(policy.parameters(), lr=1e-2)
+        out = getattr(policy, rollout.SCORER)(batch, r_ids, torch.ones_like(r_ids, dtype=torch.bool))
+        out["logp"].sum().backward()
+        opt.step()
+        fast.refresh(policy)
+        moved = 0
+        for n, t in policy.named_parameters():
+            assert torch.equal(params[n], t.full_tensor().detach().to(torch.bfloat16)), n
+            assert params[n].data_ptr() == before[n][0], n
+            moved += int(not torch.equal(params[n], before[n][1]))
+        assert moved > len(params) // 2
+        a = fast.model.model.language_model.layers[0].self_attn
+        assert [lw["qkv"].data_ptr() for lw in fast.layers] == fused
+        assert torch.equal(fast.layers[0]["qkv"][:len(a.q_proj.weight)], a.q_proj.weight)   # views still alias
+    finally:
+        dist.destroy_process_group()
