@@ -1,32 +1,53 @@
 #!/usr/bin/env bash
-# GRPO vs PTD-PO and the paper's ablations on the embedded demo task, from the same shipped
-# checkpoint, with the same data, steps and seeds. Two runs at a time (one CPU thread each).
-#   bash scripts/compare.sh                 # all runs, then the table and results/compare.png
-#   STEPS=40 SEEDS="0" bash scripts/compare.sh
+# The demo's evidence: GRPO vs PTD-PO vs the no-hint control, from the shipped checkpoint, on the
+# same data order, steps and budget. Settings are chosen on a development seed, then frozen and
+# run on evaluation seeds that were never used to choose anything. Two runs at a time, one thread
+# each (the machine has 2 cores).
+#   PHASE=dev bash scripts/compare.sh        # seed 100: GRPO lr sweep, PTD-PO lambda sweep
+#   LR=... LAMBDA=... PHASE=eval bash scripts/compare.sh        # seeds 1-5: grpo, ptdpo, control
+#   LR=... LAMBDA=... PHASE=ablations bash scripts/compare.sh   # the paper's ablations, seeds 1-2
+#   PHASE=summary bash scripts/compare.sh    # results/compare.txt and results/compare*.png
 set -euo pipefail
 cd "$(dirname "$0")/.."
+PY=${PYTHON:-python}
 OUT=${OUT:-runs/compare}
-STEPS=${STEPS:-120}
-SEEDS=${SEEDS:-"0 1 2"}
+STEPS=${STEPS:-100}
 JOBS=${JOBS:-2}
-COMMON="--steps $STEPS --lr ${LR:-5e-4} --ptd_coef ${PTD_COEF:-2.0} --eval_every 30 --eval_n 400 --eval_samples 2 \
-        --save_every 0 --no_export --threads 1"
+DEV_SEED=${DEV_SEED:-100}
+SEEDS=${SEEDS:-"1 2 3 4 5"}
+ABL_SEEDS=${ABL_SEEDS:-"1 2"}
+PTD_LR=${PTD_LR:-5e-4}          # PTD-PO and the control keep the demo's lr; GRPO gets its best ($LR)
+COMMON="--steps $STEPS --eval_every 50 --eval_n 400 --eval_samples 8 --save_every 0 --no_export --threads 1"
 mkdir -p "$OUT" results
 jobs_file=$(mktemp)
-for s in $SEEDS; do
-  echo "--algo grpo --seed $s --out_dir $OUT/grpo_s$s" >> "$jobs_file"
-  echo "--algo ptdpo --seed $s --out_dir $OUT/ptdpo_s$s" >> "$jobs_file"
-done
-echo "--algo ptdpo --seed 0 --tau 0.2 --out_dir $OUT/abl_tau0.2" >> "$jobs_file"
-echo "--algo ptdpo --seed 0 --distill_all --out_dir $OUT/abl_distill_all" >> "$jobs_file"
-echo "--algo ptdpo --seed 0 --divergence fkl --out_dir $OUT/abl_fkl" >> "$jobs_file"
-echo "--algo ptdpo --seed 0 --divergence rkl --out_dir $OUT/abl_rkl" >> "$jobs_file"
-echo "--algo ptdpo --seed 0 --topk -1 --out_dir $OUT/abl_full_vocab" >> "$jobs_file"
-echo "--algo ptdpo --seed 0 --tutor_context answer --out_dir $OUT/abl_answer_tutor" >> "$jobs_file"
-python -c "import toy; toy.ensure()"   # build the demo data once, before the parallel runs
+case "${PHASE:-dev}" in
+  dev)
+    for lr in 2.5e-4 5e-4 1e-3; do echo "--algo grpo --lr $lr --seed $DEV_SEED --out_dir $OUT/dev_grpo_lr$lr"; done
+    for lam in 0.5 2 8; do
+      echo "--algo ptdpo --lr $PTD_LR --ptd_coef $lam --seed $DEV_SEED --out_dir $OUT/dev_ptdpo_lam$lam"; done ;;
+  eval)
+    for s in $SEEDS; do
+      echo "--algo grpo --lr $LR --seed $s --out_dir $OUT/grpo_s$s"
+      echo "--algo ptdpo --lr $PTD_LR --ptd_coef $LAMBDA --seed $s --out_dir $OUT/ptdpo_s$s"
+      echo "--algo ptdpo --lr $PTD_LR --ptd_coef $LAMBDA --tutor_context none --seed $s --out_dir $OUT/control_s$s"
+    done ;;
+  ablations)
+    for s in $ABL_SEEDS; do
+      for a in "tau0.2 --tau 0.2" "distill_all --distill_all" "fkl --divergence fkl" "rkl --divergence rkl" \
+               "answer_tutor --tutor_context answer"; do
+        set -- $a; name=$1; shift
+        echo "--algo ptdpo --lr $PTD_LR --ptd_coef $LAMBDA $* --seed $s --out_dir $OUT/abl_${name}_s$s"
+      done
+    done ;;
+  summary) ;;
+  *) echo "PHASE must be dev, eval, ablations or summary"; exit 2 ;;
+esac > "$jobs_file"
+"$PY" -c "import toy; toy.ensure()"   # build the demo data once, before the parallel runs
 start=$(date +%s)
 # shellcheck disable=SC2086
-xargs -P "$JOBS" -L 1 sh -c 'python train.py '"$COMMON"' "$@" > "$(echo "$@" | sed "s/.*--out_dir //").log" 2>&1' _ < "$jobs_file"
-echo "all runs done in $(( $(date +%s) - start ))s"
-python eval.py --compare $(ls -d "$OUT"/grpo_s*/ "$OUT"/ptdpo_s*/ "$OUT"/abl_*/) --png results/compare.png | tee results/compare.txt
-python scripts/summarise.py "$OUT" | tee -a results/compare.txt
+xargs -P "$JOBS" -L 1 sh -c '"$0" train.py '"$COMMON"' "$@" > "$(echo "$@" | sed "s/.*--out_dir //").log" 2>&1' \
+  "$PY" < "$jobs_file"
+echo "phase ${PHASE:-dev} done in $(( $(date +%s) - start ))s"
+if [ "${PHASE:-dev}" = summary ]; then
+  "$PY" scripts/summarise.py "$OUT" --png results/compare.png | tee results/compare.txt
+fi
