@@ -3,9 +3,12 @@
 For failed rollouts of the shipped demo model on held-out problems, the per-token Top-K JSD
 between the student (no hint) and the tutor, averaged over three kinds of token: the cell name
 in <think>, the answer colour, and everything else; for the hinted tutor and for the
-answer-conditioned one.   python scripts/tutor_gap.py [--n 64]"""
+answer-conditioned one, over all failed rollouts and per bucket (easy / hard; the count of failed
+rollouts in brackets).   python scripts/tutor_gap.py [--n 64] > results/tutor_gap.txt"""
 import argparse
+import itertools
 import os
+import re
 import sys
 
 import torch
@@ -17,6 +20,23 @@ import reward  # noqa: E402
 import rollout  # noqa: E402
 import toy  # noqa: E402
 import tutor  # noqa: E402
+
+
+def token_kinds(tok, ids, mask):
+    """(N, R): 1 for a token inside a cell-name word, 2 inside a colour word, 0 otherwise. Words are
+    found in the decoded text, so a word the tokenizer splits counts in each of its pieces."""
+    cells = {w for n in toy.ROWS for x in range(n) for y in range(n) for w in toy.cell_name(n, x, y).split()}
+    word = re.compile(r"[a-z]+")
+    kind = torch.zeros_like(ids)
+    for r in range(len(ids)):
+        pieces = [tok.decode([int(i)]) for i in ids[r][mask[r]]]
+        ends = list(itertools.accumulate(len(p) for p in pieces))
+        for m in word.finditer("".join(pieces)):
+            k = 1 if m.group() in cells else 2 if m.group() in toy.COLOURS else 0
+            for t, end in enumerate(ends):
+                if k and end > m.start() and end - len(pieces[t]) < m.end():
+                    kind[r, t] = k
+    return kind
 
 
 def main():
@@ -36,22 +56,20 @@ def main():
     rp = [prompts[i] for i in rows[failed].tolist()]
     f_ids, f_mask = ids[failed], mask[failed]
     top = rollout.score(model, rp, f_ids, f_mask, topk=100)["topk_ids"]
-    # token kinds: cell-name words, the answer colour, the rest
-    cells = {w for name in toy.CELLS.values() for w in name.split()}
-    kind = torch.zeros_like(f_ids)
-    for r in range(len(f_ids)):
-        for t in range(int(f_mask[r].sum())):
-            piece = tok.decode([int(f_ids[r, t])]).strip()
-            kind[r, t] = 1 if piece in cells else 2 if piece in toy.COLOURS else 0
+    kind = token_kinds(tok, f_ids, f_mask)
     print(f"{len(failed)} failed rollouts of {len(ids)} ({a.n} problems x {a.group_size})")
-    print(f"{'tutor':8s} {'cell-name tokens':>17s} {'colour token':>13s} {'other tokens':>13s}")
+    bucket = [exs[i].get("category") or "all" for i in rows[failed].tolist()]
+    print(f"{'tutor':8s} {'bucket':12s} {'cell-name tokens':>17s} {'colour token':>13s} {'other tokens':>13s}")
     for context in ("hint", "answer"):
         every = torch.ones(len(failed), dtype=torch.bool)
         t = tutor.teach(model, proc, exs, rows[failed], f_ids, f_mask, every, top, topk=100, context=context)
         st = rollout.score(model, rp, f_ids, f_mask, support=t["support_ids"])
         j = loss.topk_jsd(st["support_logp"], t["tutor_logp"], t["support_mask"])
-        cols = [j[(kind == k) & f_mask].mean().item() for k in (1, 2, 0)]
-        print(f"{context:8s} {cols[0]:17.3f} {cols[1]:13.3f} {cols[2]:13.3f}")
+        for b in ["all"] + sorted(set(bucket) - {"all"}):
+            sel = torch.tensor([b in ("all", x) for x in bucket]).unsqueeze(1) & f_mask
+            cols = [j[(kind == k) & sel].mean().item() for k in (1, 2, 0)]
+            name = f"{b} ({int(sel.any(1).sum())})"
+            print(f"{context:8s} {name:12s} {cols[0]:17.3f} {cols[1]:13.3f} {cols[2]:13.3f}")
 
 
 if __name__ == "__main__":
