@@ -1,5 +1,5 @@
 """
-data.py: the one JSONL format shared by train.py, eval.py and hints.py, and its validator.
+data.py: the one JSONL format shared by train.py, eval.py and make_hints.py, and its validator.
 
 One problem per line (UTF-8; a leading byte-order mark is fine):
     {"id": "geo-17",                      unique string or integer (default: file:line)
@@ -174,8 +174,9 @@ def _check_answer(answer, choices, where):
     return answer
 
 
-def _check_hints(ex, rec, where):
-    """Fill ex's hint fields; return notes for hints dropped (the problem itself is kept)."""
+def _check_hints(ex, rec, where, spoiler_filter=True):
+    """Fill ex's hint fields; return notes for hints dropped (the problem itself is kept).
+    spoiler_filter=False keeps hints that leak the answer: the paper's ablation of the filter."""
     notes = []
     if rec.get("hint") is not None:
         try:
@@ -183,7 +184,7 @@ def _check_hints(ex, rec, where):
         except ValueError as e:
             notes.append(f"{where}: field 'hint': {e}; hint dropped, problem kept")
         else:
-            why = hints.find_spoiler(hints.hint_words(ex["hint"]), ex["answer"], ex["choices"])
+            why = spoiler_filter and hints.find_spoiler(hints.hint_words(ex["hint"]), ex["answer"], ex["choices"])
             if why:
                 ex["hint"] = None
                 notes.append(f"{where}: field 'hint': spoiler ({why}); hint dropped, problem kept")
@@ -192,7 +193,8 @@ def _check_hints(ex, rec, where):
         if not isinstance(text, str):
             why = f"expected a string, got {_kind(text)}"
         else:
-            why = hints.find_spoiler(text, ex["answer"], ex["choices"]) if text.strip() else "empty"
+            why = "empty" if not text.strip() else spoiler_filter and hints.find_spoiler(text, ex["answer"],
+                                                                                         ex["choices"])
         if why:
             notes.append(f"{where}: field 'hint_text': {why}; hint dropped, problem kept")
         else:
@@ -200,7 +202,7 @@ def _check_hints(ex, rec, where):
     return notes
 
 
-def _check_record(rec, where, base_dir, check_hints, allow_outside):
+def _check_record(rec, where, base_dir, check_hints, allow_outside, spoiler_filter=True):
     """Validate one parsed line; return (example, notes) or raise DataError naming the field."""
     if not isinstance(rec, dict):
         raise DataError(f"{where}: expected a JSON object, got {_kind(rec)}")
@@ -224,7 +226,7 @@ def _check_record(rec, where, base_dir, check_hints, allow_outside):
     ex = {"id": str(rid), "images": paths, "image_size": sizes[0], "image_sizes": sizes,
           "question": question, "answer": answer, "choices": choices, "hint": None, "hint_text": None,
           "category": None if category is None else str(category), "where": where, "record": rec}
-    return ex, (_check_hints(ex, rec, where) if check_hints else [])
+    return ex, (_check_hints(ex, rec, where, spoiler_filter) if check_hints else [])
 
 
 def check_record(rec, where, base_dir, allow_outside_images=False):
@@ -274,30 +276,32 @@ def _open_data(path):
         raise DataError(f"cannot read data file {path}: {e.strerror}") from None
 
 
-def _load_line(raw, where, base_dir, check_hints, allow_outside):
+def _load_line(raw, where, base_dir, check_hints, allow_outside, spoiler_filter=True):
     """(example, notes) of one line, None for a blank one, or DataError for a bad one."""
     try:
         line = _decode(raw, where)
         if not line.strip():
             return None
-        return _check_record(_parse(line, where), where, base_dir, check_hints, allow_outside)
+        return _check_record(_parse(line, where), where, base_dir, check_hints, allow_outside, spoiler_filter)
     except DataError:
         raise
     except Exception as e:  # a check broken by a record nobody foresaw: reject it, keep loading
         raise DataError(f"{where}: cannot be checked: {type(e).__name__}: {e}") from None
 
 
-def load_jsonl(path, strict=False, check_hints=True, report=print, allow_outside_images=False):
+def load_jsonl(path, strict=False, check_hints=True, report=print, allow_outside_images=False,
+               spoiler_filter=True):
     """All valid examples of a JSONL file. Bad lines are reported and skipped (strict: raised).
     allow_outside_images: accept absolute and '..' image paths (off: a data file from elsewhere
-    cannot make the run read files outside its folder)."""
+    cannot make the run read files outside its folder). spoiler_filter=False keeps hints that
+    leak the answer (an ablation; train.py --no_spoiler_filter)."""
     base = os.path.dirname(os.path.abspath(path))
     examples, problems, rejected, seen = [], [], [], set()  # problems: in line order, dropped hints too
     with _open_data(path) as f:
         for lineno, raw in enumerate(f, 1):
             where = f"{path}:{lineno}"
             try:
-                got = _load_line(raw, where, base, check_hints, allow_outside_images)
+                got = _load_line(raw, where, base, check_hints, allow_outside_images, spoiler_filter)
                 if got and got[0]["id"] in seen:
                     raise DataError(f"{where}: field 'id': duplicate id {got[0]['id']!r}")
             except DataError as e:

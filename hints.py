@@ -15,6 +15,8 @@ cannot use boxes given in words.
     validate_hint(hint, image_size)       -> the hint, cleaned, or ValueError naming the field
     find_spoiler(text, answer, choices)   -> a reason string if the text leaks, else None
     render_hint(hint, image_size, ...)    -> the deterministic text block the tutor reads
+    render_hint_text(hint)                -> the same hint as one paragraph of prose (the
+                                             unstructured-hint ablation: no boxes, no roles, no list)
     draw_focus(image, hint)               -> a copy of the image with the focus boxes framed
     parse_expert_json(text, opened_think) -> the first JSON object after any <think> block
 
@@ -322,6 +324,21 @@ def render_hint(hint, image_size=None, box_format="norm1000", resized_size=None)
     return "\n".join(lines)
 
 
+def render_hint_text(hint):
+    """The hint as free text instead of regions and steps: the paper's structured vs unstructured
+    ablation, made from the same hint so that only the form changes. No boxes (a free-text hint
+    names places in words), no Look at / Ignore headings, no numbered steps."""
+    focus = [r["label"] or "the key region" for r in hint["regions"] if r["role"] == "focus"]
+    other = [r["label"] or "the other regions" for r in hint["regions"] if r["role"] == "distractor"]
+    parts = []
+    if focus:
+        parts.append("What matters is " + " and ".join(focus) + ".")
+    if other:
+        parts.append("Do not be misled by " + " or ".join(other) + ".")
+    parts += [s if s.rstrip().endswith((".", "!", "?")) else s + "." for s in hint["steps"]]
+    return "Hint: " + " ".join(parts)
+
+
 def draw_focus(image, hint, width=3, colour=(0, 0, 0)):
     """A copy of the image with a frame around every focus box (the student never sees it).
     Used only for hints with "frame": true (a privileged visual channel beyond the paper)."""
@@ -395,8 +412,9 @@ def _outermost_braces(text, max_chars=20000):
     return spans
 
 
-def check_expert_reply(text, example, image_size, opened_think=False):
-    """Parse, validate and spoiler-check one expert reply: (hint, None) or (None, reason)."""
+def check_expert_reply(text, example, image_size, opened_think=False, spoiler_filter=True):
+    """Parse, validate and spoiler-check one expert reply: (hint, None) or (None, reason).
+    spoiler_filter=False keeps a leaking hint (the ablation of the zero-spoiler filter)."""
     try:
         raw = parse_expert_json(text, opened_think)
     except ValueError:
@@ -405,7 +423,7 @@ def check_expert_reply(text, example, image_size, opened_think=False):
         hint = validate_hint(raw, image_size)
     except ValueError as e:
         return None, "bad schema: " + str(e).split(":")[0]
-    why = find_spoiler(hint_words(hint), example["answer"], example.get("choices"))
+    why = spoiler_filter and find_spoiler(hint_words(hint), example["answer"], example.get("choices"))
     if why:
         return None, "spoiler: " + why.split(":")[0]
     return hint, None

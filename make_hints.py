@@ -75,7 +75,8 @@ def generate_hints(args):
                 replies = rollout.generate_text(model, processor, images, prompts, max_new_tokens=args.max_new_tokens,
                                                 temperature=args.temperature, seed=args.seed + attempt)
                 for ex, reply in zip(pending, replies):
-                    hint, why = check_expert_reply(reply, ex, data.image_size(ex), opened_think)
+                    hint, why = check_expert_reply(reply, ex, data.image_size(ex), opened_think,
+                                                   spoiler_filter=not args.no_spoiler_filter)
                     if hint is not None:
                         accepted[ex["id"]] = hint
                     elif attempt == args.retries:
@@ -110,6 +111,9 @@ def main(argv=None):
     p.add_argument("--seed", type=data.NONNEG, default=0, help="sampling seed")
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"], help="compute dtype")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--no_spoiler_filter", action="store_true",
+                   help="keep hints that leak the answer (the paper's ablation of the zero-spoiler filter; "
+                        "train on them with train.py --no_spoiler_filter)")
     p.add_argument("--allow_outside_images", action="store_true",
                    help="allow absolute or ../ image paths (default: only inside the data file's folder)")
     report = generate_hints(p.parse_args(argv))

@@ -26,26 +26,29 @@ import hints
 import rollout
 
 
-def tutor_extra(ex, context, box_format, resized=None):
-    """The text the tutor reads and the student does not, or None when there is none."""
+def tutor_extra(ex, context, box_format, resized=None, hint_style="structured"):
+    """The text the tutor reads and the student does not, or None when there is none.
+    hint_style "text" renders a structured hint as one paragraph of prose (an ablation)."""
     if context == "none":
         return ""
     if context == "answer":
         return f"The correct answer is: {ex['answer']}."
     if ex.get("hint_text") is not None:   # "" is an empty hint: the tutor reads the plain prompt
         return ex["hint_text"]
+    if ex.get("hint") and hint_style == "text":
+        return hints.render_hint_text(ex["hint"])
     if ex.get("hint"):
         return hints.render_hint(ex["hint"], ex["image_size"], box_format, resized)
     return None
 
 
-def tutor_prompt(processor, ex, box_format="norm1000", context="hint"):
+def tutor_prompt(processor, ex, box_format="norm1000", context="hint", hint_style="structured"):
     """The encoded tutor prompt of one example (None if it has no hint). Same template and
     pixels as the student's prompt; only the hint block differs (and the focus frame, when the
     hint sets "frame": true)."""
     images = data.open_images(ex)
     resized = rollout.resized_size(processor, images[0]) if box_format == "pixels" else None
-    extra = tutor_extra(ex, context, box_format, resized)
+    extra = tutor_extra(ex, context, box_format, resized, hint_style)
     if extra is None:
         return None
     if context == "none":   # the control: exactly the student's prompt
@@ -63,12 +66,14 @@ def can_teach(ex, context="hint"):
 
 @torch.no_grad()
 def teach(ref_model, processor, examples, rows, response_ids, response_mask, distil, student_topk, topk=100,
-          context="hint", temperature=1.0, token_budget=16384, chunk_size=256):
+          context="hint", temperature=1.0, token_budget=16384, chunk_size=256, hint_style="structured"):
     """The tutor's side of Top-K JSD for the distilled rollouts.
 
     examples: the step's examples; rows: (N,) index of each rollout's example; response_ids,
     response_mask: (N, R); distil: (N,) bool, the rows to teach (each must can_teach);
     student_topk: (N, R, K) ids from the old-policy pass (None when nothing is distilled).
+    hint_style: "structured" (regions with boxes, then numbered steps) or "text" (the same hint as
+    prose, hints.render_hint_text: the unstructured-hint ablation).
     Returns dict of full-size buffers, zeros / False on rows not distilled and on padding:
     support_ids, support_mask, tutor_logp (N, R, K + topk).
     """
@@ -84,7 +89,7 @@ def teach(ref_model, processor, examples, rows, response_ids, response_mask, dis
     cache = {}
     for i in rows[idx].tolist():
         if i not in cache:
-            cache[i] = tutor_prompt(processor, examples[i], fmt, context)
+            cache[i] = tutor_prompt(processor, examples[i], fmt, context, hint_style)
             if cache[i] is None:
                 raise ValueError(f"tutor.teach: example {examples[i].get('id')} has no hint; gate on can_teach")
     prompts = [cache[i] for i in rows[idx].tolist()]

@@ -53,6 +53,17 @@ GOOD = {"id": "a", "image": "ok.png", "question": "What colour?", "answer": "red
         "hint": {"steps": ["Find the square."]}}
 
 
+def test_without_the_spoiler_filter_a_leaking_hint_is_kept(tmp_path):
+    path = write(tmp_path, [GOOD, {**GOOD, "id": "e", "hint": {"steps": ["The answer is red."]}},
+                            {**GOOD, "id": "f", "hint": None, "hint_text": "It is red."}])
+    msgs = []
+    kept = data.load_jsonl(path, report=msgs.append, spoiler_filter=False)
+    assert kept[1]["hint"] == {"regions": [], "steps": ["The answer is red."]} and kept[2]["hint_text"] == "It is red."
+    assert not any(": spoiler" in m or "hint dropped" in m for m in msgs)
+    filtered = data.load_jsonl(path, report=lambda s: None)
+    assert filtered[1]["hint"] is None and filtered[2]["hint_text"] is None
+
+
 def test_bad_records_are_named_and_skipped(tmp_path):
     path = write(tmp_path, [
         GOOD,                                                              # line 1

@@ -6,7 +6,7 @@ import json
 import time
 
 from hints import (box_for_model, check_expert_reply, draw_focus, find_spoiler, parse_expert_json,
-                   render_hint, validate_hint)
+                   render_hint, render_hint_text, validate_hint)
 
 ABCD = ["a cat", "a dog", "12 apples", "none of these"]
 
@@ -129,6 +129,22 @@ def test_render_snapshot_qwen25_resized_pixels():
     text = render_hint(validate_hint(HINT, (200, 100)), (200, 100), "pixels", resized_size=(224, 112))
     assert text.splitlines()[1] == "Look at: the triangle [11, 22, 67, 90]."
     assert box_for_model([0, 0, 200, 100], (200, 100), "pixels", (224, 112)) == [0, 0, 224, 112]
+
+
+def test_the_free_text_hint_keeps_the_words_and_drops_the_structure():
+    text = render_hint_text(validate_hint(HINT, (200, 100)))
+    assert text == ("Hint: What matters is the triangle. Do not be misled by a circle. "
+                    "Find the triangle. Read the colour of its fill.")
+    assert "\n" not in text and "[" not in text
+    assert render_hint_text(validate_hint({"steps": ["Count the rows"]})) == "Hint: Count the rows."
+
+
+def test_without_the_filter_a_leaking_expert_reply_is_kept():
+    ex = {"answer": "red", "choices": None}
+    reply = json.dumps({"steps": ["The triangle is red."]})
+    assert check_expert_reply(reply, ex, (100, 100))[1].startswith("spoiler")
+    hint, why = check_expert_reply(reply, ex, (100, 100), spoiler_filter=False)
+    assert why is None and hint["steps"] == ["The triangle is red."]
 
 
 def test_render_steps_only_and_is_deterministic():

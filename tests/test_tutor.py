@@ -128,6 +128,20 @@ def test_student_and_tutor_prompts_differ_only_by_the_hint_block(tiny, examples)
     assert t.replace("\n\n" + block, "") == s
 
 
+def test_the_free_text_hint_style_gives_the_tutor_prose_in_place_of_the_structured_block(tiny, examples):
+    model, processor, _ = tiny
+    ex = examples[2]
+    s = processor.tokenizer.decode(tutor.tutor_prompt(processor, ex)["input_ids"])
+    t = processor.tokenizer.decode(tutor.tutor_prompt(processor, ex, hint_style="text")["input_ids"])
+    block = hints.render_hint(ex["hint"], ex["image_size"], rollout.box_format(model))
+    assert t == s.replace(block, hints.render_hint_text(ex["hint"])) and t != s
+    ids, mask = ragged_responses(processor.tokenizer, 2)
+    a, _ = run_teach(model, processor, examples[2:4], ids, mask)
+    b, _ = run_teach(model, processor, examples[2:4], ids, mask, hint_style="text")
+    assert torch.equal(a["support_mask"][:, :, :5], b["support_mask"][:, :, :5])
+    assert not torch.allclose(a["tutor_logp"], b["tutor_logp"])
+
+
 def test_tutor_gets_the_students_pixels_unless_the_hint_asks_for_a_frame(tiny, examples):
     model, processor, _ = tiny
     ex = examples[0]
