@@ -215,10 +215,13 @@ def draw(rows, tok, out, title, show=60, n_mark=3):
 
 def collect(args):
     """The rows to draw: example, pictures, hint text, response ids and the per-token signal."""
-    model_dir, _, eval_path = toy.ensure() if args.model is None or args.data is None else (None, None, None)
-    model, processor = rollout.load_model(args.model or model_dir, args.dtype, args.device)
+    model_dir = args.model or toy.ensure()[0]
+    eval_path = args.data or os.path.join(toy.DEFAULT_DIR, "data", "eval.jsonl")
+    if args.data is None and not os.path.exists(eval_path):   # the demo's data alone (toy.ensure would build a model too)
+        toy.build_data(os.path.dirname(eval_path))
+    model, processor = rollout.load_model(model_dir, args.dtype, args.device)
     teacher = model if args.tutor is None else rollout.load_model(args.tutor, args.dtype, args.device)[0]
-    exs = data.load_jsonl(args.data or eval_path, report=lambda s: None)
+    exs = data.load_jsonl(eval_path, report=lambda s: None)
     picked, ids, mask = failed_rollouts(model, processor, exs, args.n, args.group_size, args.max_new_tokens, args.seed)
     sig = signal(model, teacher, processor, picked, ids, mask, args.topk)
     fmt = rollout.box_format(teacher)
