@@ -39,7 +39,8 @@ def get_args(argv=None):
     p.add_argument("--n_samples", type=POS, default=4, help="samples per problem")
     p.add_argument("--k", type=POS, nargs="+", default=[1], help="pass@k values to report (k <= n_samples)")
     p.add_argument("--temperature", type=ranged(float, 0), default=1.0, help="sampling temperature (0: greedy)")
-    p.add_argument("--top_p", type=PROB, default=1.0, help="nucleus")
+    p.add_argument("--top_p", type=PROB, default=0.99,
+                   help="nucleus (0.99, as train.py's rollouts and held-out evaluation: one pass@1 definition)")
     p.add_argument("--max_new_tokens", type=POS, default=32, help="response length cap")
     p.add_argument("--with_hints", action="store_true", help="evaluate the hinted tutor (hint in context)")
     p.add_argument("--diagnose", action="store_true",
@@ -119,7 +120,8 @@ def summarise(examples, correct, length, entropy, args):
     n = args.n_samples
     res = {"problems": len(examples), "samples": n, "pass@1": correct.sum().item() / (n * len(examples)),
            "resp_len": length.sum().item() / (n * len(examples)),
-           "entropy": entropy.sum().item() / max(length.sum().item(), 1), "with_hints": args.with_hints}
+           "entropy": entropy.sum().item() / max(length.sum().item(), 1), "with_hints": args.with_hints,
+           "temperature": args.temperature, "top_p": args.top_p}
     for k in args.k:
         if k <= n:
             res[f"pass@{k}"] = sum(pass_at_k(n, int(c), k) for c in correct.tolist()) / len(examples)
@@ -134,7 +136,8 @@ def summarise(examples, correct, length, entropy, args):
 def print_table(res):
     keys = [k for k in res if k.startswith("pass@")] + ["resp_len", "entropy"]
     tutor_note = " (tutor, with hints)" if res["with_hints"] else ""
-    print(f"{res['problems']} problems x {res['samples']} samples{tutor_note}")
+    print(f"{res['problems']} problems x {res['samples']} samples{tutor_note}, T={res['temperature']}, "
+          f"top_p={res['top_p']}")
     for k in keys:
         print(f"  {k:10s} {res[k]:.4f}")
     for cat, v in res.get("by_category", {}).items():
