@@ -311,7 +311,8 @@ class FastSampler:
             self._decode(w)
         torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self.pool):
+        # thread_local: other threads (NCCL's watchdog under torchrun) may touch CUDA meanwhile
+        with torch.cuda.graph(graph, pool=self.pool, capture_error_mode="thread_local"):
             self._decode(w)
         return graph
 

@@ -1,5 +1,6 @@
-"""The CUDA path (skipped without a GPU): bf16 scoring, the sampler on the GPU, and train.py on
-NCCL with bf16 compute over fp32 master weights. scripts/gpu_check.sh runs these."""
+"""The CUDA path (skipped without a GPU): bf16 scoring, the sampler on the GPU, train.py on NCCL with
+bf16 compute over fp32 master weights, and decode.py's fast path against the plain one in bf16.
+scripts/gpu_check.sh runs these."""
 import os
 
 import pytest
@@ -7,6 +8,7 @@ import torch
 from safetensors.torch import load_file
 
 import data
+import decode
 import loss
 import rollout
 import toy
@@ -58,3 +60,54 @@ def test_train_on_nccl_in_bf16_moves_fp32_master_weights(tiny, toy_data, tmp_pat
 def test_demo_model_builds_on_cuda():
     model, _ = rollout.load_model(os.path.join(toy.DEFAULT_DIR, "model"), "bfloat16", "cuda")
     assert next(model.parameters()).is_cuda
+
+
+def fast_and_plain(model_dir, dtype=torch.bfloat16):
+    model, processor = rollout.load_model(model_dir, "bfloat16", "cuda")
+    return model, processor, decode.FastSampler(model, dtype)
+
+
+def test_fast_path_logprobs_on_cuda_match_a_full_forward_in_bf16(tiny, examples):
+    """decode.py's per-step log-probs (CUDA graphs, torch.compile'd kernels) == rollout.score's on
+    the finished rows, within bf16 rounding: mean |difference| < 0.05 nats (the bound the bf16
+    scoring test above uses against fp32)."""
+    model, processor, fast = fast_and_plain(tiny[2])
+    prompts = [rollout.encode(processor, ex["question"], data.open_images(ex)) for ex in examples[:4]]
+    rows = [p for p in prompts for _ in range(2)]
+    batch = rollout.collate(rows, processor.tokenizer.pad_token_id, device="cuda")
+    steps = 40
+    fast.start(batch, rollout.row_keys(0, [0, 1, 2, 3], 2), steps, 1.0, 0.99,
+               rollout.vision_token_ids(processor.tokenizer), eos=-1)
+    logits = [fast.logits[:8].clone()]
+    for _ in range(steps - 1):
+        fast.advance()
+        logits.append(fast.logits[:8].clone())
+    ids = fast.out[:8, :steps].cpu()
+    got = torch.stack(logits, 1).log_softmax(-1).gather(-1, ids.cuda().unsqueeze(-1)).squeeze(-1).cpu()
+    want = rollout.score(model, rows, ids, torch.ones_like(ids, dtype=torch.bool))["logp"].float().cpu()
+    assert (got - want).abs().mean() < 0.05, (got - want).abs().mean()
+
+
+def test_fast_path_graphs_replay_the_eager_steps_exactly(tiny, examples):
+    model, processor, fast = fast_and_plain(tiny[2])
+    prompts = [rollout.encode(processor, ex["question"], data.open_images(ex)) for ex in examples[:4]]
+    graphs = rollout.sample(model, processor, prompts, 3, 300, seed=2, top_p=0.9, fast=fast)   # 3 windows
+    fast.graphs = None                                                         # eager steps, same kernels
+    eager = rollout.sample(model, processor, prompts, 3, 300, seed=2, top_p=0.9, fast=fast)
+    assert torch.equal(graphs[0], eager[0]) and torch.equal(graphs[1], eager[1])
+
+
+def test_fast_path_on_cuda_draws_the_plain_paths_tokens_on_the_demo_model(examples):
+    """Same streams, same draws; bf16 rounding differs (fused kernels), so a draw can move where two
+    tokens are within rounding of each other: every first token agrees (a shared prefill), and at
+    least 90% of the demo model's 32-token rows agree whole."""
+    model, processor, fast = fast_and_plain(os.path.join(toy.DEFAULT_DIR, "model"))
+    prompts = [rollout.encode(processor, ex["question"], data.open_images(ex)) for ex in examples[:8]]
+    for temperature, top_p in ((0.0, 1.0), (1.0, 0.99)):
+        kw = dict(temperature=temperature, top_p=top_p, seed=9)
+        a, am = rollout.sample(model, processor, prompts, 4, 32, **kw)
+        b, bm = rollout.sample(model, processor, prompts, 4, 32, fast=fast, **kw)
+        R = max(a.shape[1], b.shape[1])
+        a, b = (torch.nn.functional.pad(x, (0, R - x.shape[1]), value=-1) for x in (a, b))
+        assert torch.equal(a[:, 0], b[:, 0])
+        assert (a == b).all(1).float().mean() >= 0.9, (temperature, (a == b).all(1).float().mean())
