@@ -11,10 +11,10 @@ loss.py: the PTD-PO objective as small pure functions on tensors.
                     KL divergence", 2020).
 - topk_jsd:         Jensen-Shannon divergence on a sparse support plus one tail bucket per side.
                     The tutor side is constant; the student gets the true gradient. (The paper's
-                    public code, github.com/XszNeverSleep/PTD-PO, verl/trainer/core_algos.py,
-                    compute_topk_kl with kl_direction "jsd_kl", detaches the student's weights p
-                    inside KL(student || M); with the tutor detached too, the student's gradient
-                    then cancels exactly: tests/test_loss.py reproduces that computation.)
+                    public code, github.com/XszNeverSleep/PTD-PO, verl/trainer/core_algos.py at
+                    397ea11, compute_topk_kl with kl_direction "jsd_kl", detaches the student's
+                    weights p inside KL(student || M); with the tutor detached too, the student's
+                    gradient then cancels exactly: tests/test_loss.py reproduces that computation.)
 - union_support:    student top-K ids union tutor top-K ids, deduplicated, padded, masked.
 - head_logprobs:    log-probs at the sampled token and at a support, entropy and top-K ids,
                     from final hidden states and the lm_head weight, chunked over positions so

@@ -92,8 +92,8 @@ def test_student_gradient_is_nonzero_and_descends():
 
 
 def release_jsd(s_logits, t_logits, ids):
-    """The paper's public code (github.com/XszNeverSleep/PTD-PO, verl/trainer/core_algos.py,
-    compute_topk_kl, kl_direction "jsd_kl"), restated: the student's top-K support plus a tail,
+    """The paper's public code (github.com/XszNeverSleep/PTD-PO, verl/trainer/core_algos.py at
+    397ea11, compute_topk_kl, kl_direction "jsd_kl"), restated: the student's top-K support plus a tail,
     the tutor detached, and the student's weights p detached inside KL(student || M). (There a
     tutor id outside the tutor's stored top-K gets a guessed share; here it gets its exact value,
     which changes nothing below.)"""
