@@ -103,6 +103,7 @@ def piece(tok, i):
     s = s.replace("\n", "\u21b5").replace("\t", "\u2192").replace("\r", "")
     return "".join(c if c.isprintable() else "\ufffd" for c in s) or "\u2205"
 
+
 def label(side, tok, i, p):
     """'S top 70%': a side's most probable token and its probability."""
     return f"{side} {piece(tok, i).strip()[:12] or piece(tok, i)} " + ("<1%" if p < 0.005 else f"{p:.0%}")
