@@ -148,3 +148,27 @@ def test_the_bf16_copy_follows_an_fsdp2_policy_in_place(tiny, examples):
         assert torch.equal(fast.layers[0]["qkv"][:len(a.q_proj.weight)], a.q_proj.weight)   # views still alias
     finally:
         dist.destroy_process_group()
+
+
+def test_compiled_steps_trace_whole_once_for_every_layer(tiny, examples, tmp_path, monkeypatch):
+    """What torch.compile sees on CUDA (traced here with the aot_eager backend: Dynamo without
+    Inductor, seconds on a CPU): each step function is one graph, no graph break, one graph serves
+    every layer, one per sampling rule; and the tokens are still the plain path's."""
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+    real = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda fn, dynamic: real(fn, dynamic=dynamic, backend="aot_eager"))
+    torch._dynamo.reset()
+    counters.clear()
+    try:
+        model, processor, _ = tiny
+        prompts = varied_prompts(processor, examples, tmp_path)
+        fast = decode.FastSampler(model, torch.float32, compile=True)
+        for temperature, top_p in ((1.0, 0.9), (0.0, 1.0)):
+            kw = dict(temperature=temperature, top_p=top_p, seed=3)
+            want = rollout.sample(model, processor, prompts, 2, 10, **kw)[0]
+            assert torch.equal(want, rollout.sample(model, processor, prompts, 2, 10, fast=fast, **kw)[0])
+        assert not counters["graph_break"]
+        assert counters["stats"]["unique_graphs"] == 4       # attn_in, attn_out_mlp, choose x 2 rules
+    finally:
+        torch._dynamo.reset()
