@@ -1,13 +1,18 @@
 """
 toy.py: the embedded demo, built offline in code: a synthetic visual task and a tiny Qwen-VL.
 
-The task: a 96x96 picture, a 2x2 grid of 48 px cells, one to four coloured shapes.
+The task: a 96x96 picture of coloured shapes (10 colours, 8 shapes, no colour or shape twice in
+a scene), in two buckets recorded as `category`:
+    easy: a 2x2 grid of 48 px cells, 2-4 shapes      hard: a 3x3 grid of 32 px cells, 5-8 shapes
     question: "What colour is the triangle?"       answer: "red"
     response: "<think>The triangle is in the top left cell.</think><answer>red</answer>"
-With four objects the model must find the right one, which a ~1M-parameter model learns only
-slowly. The hint names the target and its distractors and frames the target's cell on the
-tutor's copy of the image; with it the frozen model is near-perfect. That gap (the tutor knows
-where to look, the student must learn it) is what PTD-PO distils.
+The student must find the named shape among the others: on the easy bucket the warm-started
+~1M-parameter model does it part of the time (GRPO has mixed groups to learn from); on the hard
+bucket it was never trained without the hint and guesses, so many groups of 8 rollouts all fail
+and GRPO's advantage is zero there. The hint names the target and its look-alike distractors and
+frames the target's cell on the tutor's copy of the image; with it the same frozen model is
+near-perfect on both buckets. That is the regime PTD-PO is for: failed rollouts on problems the
+student never solves, and a tutor (the student's own initial weights plus the hint) that can.
 
 The model: a real Qwen3-VL (or Qwen2.5-VL) architecture from a hand-written config, ~1M
 parameters, a byte-level BPE tokenizer trained here with the Qwen special tokens and chat
@@ -17,10 +22,11 @@ rollout.load_model reads it exactly as it reads a real checkpoint.
     python toy.py --threads 1     # data + tiny model + warm start -> toy/ (deterministic)
     python toy.py --steps 0       # random weights only (what the model-side tests use)
 
-The build ends with the diagnostics (toy/model/diagnostics.json) and exits non-zero when the
-model misses the teaching regime PTD-PO needs (REGIME below): a demo whose tutor knows nothing
-more than its student would have nothing to distil. scripts/toy_seeds.py rebuilds it on several
-seeds. The shipped checkpoint in toy/model was made by `python toy.py --threads 1` (seed 0).
+The build ends with the diagnostics (toy/model/diagnostics.json: pass@1 per bucket for student,
+tutor and blank image; the step-0 share of all-fail groups on training problems and the tutor's
+score on them) and exits non-zero when the model misses the regime (REGIME below).
+scripts/toy_seeds.py rebuilds it on several seeds. The shipped checkpoint in toy/model was made
+by `python toy.py --threads 1` (seed 0).
 Left out on purpose: digits and counting questions (the tiny model cannot read digits at
 this resolution in a CPU budget); video.
 """
@@ -51,9 +57,9 @@ LOOKALIKES = {"circle": ("hexagon", "pentagon"), "hexagon": ("circle", "pentagon
               "pentagon": ("hexagon", "circle"), "square": ("diamond",), "diamond": ("square",),
               "cross": ("star",), "star": ("cross",), "triangle": ("pentagon",)}
 SIZE = 96   # every picture: 96 x 96 px, 3 x 3 merged vision tokens in Qwen3-VL
-# bucket: (grid side, fewest shapes, most shapes). easy: 2 x 2 cells of 48 px, 1-2 shapes; hard:
+# bucket: (grid side, fewest shapes, most shapes). easy: 2 x 2 cells of 48 px, 2-4 shapes; hard:
 # 3 x 3 cells of 32 px (one merged vision token each), 5-8 shapes, look-alikes among them
-BUCKETS = {"easy": (2, 1, 2), "hard": (3, 5, 8)}
+BUCKETS = {"easy": (2, 2, 4), "hard": (3, 5, 8)}
 ROWS = {2: ("top", "bottom"), 3: ("top", "middle", "bottom")}
 COLS = {2: ("left", "right"), 3: ("left", "middle", "right")}
 
@@ -151,7 +157,7 @@ def write_split(out_dir, split, n, seed, hard_share):
     return path
 
 
-def build_data(out_dir, n_train=4000, n_eval=400, seed=0, hard_share=0.7):
+def build_data(out_dir, n_train=4000, n_eval=400, seed=0, hard_share=0.5):
     """Train split: hard_share of the problems hard, the rest easy; held-out split: half and half
     (a disjoint seed), so per-bucket accuracy is measured on equal numbers."""
     return (write_split(out_dir, "train", n_train, seed, hard_share),
@@ -306,10 +312,11 @@ def grounded_tokens(tok, ex, eos):
 
 
 def warm_start(model_dir, train_path, steps=1200, batch_size=16, lr=2e-3, warmup=30, seed=0, threads=None,
-               hint_share=0.7, grounded_weight=1.0):
+               hint_share=0.5, grounded_weight=1.0):
     """Teach the random tiny model the task format, to read the picture, and to read hints in
-    context. hint_share: the share of prompts shown with the hint (and its frame), so that the
-    frozen copy can act as the tutor; grounded_weight: weight of the grounded-token term (above)."""
+    context. Hard problems are shown only with their hint (and frame); easy ones with it at
+    hint_share, so that the frozen copy can act as the tutor on both; grounded_weight: weight of the
+    grounded-token term (above)."""
     from tqdm import tqdm
     import tutor
     if threads:
@@ -330,7 +337,9 @@ def warm_start(model_dir, train_path, steps=1200, batch_size=16, lr=2e-3, warmup
         for g in opt.param_groups:
             g["lr"] = lr * scale
         batch = rng.sample(examples, batch_size)
-        prompts = [tutor.tutor_prompt(processor, ex, fmt) if rng.random() < hint_share
+        # hard problems only ever with their hint: the student never practises them (they stand for
+        # problems beyond it), the tutor learns to read them; easy ones with the hint at hint_share
+        prompts = [tutor.tutor_prompt(processor, ex, fmt) if ex["category"] == "hard" or rng.random() < hint_share
                    else rollout.encode(processor, ex["question"], data.open_images(ex)) for ex in batch]
         resp, grounded = zip(*[grounded_tokens(tok, ex, eos) for ex in batch])
         ids, mask = rollout.pad_responses(list(resp), eos, tok.pad_token_id)
@@ -477,13 +486,13 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=2000, help="warm-start steps (0: random weights)")
     p.add_argument("--batch_size", type=int, default=16, help="warm-start batch size")
     p.add_argument("--lr", type=float, default=2e-3, help="warm-start peak learning rate")
-    p.add_argument("--hint_share", type=float, default=0.7,
-                   help="warm start: share of prompts shown with the hint and its frame (teaches the tutor)")
+    p.add_argument("--hint_share", type=float, default=0.5,
+                   help="warm start: share of easy prompts shown with the hint and its frame (hard: always)")
     p.add_argument("--grounded_weight", type=float, default=1.0,
                    help="warm start: weight of the loss term on the picture-dependent tokens (0: plain SFT)")
     p.add_argument("--n_train", type=int, default=4000, help="training problems")
     p.add_argument("--n_eval", type=int, default=400, help="held-out problems (half easy, half hard)")
-    p.add_argument("--hard_share", type=float, default=0.7, help="share of hard problems in the train split")
+    p.add_argument("--hard_share", type=float, default=0.5, help="share of hard problems in the train split")
     p.add_argument("--diag_n", type=int, default=400, help="held-out problems for the diagnostics")
     p.add_argument("--group_n", type=int, default=128,
                    help="training problems x 8 samples for the step-0 group regime (all-fail share)")

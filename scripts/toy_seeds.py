@@ -1,6 +1,6 @@
 """
-Rebuild the demo (`python toy.py`) on several seeds and print whether each reaches the teaching
-regime PTD-PO needs. Builds run one at a time, each on one thread in its own out_dir, so the
+Rebuild the demo (`python toy.py`) on several seeds and print whether each reaches the regime
+PTD-PO is for. Builds run one at a time, each on one thread in its own out_dir, so the
 seconds are comparable and each build is the exact command a user would run.
 
     python scripts/toy_seeds.py                          # seeds 0-4 under a temporary folder
@@ -48,18 +48,23 @@ def main(argv=None):
     sys.path.insert(0, ROOT)
     import toy
     print(f"builds under {out}; toy.py {' '.join(args.extra)}", flush=True)
-    print("| seed | student | tutor (hint) | blank image | regime? | seconds | weights |", flush=True)
-    print("|---|---|---|---|---|---|---|", flush=True)
+    print("| seed | easy: student / tutor / blank | hard: student / tutor / blank | all-fail groups at step 0 "
+          "| tutor on those | regime? | seconds | weights |", flush=True)
+    print("|---|---|---|---|---|---|---|---|", flush=True)
     missed = 0
     for seed in args.seeds:
         r = build(seed, os.path.join(out, f"seed{seed}"), args.extra)
         fails = toy.regime_failures(r)
         missed += bool(fails)
-        print(f"| {seed} | {r['student']:.1%} | {r['tutor']:.1%} | {r['blank']:.1%} | "
+        e, h, g = r["by_bucket"]["easy"], r["by_bucket"]["hard"], r["groups"]
+        print(f"| {seed} | {e['student']:.1%} / {e['tutor']:.1%} / {e['blank']:.1%} | {h['student']:.1%} / "
+              f"{h['tutor']:.1%} / {h['blank']:.1%} | {g['all_fail']:.1%} | {g['tutor_on_all_fail']:.1%} | "
               f"{'yes' if not fails else 'no'} | {r['wall']:.0f} | {r['weights']} |", flush=True)
-    print(f"{len(args.seeds) - missed} of {len(args.seeds)} seeds reach the regime "
-          f"(student >= blank + {toy.REGIME['student_over_blank']:.0%} and <= {toy.REGIME['student_max']:.0%}; "
-          f"tutor >= student + {toy.REGIME['tutor_over_student']:.0%}; {r['n']} held-out problems)")
+    R = toy.REGIME
+    print(f"{len(args.seeds) - missed} of {len(args.seeds)} seeds reach the regime (easy student >= blank + "
+          f"{R['easy_over_blank']:.0%}; all-fail groups in [{R['all_fail_min']:.0%}, {R['all_fail_max']:.0%}]; "
+          f"tutor >= {R['tutor_on_all_fail']:.0%} on them; {r['n']} held-out problems, "
+          f"{g['n_groups']} training groups of {g['group_size']})")
     return 1 if missed else 0
 
 
