@@ -6,8 +6,9 @@ decode.py: the model as a fast CUDA sampler.
     fast.refresh(policy)                                 # after the optimiser: new weights, in place
 
 rollout.sample's plain path, HF generate(), spends ~41 ms per decode step on 64 rows of a 2B model on
-an H200, over 10x the memory-bandwidth floor: per-token Python, a cache that grows every layer,
-~2,000 small kernel launches and host syncs in the sampler. This file samples the same tokens:
+an H200, ~25x the memory-bandwidth floor: per-token Python, a cache that grows every layer, well
+over a thousand small kernel launches and host syncs in the sampler. This file samples the same
+tokens:
 - HF's own forward runs the prefill (vision tower, M-RoPE positions, the prompt's K/V); the K/V go
   into a static cache allocated once (rows x length; grown only when a call needs more).
 - A short loop over the model's weights then decodes one token for every row per step: RMSNorm,
@@ -28,8 +29,10 @@ an H200, over 10x the memory-bandwidth floor: per-token Python, a cache that gro
   graph and no parameter address ever changes. Memory: 2 bytes x parameters (3.4 GB for a 2B
   model) plus the static cache (rows x length x rollout.kv_bytes_per_token), both held for the run.
 Left out: paged or continuous batching (a finished row keeps its slot until the batch ends; the
-loop stops once every row has finished, looked at every CHECK_EVERY steps), speculative decoding,
-sliding-window layers and RoPE types other than the default (Qwen2.5-VL and Qwen3-VL use neither).
+loop stops once every row has finished, looked at every CHECK_EVERY steps), a split-KV
+(flash-decoding) attention kernel (attention is PyTorch's SDPA over the window), speculative
+decoding, sliding-window layers and RoPE types other than the default (Qwen2.5-VL and Qwen3-VL use
+neither).
 Run: tests/test_decode.py (CPU), tests/test_cuda.py and scripts/gpu_check.sh (GPU, timings).
 """
 import copy
