@@ -157,11 +157,25 @@ def write_split(out_dir, split, n, seed, hard_share):
     return path
 
 
+TASK_VERSION = 2   # bump when the task changes: toy.ensure() then redraws data left by older code
+
+
 def build_data(out_dir, n_train=4000, n_eval=400, seed=0, hard_share=0.5):
     """Train split: hard_share of the problems hard, the rest easy; held-out split: half and half
     (a disjoint seed), so per-bucket accuracy is measured on equal numbers."""
-    return (write_split(out_dir, "train", n_train, seed, hard_share),
-            write_split(out_dir, "eval", n_eval, seed + 10_000, 0.5))
+    paths = (write_split(out_dir, "train", n_train, seed, hard_share),
+             write_split(out_dir, "eval", n_eval, seed + 10_000, 0.5))
+    with open(os.path.join(out_dir, "task.json"), "w") as f:
+        json.dump({"version": TASK_VERSION, "seed": seed, "hard_share": hard_share}, f)
+    return paths
+
+
+def data_is_current(data_dir):
+    try:
+        with open(os.path.join(data_dir, "task.json")) as f:
+            return json.load(f).get("version") == TASK_VERSION
+    except (OSError, ValueError):
+        return False
 
 # -----------------------------------------------------------------------------
 # the tiny model
@@ -472,7 +486,7 @@ def check_regime(res):
 def ensure(out_dir=DEFAULT_DIR):
     """The demo's data and model directories, built (with warm start) if missing."""
     model_dir, data_dir = os.path.join(out_dir, "model"), os.path.join(out_dir, "data")
-    if not os.path.exists(os.path.join(data_dir, "eval.jsonl")):
+    if not data_is_current(data_dir):   # missing, or drawn by an older version of the task
         build_data(data_dir)
     if not os.path.exists(os.path.join(model_dir, "config.json")):
         main(["--out_dir", out_dir])

@@ -20,9 +20,17 @@ def test_demo_train_then_eval(tmp_path):
     steps = [m for m in lines if "reward" in m]
     assert [m["step"] for m in steps] == [1, 2]
     for m in steps:
-        for k in ("reward", "entropy", "kl", "jsd", "distilled_frac", "clip_frac_low", "t_rollout", "tok_per_s"):
+        for k in ("reward", "entropy", "kl", "jsd", "distilled_frac", "clip_frac_low", "t_rollout", "tok_per_s",
+                  "all_fail_frac", "all_pass_frac"):
             assert k in m
+        assert "groups fail/pass" in log
+    first = lines[0]                                         # step 0: per bucket
+    assert first["step"] == 0 and {"eval_pass1/easy", "eval_pass1/hard"} <= set(first)
     assert os.path.exists(os.path.join(out, "final", "model.safetensors"))
+    # the summary's eval command runs as printed
+    printed = next(x for x in log.splitlines() if "python eval.py" in x)
+    cmd = printed[printed.index("(python ") + len("(python "):printed.rindex(")")].split()
+    assert run(cmd + ["--limit", "4", "--threads", "1"])
     res_path = str(tmp_path / "eval.json")
     log = run(["eval.py", "--model", out, "--limit", "8", "--n_samples", "2", "--k", "1", "2", "--out", res_path])
     res = json.load(open(res_path))

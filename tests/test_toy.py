@@ -147,3 +147,13 @@ def test_toy_build_exits_nonzero_when_the_regime_is_missed(tmp_path):
     assert diag["regime"] is False and diag["seed"] == 0 and diag["n"] == 8
     assert diag["command"] == "python toy.py " + " ".join(argv)
     toy.main(argv + ["--no_check"])                          # the same build, told not to check
+
+
+def test_data_left_by_an_older_task_is_redrawn(tmp_path):
+    data_dir = tmp_path / "data"
+    toy.build_data(str(data_dir), n_train=4, n_eval=4)
+    assert toy.data_is_current(str(data_dir))
+    (data_dir / "task.json").write_text('{"version": 1}')
+    assert not toy.data_is_current(str(data_dir))
+    (data_dir / "task.json").unlink()
+    assert not toy.data_is_current(str(data_dir))
