@@ -41,6 +41,7 @@ from tqdm import tqdm
 
 import checkpoint
 import data
+import decode
 import loss
 import reward
 import rollout
@@ -53,7 +54,8 @@ from distributed import all_max, all_sum, print0, setup
 # changing one of these between a checkpoint and --resume changes the data order or the algorithm
 RESUME_KEYS = ("world_size", "model", "train_data", "algo", "group_size", "prompts_per_step", "minibatch_prompts",
                "seed", "tau", "topk", "distill_all", "divergence", "tutor_context", "kl_coef", "ptd_coef", "temperature",
-               "top_p", "max_new_tokens", "no_std_norm", "clip_low", "clip_high", "dual_clip")
+               "top_p", "max_new_tokens", "no_std_norm", "clip_low", "clip_high", "dual_clip", "hint_style",
+               "no_spoiler_filter")
 
 
 def ranged(kind, lo=None, hi=None, open_lo=False):
@@ -115,6 +117,12 @@ def get_args(argv=None):
     g.add_argument("--tutor_context", default="hint", choices=["hint", "answer", "none"],
                    help="what the tutor reads: the hint; the gold answer (leaky baseline); or none (the "
                         "control: the frozen model on the student's own prompt, same gate and rows)")
+    g.add_argument("--hint_style", default="structured", choices=["structured", "text"],
+                   help="how the tutor reads a hint: regions with boxes and numbered steps, or the same hint as "
+                        "one paragraph of prose (the paper's structured vs unstructured ablation)")
+    g.add_argument("--no_spoiler_filter", action="store_true",
+                   help="keep training hints that leak the answer (the paper's ablation of the zero-spoiler "
+                        "filter; make hints with make_hints.py --no_spoiler_filter)")
     g.add_argument("--clip_low", type=ranged(float, 0, 0.999), default=0.2, help="PPO clip below 1")
     g.add_argument("--clip_high", type=ranged(float, 0), default=0.3, help="PPO clip above 1 (clip higher)")
     g.add_argument("--dual_clip", type=ranged(float, 1, open_lo=True), default=3.0, help="dual clip, A < 0")
@@ -127,6 +135,8 @@ def get_args(argv=None):
     g.add_argument("--max_new_tokens", type=POS, default=None, help="response length cap (default 4096; demo 32)")
     g.add_argument("--kv_cache_gb", type=ranged(float, 0, open_lo=True), default=32.0,
                    help="KV-cache memory per generate() call; it sets the rows per call (see README)")
+    g.add_argument("--plain_generate", action="store_true",
+                   help="sample with HF generate() on CUDA too (the reference path; default: decode.py's)")
     g = p.add_argument_group("optimisation")
     g.add_argument("--steps", type=NONNEG, default=None,
                    help="training steps, one rollout batch each (default 200: ~2 epochs of ViRL39K; demo 60)")
@@ -392,7 +402,7 @@ def step_metrics(step, rewards, well_formed, truncated, mask, entropy, ptd_group
             "tok_per_s": tot["len"] / max(t4 - t0, 1e-9)}
 
 
-def train_step(step, policy, ref, processor, opt, examples, args, rank, world):
+def train_step(step, policy, ref, processor, opt, examples, args, rank, world, fast=None):
     """One PTD-PO step on this rank's share of the prompts. Returns the step's metrics."""
     G = args.group_size
     exs, prompt_ids = my_prompts(examples, step, args, rank, world)
@@ -404,7 +414,7 @@ def train_step(step, policy, ref, processor, opt, examples, args, rank, world):
     with waiting(len(prompts) * G, f"step {step + 1} rollouts", rank) as bar:
         ids, mask = rollout.sample(policy, processor, prompts, G, args.max_new_tokens, args.temperature, args.top_p,
                                    args.kv_cache_gb, seed=args.seed * 100_003 + step, prompt_ids=prompt_ids,
-                                   progress=bar)
+                                   progress=bar, fast=fast)
     # 2. rewards: correctness only
     rewards, well_formed, truncated = rewards_of(processor, ids, mask, exs, row_example)
     # 3. advantages (no value network: the group mean is the baseline)
@@ -431,7 +441,8 @@ def train_step(step, policy, ref, processor, opt, examples, args, rank, world):
         tutor_scores = tutor.teach(ref, processor, exs, rows=row_example, response_ids=ids, response_mask=mask,
                                    distil=distil, student_topk=old_scores["topk_ids"], topk=topk,
                                    context=args.tutor_context, temperature=args.temperature,
-                                   token_budget=args.token_budget, chunk_size=args.chunk_size)
+                                   token_budget=args.token_budget, chunk_size=args.chunk_size,
+                                   hint_style=args.hint_style)
     t3 = time.time()
     # 8. the update: clipped surrogate + kl_coef * k3 KL + ptd_coef * divergence, per mini-batch
     policy.train()
@@ -439,6 +450,8 @@ def train_step(step, policy, ref, processor, opt, examples, args, rank, world):
     stats, same = update(policy, opt, row_prompts, ids, mask, old_logp, adv, ref_scores, distil, tutor_scores,
                          args, world)
     policy.eval()
+    if fast is not None:   # the generation copy takes the new weights, in place (every rank: a collective)
+        fast.refresh(policy)
     if torch.cuda.is_available():   # the step's peak, the busiest rank's
         same["peak_mem_gb"] = all_max(torch.tensor(torch.cuda.max_memory_allocated() / 2 ** 30)).item()
         torch.cuda.reset_peak_memory_stats()
@@ -449,7 +462,7 @@ def train_step(step, policy, ref, processor, opt, examples, args, rank, world):
 # evaluation, logging
 
 
-def evaluate(model, processor, examples, args, rank, world, seed=2 ** 61 + 1234):
+def evaluate(model, processor, examples, args, rank, world, seed=2 ** 61 + 1234, fast=None):
     """Held-out pass@1 (the mean over n = --eval_samples samples), pass@n (any of the n right) and
     mean response length, no hints, split across ranks; the same per `category` when the data
     has categories (the demo's buckets: eval_pass1/easy, eval_pass8/hard, ...)."""
@@ -459,7 +472,7 @@ def evaluate(model, processor, examples, args, rank, world, seed=2 ** 61 + 1234)
     n = args.eval_samples
     with waiting(len(prompts) * n, "held-out evaluation", rank) as bar:
         res = rollout.evaluate(model, processor, prompts, mine, n, args.max_new_tokens, args.temperature,
-                               args.top_p, args.kv_cache_gb, seed=seed, prompt_ids=idx, progress=bar)
+                               args.top_p, args.kv_cache_gb, seed=seed, prompt_ids=idx, progress=bar, fast=fast)
     cats = sorted({ex["category"] for ex in examples if ex.get("category")})   # the same on every rank
     groups = [""] + cats
     sums = torch.zeros(len(groups), 4, dtype=torch.float64)     # correct, problems, any correct, length
@@ -543,11 +556,13 @@ def load_data(args, processor, rank):
     """Training and held-out examples, validated (file:line:field) and length-checked."""
     log = print0 if rank == 0 else (lambda *a: None)
 
-    def load(path, n=0):
-        ex = data.load_jsonl(path, args.strict, report=log, allow_outside_images=args.allow_outside_images)
+    def load(path, n=0, spoiler_filter=True):
+        ex = data.load_jsonl(path, args.strict, report=log, allow_outside_images=args.allow_outside_images,
+                             spoiler_filter=spoiler_filter)
         return data.check_lengths(ex[:n] if n else ex, processor, args.max_prompt_tokens, args.strict, report=log)
     try:
-        return load(args.train_data), (load(args.eval_data, args.eval_n) if args.eval_data else [])
+        return (load(args.train_data, spoiler_filter=not args.no_spoiler_filter),   # held-out data never needs hints
+                load(args.eval_data, args.eval_n) if args.eval_data else [])
     except data.DataError as e:
         sys.exit(f"train.py: {e}")
 
@@ -623,22 +638,25 @@ def main(argv=None):
     start = checkpoint.load(args.out_dir, policy, opt) if args.resume else 0
     if args.resume and start == 0:
         print0(f"--resume: no valid checkpoint in {os.path.join(args.out_dir, 'checkpoints')}; starting at step 0")
+    # rollouts on CUDA: decode.py's fast loop over a bf16 copy of the (resumed) policy
+    fast = None if device.type != "cuda" or args.plain_generate else \
+        decode.FastSampler(policy, rollout.resolve_dtype(args.dtype, device))
     emit = open_metrics(args, rank, start)
     policy.eval()
     first = None
     if eval_ex and start == 0:
-        first = evaluate(policy, processor, eval_ex, args, rank, world)
+        first = evaluate(policy, processor, eval_ex, args, rank, world, fast=fast)
         emit({"step": 0, **first})
         print0(f"step    0 | {eval_text(first, args.eval_samples)} (no hints, {len(eval_ex)} problems)")
     t_start, bad, collapsed = time.time(), 0, 0
     for step in range(start, args.steps):
         for g in opt.param_groups:
             g["lr"] = args.lr * min(1.0, (step + 1) / max(1, args.warmup_steps))
-        m = train_step(step, policy, ref, processor, opt, train_ex, args, rank, world)
+        m = train_step(step, policy, ref, processor, opt, train_ex, args, rank, world, fast)
         m["lr"] = opt.param_groups[0]["lr"]
         bad = bad + 1 if m["skipped"] else 0
         if eval_ex and args.eval_every and (step + 1) % args.eval_every == 0 and step + 1 < args.steps:
-            m.update(evaluate(policy, processor, eval_ex, args, rank, world))
+            m.update(evaluate(policy, processor, eval_ex, args, rank, world, fast=fast))
         emit(m)
         print0(log_line(m, args.divergence) + (f" | {eval_text(m, args.eval_samples)}" if "eval_pass1" in m else ""))
         collapsed = collapse_check(m, collapsed)
@@ -649,7 +667,7 @@ def main(argv=None):
             sys.exit(1)
         if bad == 0 and args.save_every and (step + 1) % args.save_every == 0 and step + 1 < args.steps:
             checkpoint.save(args.out_dir, step + 1, policy, opt, args.keep)   # never after a bad step
-    last = evaluate(policy, processor, eval_ex, args, rank, world) if eval_ex else {}
+    last = evaluate(policy, processor, eval_ex, args, rank, world, fast=fast) if eval_ex else {}
     if last:
         emit({"step": args.steps, **last, "final": True})
     if args.steps > start and bad == 0:

@@ -16,6 +16,14 @@ def test_a_real_model_gets_the_papers_settings_and_the_demo_its_own():
     assert (given.lr, given.ptd_coef, given.steps, given.max_new_tokens) == (3e-6, 0.5, 7, 4096)
 
 
+def test_the_hint_ablation_switches_parse_and_default_to_the_method():
+    args = train.get_args([])
+    assert args.hint_style == "structured" and not args.no_spoiler_filter
+    args = train.get_args(["--hint_style", "text", "--no_spoiler_filter"])
+    assert args.hint_style == "text" and args.no_spoiler_filter
+    assert {"hint_style", "no_spoiler_filter"} <= set(train.RESUME_KEYS)
+
+
 def test_step_metrics_count_all_fail_all_pass_and_mixed_groups():
     G, R = 4, 3
     rewards = torch.tensor([0., 0, 0, 0, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0])      # fail, pass, mixed, fail
