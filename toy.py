@@ -455,7 +455,7 @@ def format_diagnostics(res, n):
 # reads the picture (clearly above its blank-image score); on training problems a large share of
 # groups all fail (GRPO's advantage is zero there) while the tutor, the same weights with the
 # hint, solves those problems.
-REGIME = {"easy_over_blank": 0.10, "all_fail_min": 0.30, "all_fail_max": 0.60, "tutor_on_all_fail": 0.85}
+REGIME = {"easy_over_blank": 0.10, "all_fail_min": 0.20, "all_fail_max": 0.60, "tutor_on_all_fail": 0.85}
 
 
 def regime_failures(res, regime=REGIME):

@@ -22,8 +22,8 @@ mkdir -p "$OUT" results
 jobs_file=$(mktemp)
 case "${PHASE:-dev}" in
   dev)
-    for lr in 2.5e-4 5e-4 1e-3; do echo "--algo grpo --lr $lr --seed $DEV_SEED --out_dir $OUT/dev_grpo_lr$lr"; done
-    for lam in 0.5 2 8; do
+    for lr in 5e-4 1e-3; do echo "--algo grpo --lr $lr --seed $DEV_SEED --out_dir $OUT/dev_grpo_lr$lr"; done
+    for lam in 2 8; do
       echo "--algo ptdpo --lr $PTD_LR --ptd_coef $lam --seed $DEV_SEED --out_dir $OUT/dev_ptdpo_lam$lam"; done ;;
   eval)
     for s in $SEEDS; do
