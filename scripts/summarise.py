@@ -30,15 +30,17 @@ def load(run):
 
 
 def groups_of(root):
-    """{method: {seed: run}} from directories named <method>_s<seed>."""
+    """{method: {seed: run}} from directories named <method>_s<seed> (or <name>: one run, seed -1)."""
     out = {}
     for run in sorted(glob.glob(os.path.join(root, "*"))):
-        name = os.path.basename(run)
-        if "_s" in name and os.path.exists(os.path.join(run, "metrics.jsonl")):
-            method, seed = name.rsplit("_s", 1)
-            r = load(run)
-            if r["tr"]:
-                out.setdefault(method, {})[int(seed)] = r
+        if not os.path.exists(os.path.join(run, "metrics.jsonl")):
+            continue
+        method, _, seed = os.path.basename(run).rpartition("_s")
+        if not (method and seed.isdigit()):
+            method, seed = os.path.basename(run), "-1"
+        r = load(run)
+        if r["tr"]:
+            out.setdefault(method, {})[int(seed)] = r
     return out
 
 
