@@ -6,6 +6,7 @@
 #   PHASE=dev bash scripts/compare.sh        # seed 100: GRPO lr sweep, PTD-PO lambda sweep
 #   LR=... LAMBDA=... PHASE=eval bash scripts/compare.sh        # seeds 1-5: grpo, ptdpo, control
 #   LR=... LAMBDA=... PHASE=ablations bash scripts/compare.sh   # the paper's ablations, seeds 1-2
+#   (the README's run: LR=5e-4 LAMBDA=2, ABLATIONS="answer_tutor fkl" for the ablations)
 #   PHASE=summary bash scripts/compare.sh    # results/compare.txt and results/compare*.png
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,11 +32,12 @@ case "${PHASE:-dev}" in
       echo "--algo ptdpo --lr $PTD_LR --ptd_coef $LAMBDA --seed $s --out_dir $OUT/ptdpo_s$s"
       echo "--algo ptdpo --lr $PTD_LR --ptd_coef $LAMBDA --tutor_context none --seed $s --out_dir $OUT/control_s$s"
     done ;;
-  ablations)
+  ablations)   # ABLATIONS="answer_tutor fkl" runs a subset
     for s in $ABL_SEEDS; do
       for a in "tau0.2 --tau 0.2" "distill_all --distill_all" "fkl --divergence fkl" "rkl --divergence rkl" \
                "answer_tutor --tutor_context answer"; do
         set -- $a; name=$1; shift
+        case " ${ABLATIONS:-tau0.2 distill_all fkl rkl answer_tutor} " in *" $name "*) ;; *) continue ;; esac
         echo "--algo ptdpo --lr $PTD_LR --ptd_coef $LAMBDA $* --seed $s --out_dir $OUT/abl_${name}_s$s"
       done
     done ;;
