@@ -39,8 +39,10 @@ def groups_of(root):
         if not (method and seed.isdigit()):
             method, seed = os.path.basename(run), "-1"
         r = load(run)
-        if r["tr"]:
+        if r["tr"] and r["end"].get("final"):      # finished runs only (the last record is the final eval)
             out.setdefault(method, {})[int(seed)] = r
+        else:
+            print(f"(skipped, not finished: {run})")
     return out
 
 
