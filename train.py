@@ -31,7 +31,6 @@ Left out on purpose: vLLM rollouts, sequence packing, tensor/context parallelism
 """
 import argparse
 import json
-import math
 import os
 import sys
 import time
@@ -58,20 +57,7 @@ RESUME_KEYS = ("world_size", "model", "train_data", "algo", "group_size", "promp
                "no_spoiler_filter")
 
 
-def ranged(kind, lo=None, hi=None, open_lo=False):
-    """An argparse type that also checks a range, so a bad value is one line naming the flag."""
-    def parse(text):
-        v = kind(text)
-        if not math.isfinite(v):
-            raise argparse.ArgumentTypeError(f"{text} is not a finite number")
-        if (lo is not None and (v <= lo if open_lo else v < lo)) or (hi is not None and v > hi):
-            raise argparse.ArgumentTypeError(f"{text} is outside {'(' if open_lo else '['}{lo}, {hi or 'inf'}]")
-        return v
-    parse.__name__ = kind.__name__
-    return parse
-
-
-POS, NONNEG, PROB = ranged(int, 1), ranged(int, 0), ranged(float, 0, 1, open_lo=True)
+ranged, POS, NONNEG, PROB = data.ranged, data.POS, data.NONNEG, data.PROB   # argument ranges, shared
 
 # Defaults that depend on the model. A real model gets the paper's settings (Qwen3-VL-2B/8B:
 # lambda 0.05, lr 1e-6 constant, 384 prompts per step in mini-batches of 128, 4,096 new tokens,
