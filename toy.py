@@ -1,18 +1,20 @@
 """
 toy.py: the embedded demo, built offline in code: a synthetic visual task and a tiny Qwen-VL.
 
-The task: a 96x96 picture of coloured shapes (10 colours, 8 shapes, no colour or shape twice in
-a scene), in two buckets recorded as `category`:
-    easy: a 2x2 grid of 48 px cells, 2-4 shapes      hard: a 3x3 grid of 32 px cells, 5-8 shapes
-    question: "What colour is the triangle?"       answer: "red"
-    response: "<think>The triangle is in the top left cell.</think><answer>red</answer>"
-The student must find the named shape among the others: on the easy bucket the warm-started
-~1M-parameter model does it part of the time (GRPO has mixed groups to learn from); on the hard
-bucket it was never trained without the hint and guesses, so many groups of 8 rollouts all fail
-and GRPO's advantage is zero there. The hint names the target and its look-alike distractors and
-frames the target's cell on the tutor's copy of the image; with it the same frozen model is
-near-perfect on both buckets. That is the regime PTD-PO is for: failed rollouts on problems the
-student never solves, and a tutor (the student's own initial weights plus the hint) that can.
+The task: a 96x96 picture, a 3x3 grid of coloured shapes (10 colours, 8 shapes, no colour or shape
+twice in a scene) with one cell framed in grey, in two buckets recorded as `category`:
+    easy: 5-8 shapes   "What colour is the shape in the frame?"       answer: the framed shape's colour
+    hard: 2 shapes     "What colour is the shape outside the frame?"  answer: the other shape's colour
+    response: "<think>The star is in the frame.</think><answer>red</answer>"
+The warm start teaches the student to read the framed shape (easy: right ~98% of the time) and
+shows the hard questions only with their hint, so the student never practises them: asked one,
+it reports the framed shape, the one word 'outside' making no difference to it. It is wrong,
+and confidently so (~0.5% of samples right), so nearly every hard group of rollouts all fails and
+GRPO's advantage is zero there. The hint names the shape outside the frame (and the framed one
+as the distractor) and frames it in black on the tutor's copy of the image; with it the same
+frozen model answers ~97% of the hard problems. That is the regime PTD-PO is for: failed rollouts
+on problems the student never solves, and a tutor (the student's own initial weights plus the
+hint) that can.
 
 The model: a real Qwen3-VL (or Qwen2.5-VL) architecture from a hand-written config, ~1M
 parameters, a byte-level BPE tokenizer trained here with the Qwen special tokens and chat
@@ -27,8 +29,9 @@ tutor and blank image; the step-0 share of all-fail groups on training problems 
 score on them) and exits non-zero when the model misses the regime (REGIME below).
 scripts/toy_seeds.py rebuilds it on several seeds. The shipped checkpoint in toy/model was made
 by `python toy.py --threads 1` (seed 0).
-Left out on purpose: digits and counting questions (the tiny model cannot read digits at
-this resolution in a CPU budget); video.
+Left out on purpose: cells named in words ("the top left cell": in 2,000 warm-start steps this
+model never learnt to find a cell from its name, student = blank image), digits and counting
+(it cannot read digits at this resolution in a CPU budget); video.
 """
 import argparse
 import json
@@ -52,24 +55,15 @@ COLOURS = {"red": (220, 30, 30), "green": (30, 160, 60), "blue": (40, 70, 230), 
            "purple": (130, 40, 170), "orange": (245, 135, 20), "pink": (250, 130, 200), "brown": (120, 70, 20),
            "cyan": (20, 200, 220), "grey": (130, 130, 130)}
 SHAPES = ("circle", "square", "triangle", "diamond", "cross", "star", "hexagon", "pentagon")
-# shapes a tiny vision tower confuses; the hard bucket's hint names them as the distractors to ignore
-LOOKALIKES = {"circle": ("hexagon", "pentagon"), "hexagon": ("circle", "pentagon"),
-              "pentagon": ("hexagon", "circle"), "square": ("diamond",), "diamond": ("square",),
-              "cross": ("star",), "star": ("cross",), "triangle": ("pentagon",)}
-SIZE = 96   # every picture: 96 x 96 px, 3 x 3 merged vision tokens in Qwen3-VL
-# bucket: (grid side, fewest shapes, most shapes). easy: 2 x 2 cells of 48 px, 2-4 shapes; hard:
-# 3 x 3 cells of 32 px (one merged vision token each), 5-8 shapes, look-alikes among them
-BUCKETS = {"easy": (2, 2, 4), "hard": (3, 5, 8)}
-ROWS = {2: ("top", "bottom"), 3: ("top", "middle", "bottom")}
-COLS = {2: ("left", "right"), 3: ("left", "middle", "right")}
+SIZE = 96   # every picture: 96 x 96 px, a 3 x 3 grid of 32 px cells, one merged vision token each (Qwen3-VL)
+GRID = 3
+MARK = (120, 120, 120)   # the task's own frame (2 px, grey), drawn in every picture; the hint's frame is black
+# bucket: (fewest shapes, most shapes). easy: find the framed shape among 5-8; hard: two shapes, one framed,
+# and the question asks for the other one
+BUCKETS = {"easy": (5, 8), "hard": (2, 2)}
 
 # -----------------------------------------------------------------------------
 # the task
-
-
-def cell_name(n, cx, cy):
-    """'top left' ... 'bottom right' in an n x n grid; the 3 x 3 grid's middle cell is 'centre'."""
-    return "centre" if (n, cx, cy) == (3, 1, 1) else f"{ROWS[n][cy]} {COLS[n][cx]}"
 
 
 def draw_shape(draw, shape, box, fill):
@@ -97,16 +91,19 @@ def draw_shape(draw, shape, box, fill):
 
 
 def make_example(rng, bucket):
-    """One scene of a bucket ("easy" or "hard") and its question, answer, gold response and
-    structured hint. Colours never repeat within a scene, so a blind guess pays 1/10."""
-    n, lo, hi = BUCKETS[bucket]
-    cell = SIZE // n
+    """One scene and its question, answer, gold response and structured hint. Every picture has
+    one cell framed in grey (part of the picture, the student sees it); no colour or shape repeats
+    in a scene, so a blind guess pays 1/10.
+        easy: 5-8 shapes  "What colour is the shape in the frame?"       (the framed one)
+        hard: 2 shapes    "What colour is the shape outside the frame?"  (the other one)"""
+    lo, hi = BUCKETS[bucket]
     k = rng.randint(lo, hi)
-    cells = rng.sample([(x, y) for y in range(n) for x in range(n)], k)
+    cells = rng.sample([(x, y) for y in range(GRID) for x in range(GRID)], k)
     shapes = rng.sample(SHAPES, k)
     colours = rng.sample(sorted(COLOURS), k)
     img = Image.new("RGB", (SIZE, SIZE), (255, 255, 255))
     draw = ImageDraw.Draw(img)
+    cell = SIZE // GRID
     objects = []
     for (cx, cy), shape, colour in zip(cells, shapes, colours):
         side = cell * rng.uniform(0.7, 0.95)
@@ -114,26 +111,34 @@ def make_example(rng, bucket):
         y1 = cy * cell + rng.uniform(0, cell - side)
         box = [round(x1), round(y1), round(x1 + side), round(y1 + side)]
         draw_shape(draw, shape, box, COLOURS[colour])
-        objects.append({"shape": shape, "colour": colour, "cell": (cx, cy), "where": cell_name(n, cx, cy),
-                        "box": box})
-    target = objects[0]
-    cx, cy = target["cell"]
-    # distractors named in the hint: the look-alikes of the target, else the others (at most 3)
-    others = objects[1:]
-    named = [o for o in others if o["shape"] in LOOKALIKES[target["shape"]]] or others
-    hint = {"regions": [{"box": [cx * cell, cy * cell, (cx + 1) * cell, (cy + 1) * cell],
-                         "label": f"the {target['shape']}", "role": "focus"}]
-            + [{"box": o["box"], "label": f"a {o['shape']}", "role": "distractor"} for o in named[:3]],
-            "steps": [f"Find the {target['shape']} inside the framed cell.", "Name the colour of its fill."],
-            "frame": True}   # the tutor's copy of the image frames the cell (see hints.py)
+        objects.append({"shape": shape, "colour": colour, "cell": (cx, cy), "box": box})
+    # objects[0] is the target; the framed one is the target (easy) or the other shape (hard)
+    framed = objects[0] if bucket == "easy" else objects[1]
+    fx, fy = framed["cell"]
+    draw.rectangle([fx * cell, fy * cell, (fx + 1) * cell - 1, (fy + 1) * cell - 1], outline=MARK, width=2)
+    t = objects[0]
+    cx, cy = t["cell"]
+    focus = {"box": [cx * cell, cy * cell, (cx + 1) * cell, (cy + 1) * cell], "role": "focus"}
+    if bucket == "easy":
+        question, where = "What colour is the shape in the frame?", "in the frame"
+        regions = [{**focus, "label": "the framed shape"}]
+        steps = ["Find the framed shape.", "Name the colour of its fill."]
+    else:
+        question, where = "What colour is the shape outside the frame?", "outside the frame"
+        # the framed shape is the distractor: it is the one a reader who skips the word 'outside' reports
+        regions = [{**focus, "label": "the shape outside the frame"},
+                   {"box": framed["box"], "label": "the framed shape", "role": "distractor"}]
+        steps = ["The question asks for the shape outside the frame, not the framed one.",
+                 "Name the colour of its fill."]
+    hint = {"regions": regions, "steps": steps, "frame": True}   # the tutor's copy: a black frame (hints.py)
     return img, {
-        "question": f"What colour is the {target['shape']}?",
-        "answer": target["colour"],
+        "question": question,
+        "answer": t["colour"],
         "category": bucket,
         "hint": hint,
-        "gold_response": f"<think>The {target['shape']} is in the {target['where']} cell.</think>"
-                         f"<answer>{target['colour']}</answer>",
+        "gold_response": f"<think>The {t['shape']} is {where}.</think><answer>{t['colour']}</answer>",
         "scene": [{k: (list(v) if isinstance(v, tuple) else v) for k, v in o.items()} for o in objects],
+        "framed": objects.index(framed),
     }
 
 
@@ -157,7 +162,7 @@ def write_split(out_dir, split, n, seed, hard_share):
     return path
 
 
-TASK_VERSION = 2   # bump when the task changes: toy.ensure() then redraws data left by older code
+TASK_VERSION = 3   # bump when the task changes: toy.ensure() then redraws data left by older code
 
 
 def build_data(out_dir, n_train=4000, n_eval=400, seed=0, hard_share=0.5):
@@ -300,33 +305,35 @@ def widen(model_dir, out_dir, vocab_size=REAL_VOCAB, thinking=False, seed=0):
 # -----------------------------------------------------------------------------
 # warm start: supervised training on gold responses, half the prompts with the hint
 #
-# Why the picture's words get their own loss term. Of the ~20 response tokens only the cell
-# words and the colour depend on the picture; the rest is format, learnt from the text alone in
-# ~200 steps. With the plain token-mean loss the picture's share of the gradient is then thin,
-# and whether the model ever starts reading colours within the budget is down to the seed: on
-# seed 0 the loss sat at the "ignore the picture" floor (~0.115 per token) for all 1,200 steps,
-# with P(right colour | gold prefix) at 1/6 for student, tutor and blank image alike, and 300
-# steps of one-object scenes first did not change that. A second term, the mean loss over those
-# grounded tokens alone, gives them a fixed share of the gradient whatever the response length;
-# with it the tutor reads colours within a few hundred steps on every seed tried
-# (scripts/toy_seeds.py, results/toy_seeds.txt).
+# Why the picture's words get their own loss term. Of the ~19 response tokens only the shape word
+# and the colour depend on the picture; the rest is format, learnt from the text alone in ~200
+# steps. With the plain token-mean loss the picture's share of the gradient is then thin, and
+# whether the model ever starts reading colours within the budget is down to the seed (on an
+# earlier version of the task, seed 0 sat at the "ignore the picture" floor for all 1,200 steps).
+# A second term, the mean loss over those grounded tokens alone, gives them a fixed share of the
+# gradient whatever the response length.
+#
+# answer_smoothing (off by default) adds a cross-entropy to the uniform over the ten colours at the
+# answer token, a student that is less sure of itself. With 0.1 the hard bucket's student puts
+# ~2% on the right colour instead of ~0.1%; it did not make the JSD teach it (README, Results).
 
 
 def grounded_tokens(tok, ex, eos):
-    """(ids, mask) of an example's gold response + EOS; the mask marks the tokens that depend
-    on the picture: the target's cell words and the answer."""
+    """(ids, mask, answer position) of an example's gold response + EOS; the mask marks the
+    tokens that depend on the picture: the target's shape word and the answer."""
     gold, answer = ex["record"]["gold_response"], ex["answer"]
-    where = ex["record"]["scene"][0]["where"]
-    c0 = gold.index(f" is in the {where} cell") + len(" is in the ")
+    shape = ex["record"]["scene"][0]["shape"]
+    s0 = gold.index(f"The {shape} is") + len("The ")
     a0 = gold.index("<answer>") + len("<answer>")
-    spans = [(c0, c0 + len(where)), (a0, a0 + len(answer))]
+    spans = [(s0, s0 + len(shape)), (a0, a0 + len(answer))]
     enc = tok(gold, return_offsets_mapping=True)
     mask = [any(s < e1 and e > s1 for s1, e1 in spans) for s, e in enc["offset_mapping"]] + [False]
-    return torch.tensor(enc["input_ids"] + [eos]), torch.tensor(mask)
+    first = next(i for i, (s, e) in enumerate(enc["offset_mapping"]) if e > a0)
+    return torch.tensor(enc["input_ids"] + [eos]), torch.tensor(mask), first
 
 
-def warm_start(model_dir, train_path, steps=1200, batch_size=16, lr=2e-3, warmup=30, seed=0, threads=None,
-               hint_share=0.5, grounded_weight=1.0):
+def warm_start(model_dir, train_path, steps=1000, batch_size=16, lr=2e-3, warmup=30, seed=0, threads=None,
+               hint_share=0.5, grounded_weight=1.0, answer_smoothing=0.0):
     """Teach the random tiny model the task format, to read the picture, and to read hints in
     context. Hard problems are shown only with their hint (and frame); easy ones with it at
     hint_share, so that the frozen copy can act as the tutor on both; grounded_weight: weight of the
@@ -340,6 +347,7 @@ def warm_start(model_dir, train_path, steps=1200, batch_size=16, lr=2e-3, warmup
     tok = processor.tokenizer
     eos = tok.convert_tokens_to_ids("<|im_end|>")
     fmt = rollout.box_format(model)
+    colour_ids = torch.tensor([tok(c)["input_ids"][0] for c in sorted(COLOURS)])
     rng = random.Random(seed)
     torch.manual_seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.95))
@@ -355,15 +363,19 @@ def warm_start(model_dir, train_path, steps=1200, batch_size=16, lr=2e-3, warmup
         # problems beyond it), the tutor learns to read them; easy ones with the hint at hint_share
         prompts = [tutor.tutor_prompt(processor, ex, fmt) if ex["category"] == "hard" or rng.random() < hint_share
                    else rollout.encode(processor, ex["question"], data.open_images(ex)) for ex in batch]
-        resp, grounded = zip(*[grounded_tokens(tok, ex, eos) for ex in batch])
+        resp, grounded, first = zip(*[grounded_tokens(tok, ex, eos) for ex in batch])
         ids, mask = rollout.pad_responses(list(resp), eos, tok.pad_token_id)
         gmask = torch.zeros_like(mask)
         for i, g in enumerate(grounded):
             gmask[i, :len(g)] = g
-        out = rollout.score(model, prompts, ids, mask, grad=True, token_budget=10 ** 9)
+        support = colour_ids.expand(*ids.shape, -1) if answer_smoothing else None
+        out = rollout.score(model, prompts, ids, mask, support=support, grad=True, token_budget=10 ** 9)
         token_loss = -(out["logp"] * mask).sum() / mask.sum()
         grounded_loss = -(out["logp"] * gmask).sum() / gmask.sum()
         loss = token_loss + grounded_weight * grounded_loss
+        if answer_smoothing:   # cross-entropy to the uniform over the colours, at the answer token
+            at = (torch.arange(len(batch)), torch.tensor(first))
+            loss = loss - answer_smoothing * out["support_logp"][at].mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -455,7 +467,7 @@ def format_diagnostics(res, n):
 # reads the picture (clearly above its blank-image score); on training problems a large share of
 # groups all fail (GRPO's advantage is zero there) while the tutor, the same weights with the
 # hint, solves those problems.
-REGIME = {"easy_over_blank": 0.10, "all_fail_min": 0.20, "all_fail_max": 0.60, "tutor_on_all_fail": 0.85}
+REGIME = {"easy_over_blank": 0.10, "all_fail_min": 0.35, "all_fail_max": 0.55, "tutor_on_all_fail": 0.90}
 
 
 def regime_failures(res, regime=REGIME):
@@ -497,13 +509,16 @@ def main(argv=None):
     p = argparse.ArgumentParser(description="Build the embedded demo: task data, tiny model, warm start.")
     p.add_argument("--out_dir", default=DEFAULT_DIR, help="writes <out_dir>/data and <out_dir>/model")
     p.add_argument("--family", default="qwen3", choices=["qwen3", "qwen2.5"], help="tiny model architecture")
-    p.add_argument("--steps", type=int, default=2000, help="warm-start steps (0: random weights)")
+    p.add_argument("--steps", type=int, default=1000, help="warm-start steps (0: random weights)")
     p.add_argument("--batch_size", type=int, default=16, help="warm-start batch size")
     p.add_argument("--lr", type=float, default=2e-3, help="warm-start peak learning rate")
     p.add_argument("--hint_share", type=float, default=0.5,
                    help="warm start: share of easy prompts shown with the hint and its frame (hard: always)")
     p.add_argument("--grounded_weight", type=float, default=1.0,
                    help="warm start: weight of the loss term on the picture-dependent tokens (0: plain SFT)")
+    p.add_argument("--answer_smoothing", type=float, default=0.0,
+                   help="warm start: weight of a cross-entropy to the uniform over the colours at the answer "
+                        "token (keeps the student from saturating; see warm_start)")
     p.add_argument("--n_train", type=int, default=4000, help="training problems")
     p.add_argument("--n_eval", type=int, default=400, help="held-out problems (half easy, half hard)")
     p.add_argument("--hard_share", type=float, default=0.5, help="share of hard problems in the train split")
@@ -522,7 +537,7 @@ def main(argv=None):
     if args.steps:
         model, processor = warm_start(model_dir, train_path, args.steps, args.batch_size, args.lr, seed=args.seed,
                                       threads=args.threads or None, hint_share=args.hint_share,
-                                      grounded_weight=args.grounded_weight)
+                                      grounded_weight=args.grounded_weight, answer_smoothing=args.answer_smoothing)
         train_seconds = time.time() - t0
         evals = data.load_jsonl(eval_path, report=lambda s: None)[:args.diag_n]
         res = diagnose(model, processor, evals, seed=args.seed)
@@ -535,7 +550,7 @@ def main(argv=None):
             json.dump({**res, "n": len(evals), "regime": not failures,
                        "command": " ".join(["python", "toy.py", *argv_shown]), "seed": args.seed,
                        "steps": args.steps, "grounded_weight": args.grounded_weight, "hard_share": args.hard_share,
-                       "hint_share": args.hint_share,
+                       "hint_share": args.hint_share, "answer_smoothing": args.answer_smoothing,
                        "torch": torch.__version__, "threads": torch.get_num_threads(),
                        "build_seconds": round(train_seconds, 1), "seconds": round(time.time() - t0, 1),
                        "built": time.strftime("%Y-%m-%d %H:%M:%S %Z")}, f, indent=1)

@@ -9,8 +9,8 @@ import math
 import os
 import statistics
 
-MAIN = ("grpo", "ptdpo", "control")
-COLOURS = {"grpo": "tab:blue", "ptdpo": "tab:red", "control": "tab:grey"}
+MAIN = ("grpo", "ptdpo", "ptdpo_jsd", "control")
+COLOURS = {"grpo": "tab:blue", "ptdpo": "tab:red", "ptdpo_jsd": "tab:orange", "control": "tab:grey"}
 
 
 def load(run):
@@ -81,7 +81,8 @@ def paired(groups, a, b, key):
 
 
 def verdict(groups):
-    for a, b in (("ptdpo", "grpo"), ("ptdpo", "control"), ("control", "grpo")):
+    for a, b in (("ptdpo", "grpo"), ("ptdpo", "control"), ("ptdpo", "ptdpo_jsd"), ("ptdpo_jsd", "grpo"),
+                 ("control", "grpo")):
         for key in ("eval_pass1/hard", "eval_pass1/easy", "eval_pass1"):
             p = paired(groups, a, b, key)
             if p:
@@ -150,7 +151,7 @@ def main():
     print()
     verdict(groups)
     if args.png and main_runs:
-        figure(groups, main_runs, args.png, "GRPO vs PTD-PO vs no-hint control on the demo")
+        figure(groups, main_runs, args.png, "GRPO vs PTD-PO (fkl; JSD) vs no-hint control on the demo")
     if args.png and abl:
         figure(groups, ["ptdpo"] * ("ptdpo" in groups) + abl, args.png.replace(".png", "_ablations.png"),
                "PTD-PO ablations")

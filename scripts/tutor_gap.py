@@ -1,7 +1,7 @@
 """Where the tutor disagrees with the student on the student's own failed responses (demo task).
 
 For failed rollouts of the shipped demo model on held-out problems, the per-token Top-K JSD
-between the student (no hint) and the tutor, averaged over three kinds of token: the cell name
+between the student (no hint) and the tutor, averaged over three kinds of token: the shape name
 in <think>, the answer colour, and everything else; for the hinted tutor and for the
 answer-conditioned one, over all failed rollouts and per bucket (easy / hard; the count of failed
 rollouts in brackets).   python scripts/tutor_gap.py [--n 64] > results/tutor_gap.txt"""
@@ -23,16 +23,16 @@ import tutor  # noqa: E402
 
 
 def token_kinds(tok, ids, mask):
-    """(N, R): 1 for a token inside a cell-name word, 2 inside a colour word, 0 otherwise. Words are
+    """(N, R): 1 for a token inside a shape word, 2 inside a colour word, 0 otherwise. Words are
     found in the decoded text, so a word the tokenizer splits counts in each of its pieces."""
-    cells = {w for n in toy.ROWS for x in range(n) for y in range(n) for w in toy.cell_name(n, x, y).split()}
+    shapes = set(toy.SHAPES)
     word = re.compile(r"[a-z]+")
     kind = torch.zeros_like(ids)
     for r in range(len(ids)):
         pieces = [tok.decode([int(i)]) for i in ids[r][mask[r]]]
         ends = list(itertools.accumulate(len(p) for p in pieces))
         for m in word.finditer("".join(pieces)):
-            k = 1 if m.group() in cells else 2 if m.group() in toy.COLOURS else 0
+            k = 1 if m.group() in shapes else 2 if m.group() in toy.COLOURS else 0
             for t, end in enumerate(ends):
                 if k and end > m.start() and end - len(pieces[t]) < m.end():
                     kind[r, t] = k
@@ -59,7 +59,7 @@ def main():
     kind = token_kinds(tok, f_ids, f_mask)
     print(f"{len(failed)} failed rollouts of {len(ids)} ({a.n} problems x {a.group_size})")
     bucket = [exs[i].get("category") or "all" for i in rows[failed].tolist()]
-    print(f"{'tutor':8s} {'bucket':12s} {'cell-name tokens':>17s} {'colour token':>13s} {'other tokens':>13s}")
+    print(f"{'tutor':8s} {'bucket':12s} {'shape tokens':>17s} {'colour token':>13s} {'other tokens':>13s}")
     for context in ("hint", "answer"):
         every = torch.ones(len(failed), dtype=torch.bool)
         t = tutor.teach(model, proc, exs, rows[failed], f_ids, f_mask, every, top, topk=100, context=context)

@@ -38,9 +38,9 @@ def test_buckets_interleave_in_proportion_and_are_labelled(tmp_path):
     for n in (5, 10, 25):                                    # every prefix holds both in proportion
         assert abs(cats[:n].count("hard") - 0.6 * n) <= 1
     for ex in exs:
-        grid, lo, hi = toy.BUCKETS[ex["category"]]
         scene = ex["record"]["scene"]
-        assert lo <= len(scene) <= hi and all(0 <= c < grid for o in scene for c in o["cell"])
+        lo, hi = toy.BUCKETS[ex["category"]]
+        assert lo <= len(scene) <= hi and all(0 <= c < toy.GRID for o in scene for c in o["cell"])
 
 
 def test_scenes_never_repeat_a_colour_or_shape_and_the_response_names_the_cell_first():
@@ -54,8 +54,36 @@ def test_scenes_never_repeat_a_colour_or_shape_and_the_response_names_the_cell_f
         assert img.size == (toy.SIZE, toy.SIZE) and ex["category"] == bucket
         target = ex["scene"][0]
         gold = ex["gold_response"]
-        assert gold.index(f"the {target['where']} cell") < gold.index(f"<answer>{target['colour']}</answer>")
+        assert gold.index(f"The {target['shape']} is") < gold.index(f"<answer>{target['colour']}</answer>")
+        assert ex["answer"] == target["colour"]
     assert len(toy.COLOURS) >= 8                             # a blind guess pays <= 1/8
+
+
+def test_the_grey_frame_marks_the_target_on_easy_and_the_other_shape_on_hard():
+    """Every picture frames one cell in grey. easy: the framed shape is asked for; hard: two
+    shapes, and the question asks for the one outside the frame (the framed one, a wrong answer
+    of another colour, is the hint's distractor)."""
+    rng = random.Random(2)
+    for _ in range(200):
+        bucket = rng.choice(sorted(toy.BUCKETS))
+        img, ex = toy.make_example(rng, bucket)
+        px = np.array(img)
+        framed = ex["scene"][ex["framed"]]
+        cx, cy = framed["cell"]
+        side = toy.SIZE // toy.GRID
+        ring = px[cy * side, cx * side:(cx + 1) * side]      # the framed cell's top edge
+        assert (ring == np.array(toy.MARK)).all()
+        others = [o for o in ex["scene"] if o is not framed]  # no other cell is framed
+        for o in others:
+            ox, oy = o["cell"]
+            assert not (px[oy * side, ox * side:(ox + 1) * side] == np.array(toy.MARK)).all()
+        if bucket == "easy":
+            assert ex["framed"] == 0 and ex["question"] == "What colour is the shape in the frame?"
+        else:
+            assert ex["framed"] == 1 and len(ex["scene"]) == 2
+            assert ex["question"] == "What colour is the shape outside the frame?"
+            assert framed["colour"] != ex["answer"] and ex["hint"]["regions"][1]["role"] == "distractor"
+            assert ex["hint"]["regions"][1]["box"] == framed["box"]
 
 
 def test_each_scene_draws_its_shapes_in_their_colours_inside_their_cells():
