@@ -165,7 +165,9 @@ def get_args(argv=None):
     g.add_argument("--no_export", action="store_true", help="skip the final Hugging Face export")
     g.add_argument("--wandb", default="", help="wandb project name (optional; needs `pip install wandb`)")
     args = p.parse_args(argv)
-    preset = DEMO if args.model == "toy" else PAPER
+    demo_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "toy", "model")
+    is_demo = args.model == "toy" or os.path.abspath(args.model) == demo_dir   # the shipped model by its path too
+    preset = DEMO if is_demo else PAPER
     for k, v in preset.items():   # what the user did not set comes from the preset
         if getattr(args, k) is None:
             setattr(args, k, v)

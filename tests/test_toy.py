@@ -6,6 +6,7 @@ import random
 
 import numpy as np
 import pytest
+import torch
 
 import data
 import hints
@@ -185,3 +186,33 @@ def test_data_left_by_an_older_task_is_redrawn(tmp_path):
     assert not toy.data_is_current(str(data_dir))
     (data_dir / "task.json").unlink()
     assert not toy.data_is_current(str(data_dir))
+
+
+def colour_entropy(model_dir, train_path, n=8):
+    """Mean entropy of the answer token's distribution renormalised over the ten colours, on the
+    first n training examples' gold responses."""
+    model, processor = rollout.load_model(model_dir, "float32", "cpu")
+    tok = processor.tokenizer
+    eos = tok.convert_tokens_to_ids("<|im_end|>")
+    exs = data.load_jsonl(train_path, report=lambda s: None)[:n]
+    colour_ids = torch.tensor([tok(c)["input_ids"][0] for c in sorted(toy.COLOURS)])
+    resp, _, first = zip(*[toy.grounded_tokens(tok, ex, eos) for ex in exs])
+    ids, mask = rollout.pad_responses(list(resp), eos, tok.pad_token_id)
+    prompts = [rollout.encode(processor, ex["question"], data.open_images(ex)) for ex in exs]
+    out = rollout.score(model, prompts, ids, mask, support=colour_ids.expand(*ids.shape, -1))
+    logp = out["support_logp"][torch.arange(n), torch.tensor(first)].log_softmax(-1)
+    return -(logp.exp() * logp).sum(-1).mean().item()
+
+
+def test_answer_smoothing_makes_the_warm_started_student_less_sure_of_its_colour(tmp_path):
+    """Two warm starts from the same random weights on the same batches, one with the smoothing
+    term: the smoothed one spreads its answer over the colours more."""
+    train_path, _ = toy.build_data(str(tmp_path / "data"), n_train=16, n_eval=2)
+    entropy = {}
+    for w in (0.0, 1.0):
+        model_dir = str(tmp_path / f"model{w}")
+        toy.build_model(model_dir)
+        toy.warm_start(model_dir, train_path, steps=4, batch_size=4, lr=2e-2, warmup=1, threads=1,
+                       answer_smoothing=w)
+        entropy[w] = colour_entropy(model_dir, train_path)
+    assert entropy[1.0] > entropy[0.0] + 0.01, entropy

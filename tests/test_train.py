@@ -1,4 +1,6 @@
 """train.py's own logic without a model: defaults per model, the regime metrics, the collapse warning."""
+import os
+
 import torch
 
 import train
@@ -12,6 +14,9 @@ def test_a_real_model_gets_the_papers_settings_and_the_demo_its_own():
     demo = train.get_args([])
     for k, v in train.DEMO.items():
         assert getattr(demo, k) == v, k
+    by_path = train.get_args(["--model", os.path.join(os.path.dirname(train.__file__), "toy", "model")])
+    assert (by_path.lr, by_path.divergence) == (train.DEMO["lr"], "fkl")     # the shipped demo model by its path
+    assert real.divergence == "jsd"
     given = train.get_args(["--model", "some/model", "--lr", "3e-6", "--ptd_coef", "0.5", "--steps", "7"])
     assert (given.lr, given.ptd_coef, given.steps, given.max_new_tokens) == (3e-6, 0.5, 7, 4096)
 
