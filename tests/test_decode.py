@@ -104,10 +104,13 @@ def test_the_loop_stops_when_every_row_has_ended(tiny, examples, tmp_path):
     """An 'EOS' every row draws early (greedy's favourite token): the loop stops at the next check
     and the responses equal HF generate()'s."""
     model, processor, _ = tiny
-    _, batch, keys = rows_of(processor, examples, tmp_path, G=1)
+    prompts, batch, keys = rows_of(processor, examples, tmp_path, G=1)
     banned, pad = rollout.vision_token_ids(processor.tokenizer), processor.tokenizer.pad_token_id
     free = rollout.hf_generate(model, batch, keys, 24, 0.0, 1.0, banned, -1, pad)
     eos = int(free[:, :8].flatten().mode().values)
+    rows = [i for i in range(len(prompts)) if (free[i] == eos).any()]   # the rows that draw it (>= 1)
+    batch = rollout.collate([prompts[i] for i in rows], pad)
+    keys = keys[rows]
     fast = decode.FastSampler(model, torch.float32)
     got = fast.generate(batch, keys, 64, 0.0, 1.0, banned, eos)
     want = rollout.hf_generate(model, batch, keys, 64, 0.0, 1.0, banned, eos, pad)
