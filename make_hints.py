@@ -1,7 +1,8 @@
 """
 make_hints.py: the offline hint command. An expert vision-language model writes a structured
 hint for every training problem; hints.py checks each reply (schema, zero-spoiler filter) and
-only what passes is written.
+only a reply that passes becomes a hint. A problem whose replies all fail is written without a
+hint: it still trains (under plain GRPO, with the KL anchor), it is only never tutored.
 
     python make_hints.py --model EXPERT --data train.jsonl --out train_with_hints.jsonl
 
@@ -82,14 +83,15 @@ def generate_hints(args):
                     elif attempt == args.retries:
                         report[why] += 1
             for ex in batch:
+                rec = dict(ex["record"])
+                rec.pop("image", None)   # image paths re-anchored at the output file's folder
+                rec.pop("hint", None)
+                here = os.path.dirname(os.path.abspath(args.out))
+                rec["images"] = [os.path.relpath(p, here) for p in ex["images"]]
                 if ex["id"] in accepted:
-                    rec = dict(ex["record"])
-                    rec.pop("image", None)   # image paths re-anchored at the output file's folder
-                    here = os.path.dirname(os.path.abspath(args.out))
-                    rec["images"] = [os.path.relpath(p, here) for p in ex["images"]]
                     rec["hint"] = accepted[ex["id"]]
-                    out.write(json.dumps(rec) + "\n")
                     report["accepted"] += 1
+                out.write(json.dumps(rec) + "\n")   # rejected: kept without a hint (counted by reason)
             out.flush()
     print(f"hint report for {len(todo)} examples (after up to {args.retries} retries):")
     for why, n in report.most_common():

@@ -59,3 +59,28 @@ def test_model_toy_is_the_demo_model(tmp_path, monkeypatch):
 def test_bad_arguments_are_refused_naming_the_flag(flag, value, capsys):
     code = _exit_message(["--model", "toy", "--data", "d.jsonl", "--out", "o.jsonl", flag, value])
     assert code == 2 and f"argument {flag}" in capsys.readouterr().err
+
+
+def test_a_problem_whose_hint_is_rejected_is_kept_without_one(tmp_path, monkeypatch, capsys):
+    """Two problems: the expert's reply for one is a valid hint, for the other it names the answer
+    (the zero-spoiler filter rejects it). Both are written; only the first has a hint."""
+    for name in ("a", "b"):
+        Image.new("RGB", (64, 64)).save(tmp_path / f"{name}.png")
+    recs = [{"id": "a", "image": "a.png", "question": "What colour is the shape?", "answer": "red"},
+            {"id": "b", "image": "b.png", "question": "What colour is the shape?", "answer": "blue",
+             "hint": {"regions": [], "steps": ["an old hint, replaced"]}}]
+    (tmp_path / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    good = json.dumps({"regions": [{"box": [0, 0, 32, 32], "label": "the shape", "role": "focus"}],
+                       "steps": ["Find the shape.", "Name the colour of its fill."]})
+    leak = json.dumps({"regions": [], "steps": ["The answer is blue.", "Say blue."]})
+    monkeypatch.setattr(rollout, "load_model", lambda *a, **k: (None, None))
+    monkeypatch.setattr(rollout, "opens_think", lambda processor: False)
+    monkeypatch.setattr(rollout, "generate_text",
+                        lambda model, processor, images, prompts, **kw: [good if "answer is: red" in p else leak for p in prompts])
+    out = tmp_path / "out.jsonl"
+    assert make_hints.main(["--model", "x", "--data", str(tmp_path / "d.jsonl"), "--out", str(out), "--retries", "1"]) == 0
+    written = {r["id"]: r for r in map(json.loads, open(out))}
+    log = capsys.readouterr().out
+    assert set(written) == {"a", "b"} and "1  accepted" in log and "spoiler" in log
+    assert written["a"]["hint"]["steps"][0] == "Find the shape." and "hint" not in written["b"]
+    assert data.load_jsonl(str(out), report=lambda s: None)[1]["answer"] == "blue"   # still a training problem
