@@ -41,7 +41,8 @@ def get_args(argv=None):
     p.add_argument("--temperature", type=ranged(float, 0), default=1.0, help="sampling temperature (0: greedy)")
     p.add_argument("--top_p", type=PROB, default=0.99,
                    help="nucleus (0.99, as train.py's rollouts and held-out evaluation: one pass@1 definition)")
-    p.add_argument("--max_new_tokens", type=POS, default=32, help="response length cap")
+    p.add_argument("--max_new_tokens", type=POS, default=None,
+                   help="response length cap (default: a run directory's own; the demo model 32; else 4096)")
     p.add_argument("--with_hints", action="store_true", help="evaluate the hinted tutor (hint in context)")
     p.add_argument("--diagnose", action="store_true",
                    help="demo diagnostics: student, tutor, blank image, majority")
@@ -74,8 +75,8 @@ def pass_at_k(n, c, k):
 
 
 def resolve_model(args):
+    import toy
     if args.model == "toy":
-        import toy
         args.model, _, demo_eval = toy.ensure()
         args.data = args.data or demo_eval
     elif os.path.exists(os.path.join(args.model, "config.json")) and os.path.exists(
@@ -83,7 +84,11 @@ def resolve_model(args):
         with open(os.path.join(args.model, "config.json")) as f:
             run_cfg = json.load(f)
         args.data = args.data or run_cfg.get("eval_data") or ""
+        args.max_new_tokens = args.max_new_tokens or run_cfg.get("max_new_tokens")
         args.model = run_cfg["model"] if args.checkpoint else os.path.join(args.model, "final")
+    if args.max_new_tokens is None:   # a real model's answers need room; the demo's are ~20 tokens
+        demo = os.path.abspath(args.model) == os.path.abspath(os.path.join(toy.DEFAULT_DIR, "model"))
+        args.max_new_tokens = 32 if demo else 4096
     if not args.data:
         sys.exit("eval.py: --data is required with a model other than 'toy'")
 

@@ -37,3 +37,21 @@ def test_compare_with_a_missing_run_is_one_line(tmp_path):
         eval_py.main(["--compare", str(tmp_path / "no_such_run"), "--png", str(tmp_path / "c.png")])
     assert isinstance(e.value.code, str) and "no_such_run is not a run directory" in e.value.code
     assert "\n" not in e.value.code
+
+
+def test_the_response_cap_defaults_to_the_runs_own_then_by_model(tmp_path):
+    """A real model gets room for its answers (4,096 new tokens), the demo model 32, a run directory
+    the cap it trained with; a flag always wins."""
+    import json
+    import toy
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"model": "m", "eval_data": "e.jsonl", "max_new_tokens": 512}))
+    (run / "metrics.jsonl").write_text("")
+    cases = [(["--model", "some/model", "--data", "d.jsonl"], 4096), (["--model", "toy"], 32),
+             (["--model", str(run)], 512), (["--model", str(run), "--max_new_tokens", "64"], 64),
+             (["--model", toy.DEFAULT_DIR + "/model", "--data", "d.jsonl"], 32)]
+    for argv, want in cases:
+        args = eval_py.get_args(argv)
+        eval_py.resolve_model(args)
+        assert args.max_new_tokens == want, argv
