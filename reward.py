@@ -177,6 +177,8 @@ def answers_match(pred, gold, choices=None):
         picked = choice_letter(pred)
         if picked in opts and normalize(opts[picked]) == g:
             return True
+    if _WORD.fullmatch(pred) and _WORD.fullmatch(gold):
+        return p == g   # two words ("no", "on"): text, not products of variables, which would be equal
     verdict = compare(pred, gold)
     stated = _stated(pred) if verdict is None else None
     if stated:
@@ -184,6 +186,9 @@ def answers_match(pred, gold, choices=None):
     if verdict is None:
         verdict = ask_math_verify(pred, gold) if USE_MATH_VERIFY else None
     return p == g if verdict is None else verdict
+
+
+_WORD = re.compile(r"\s*[A-Za-z]{2,}[.!]?\s*")
 
 
 def _is_math(gold):

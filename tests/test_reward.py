@@ -222,3 +222,13 @@ def test_no_false_accepts_of_partial_numbers_or_changed_digits(mode):
     numbers = _table().measure()
     assert numbers["partial"][0] == 0 and numbers["partial"][1] > 200, numbers
     assert numbers["changed"][0] == 0 and numbers["changed"][1] > 250, numbers
+
+
+def test_two_words_are_compared_as_text_not_as_products_of_variables():
+    """"on" is not "no" (as products of variables o*n and n*o they were equal); case and a final
+    full stop do not matter; a one-letter answer is still an option letter or a symbol."""
+    ex = {"answer": "no", "question": "Is the cup full?"}
+    said = lambda a: reward_module.reward(f"<think>x</think><answer>{a}</answer>", ex)   # noqa: E731
+    assert said("on") == 0.0 and said("No") == said("no.") == said(" NO ") == 1.0
+    assert reward_module.reward("<think>x</think><answer>yx</answer>", {"answer": "xy", "question": "q"}) == 0.0
+    assert reward_module.reward("<think>x</think><answer>2ba</answer>", {"answer": "2ab", "question": "q"}) == 1.0
