@@ -615,7 +615,7 @@ def summary(args, first, last, n_eval, seconds, world, device, collapsed):
     if not args.no_export:
         final = os.path.join(args.out_dir, "final")
         print0(f"  final model: {final}  (python eval.py --model {final} --data {args.eval_data} "
-               f"--n_samples {n} --top_p {args.top_p})")
+               f"--n_samples {n} --top_p {args.top_p} --max_new_tokens {args.max_new_tokens})")
         if collapsed >= COLLAPSE_STEPS:
             print0("  WARNING: that export is of a collapsed policy (reward 0, entropy ~0 at the end)")
 
