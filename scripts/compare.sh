@@ -54,7 +54,7 @@ esac > "$jobs_file"
 "$PY" -c "import toy; toy.ensure()"   # build the demo data once, before the parallel runs
 start=$(date +%s)
 # shellcheck disable=SC2086
-xargs -P "$JOBS" -L 1 sh -c '"$0" train.py '"$COMMON"' "$@" > "$(echo "$@" | sed "s/.*--out_dir //").log" 2>&1' \
+xargs -r -P "$JOBS" -L 1 sh -c '"$0" train.py '"$COMMON"' "$@" > "$(echo "$@" | sed "s/.*--out_dir //").log" 2>&1' \
   "$PY" < "$jobs_file"
 echo "phase ${PHASE:-dev} done in $(( $(date +%s) - start ))s"
 if [ "${PHASE:-dev}" = summary ]; then
