@@ -118,8 +118,8 @@ def main(argv=None):
                         "train on them with train.py --no_spoiler_filter)")
     p.add_argument("--allow_outside_images", action="store_true",
                    help="allow absolute or ../ image paths (default: only inside the data file's folder)")
-    report = generate_hints(p.parse_args(argv))
-    return 0 if report.get("accepted", 0) or sum(report.values()) else 1
+    generate_hints(p.parse_args(argv))   # rejected hints are counted in its report, not an error
+    return 0
 
 
 if __name__ == "__main__":
