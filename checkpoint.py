@@ -5,8 +5,8 @@ save and a damaged or tampered checkpoint is refused, never loaded.
     save(out_dir, step, model, opt, keep)    DCP shards + per-rank RNG + a sha256 manifest, written
                                              into step_N.tmp, then renamed: a kill leaves the last
                                              checkpoint intact
-    load(out_dir, model, opt)                the newest checkpoint that verifies (older ones are
-                                             the fallback); returns its step, or 0
+    load(out_dir, model, opt)                the newest checkpoint that verifies and reads whole
+                                             (older ones are the fallback); returns its step, or 0
     verify(path)                             None, or why the checkpoint cannot be trusted
     load_weights(path, model)                model weights only (eval.py --checkpoint)
     export_hf(model, processor, out)         save_pretrained of the fp32 master weights
@@ -15,7 +15,9 @@ Layout: <out_dir>/checkpoints/step_000020/{.metadata, __0_0.distcp, ..., extra_r
 manifest.json} and a `latest` file naming the newest (for people; load() scans the folders).
 Why a manifest: torch.distributed.checkpoint has no checksums, so a flipped bit in a shard
 would load silently. Why check_metadata: DCP unpickles .metadata, and an unpickler that trusts
-the file runs whatever code it names.
+the file runs whatever code it names. The manifest is a checksum, not a signature: whoever can
+rewrite a file can rewrite it too, so every pickle is also read as plain data only, and a
+checkpoint is read whole before any of it is applied.
 """
 import glob
 import hashlib
@@ -64,8 +66,8 @@ def check_metadata(path):
     with open(os.path.join(path, ".metadata"), "rb") as f:
         try:
             _StrictUnpickler(f).load()
-        except pickle.UnpicklingError as e:
-            raise pickle.UnpicklingError(f"{path}/.metadata: {e}") from None
+        except Exception as e:     # any reason in one line: some of pickle's span two
+            raise pickle.UnpicklingError(f"{path}/.metadata: {' '.join(str(e).split())[:200]}") from None
 
 def _planner():
     """DCP's load planner, except that non-tensor items (optimiser hyper-parameters, ...) are
@@ -82,6 +84,67 @@ def _planner():
             else:
                 self.state_dict[read_item.dest_index.fqn] = obj
     return SafeLoadPlanner()
+
+
+class Refused(Exception):
+    """A checkpoint file that cannot be trusted or read; the message is one line that names the
+    file and the reason."""
+
+
+def _why(e):
+    """One line for a failed read. torch's weights-only refusal is many lines and ends by advising
+    weights_only=False, which is exactly what must not be done with a file from elsewhere."""
+    text = str(e)
+    if "Weights only load failed" in text:
+        named = re.search(r"GLOBAL ([\w.]+)", text)
+        if named:
+            return f"not plain data: a pickle that names {named[1]} (code), so it was not unpickled"
+        detail = re.search(r"^(Unsupported .*?)\s*$", text, re.M)
+        return (f"not plain data: a pickle the weights-only reader refuses "
+                f"({detail[1] if detail else 'unknown content'}), so it was not unpickled")
+    first = " ".join(text.split())[:200]
+    return f"unreadable ({type(e).__name__}{': ' + first if first else ''})"
+
+
+def _read_shards(path, state):
+    """dcp.load into `state` (collective), or Refused naming the shard whose item failed."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.api import CheckpointException
+
+    class Reader(dcp.FileSystemReader):   # remembers the file being read, for the message
+        reading = "the shards"
+
+        def _slice_file(self, file, sinfo):
+            self.reading = sinfo.relative_path
+            return super()._slice_file(file, sinfo)
+    reader = Reader(path)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        warnings.filterwarnings("ignore", message="Detected pickle protocol")   # a foreign pickle: refused below
+        try:
+            dcp.load(state, storage_reader=reader, planner=_planner())
+        except (Exception, CheckpointException) as e:      # DCP wraps each rank's error
+            err = e
+            if isinstance(e, CheckpointException):
+                if rank() not in e.failures:
+                    raise Refused("a shard failed to load on another rank") from None
+                err = e.failures[rank()][0]
+            raise Refused(f"{reader.reading}: {_why(err)}") from None
+
+
+def _read_extra(path):
+    """This rank's extra_rank<r>.pt (step and RNG state), as plain data, or Refused."""
+    name = f"extra_rank{rank()}.pt"
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            extra = torch.load(os.path.join(path, name), weights_only=True)
+    except Exception as e:
+        raise Refused(f"{name}: {_why(e)}") from None
+    if not (isinstance(extra, dict) and isinstance(extra.get("step"), int) and isinstance(extra.get("rng"), torch.Tensor)
+            and extra["rng"].dtype == torch.uint8):
+        raise Refused(f"{name}: not a step and an RNG state")
+    return extra
 
 # -----------------------------------------------------------------------------
 # the manifest
@@ -191,34 +254,48 @@ def _agree(reason):
     return all_max(torch.tensor([0.0 if reason is None else 1.0])).item() == 0
 
 
+def _read_whole(path, model, opt):
+    """Every file of the checkpoint this rank needs, read into new tensors that the model and the
+    optimiser do not hold (collective: DCP). Returns (state, extra) or raises Refused. Nothing is
+    applied here, so a file that fails half-way leaves the model as it was. The price is one more
+    copy of this rank's model and optimiser state for the time of the load."""
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+    from torch.utils._pytree import tree_map_only
+    msd, osd = get_state_dict(model, opt)
+    state = tree_map_only(torch.Tensor, torch.empty_like, {"model": msd, "optim": osd})
+    err = None
+    try:
+        extra = _read_extra(path)        # before the collective, so that every rank joins it
+    except Refused as e:
+        err = e
+    _read_shards(path, state)
+    if err is not None:
+        raise err
+    return state, extra
+
+
 def load(out_dir, model, opt):
-    """Restore model, optimiser and RNG from the newest checkpoint that verifies; returns its
-    step. A damaged newer checkpoint is skipped with the reason printed. 0 if there is none."""
-    import torch.distributed.checkpoint as dcp
-    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+    """Restore model, optimiser and RNG from the newest checkpoint that verifies and reads whole;
+    returns its step. A damaged or tampered newer checkpoint is skipped with a one-line reason,
+    before anything of it is applied. 0 if there is none."""
+    from torch.distributed.checkpoint.state_dict import set_state_dict
     world = dist.get_world_size() if dist.is_initialized() else 1
     found, skipped = checkpoints(out_dir), []
     for path in found:
         reason = verify(path, share=(rank(), world))
         if reason is None and not os.path.isfile(os.path.join(path, f"extra_rank{rank()}.pt")):
             reason = f"extra_rank{rank()}.pt: missing (saved with fewer ranks?)"
+        if _agree(reason):               # every rank verified its share: read every file
+            try:
+                state, extra = _read_whole(path, model, opt)
+            except Refused as e:
+                reason = str(e)
         if not _agree(reason):
             print0(f"checkpoint {path} skipped: {reason or 'failed verification on another rank'}")
             skipped.append(path)
             continue
         _set_aside(skipped)
-        msd, osd = get_state_dict(model, opt)
-        state = {"model": msd, "optim": osd}
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="torch.distributed is disabled")
-            try:
-                dcp.load(state, checkpoint_id=path, planner=_planner())
-            except (Exception, dcp.api.CheckpointException) as e:   # e.g. an item that names code
-                why = ("an item in the shards is not plain data (a pickled object naming code?)"
-                       if "Weights only load failed" in str(e) else str(e).splitlines()[0][:300])
-                raise SystemExit(f"checkpoint {path}: refusing to load: {why}") from None
         set_state_dict(model, opt, model_state_dict=state["model"], optim_state_dict=state["optim"])
-        extra = torch.load(os.path.join(path, f"extra_rank{rank()}.pt"), weights_only=True)
         torch.set_rng_state(extra["rng"])
         print0(f"resumed from {path} at step {extra['step']}")
         return int(extra["step"])
@@ -263,15 +340,15 @@ def clear(out_dir):
 
 def load_weights(path, model):
     """Model weights only, from a verified checkpoint folder (eval.py --checkpoint)."""
-    import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import get_model_state_dict, set_model_state_dict
     reason = verify(path)
     if reason is not None:
         raise RuntimeError(f"{path}: refusing to load: {reason}")
     sd = {"model": get_model_state_dict(model)}
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
-        dcp.load(sd, checkpoint_id=path, planner=_planner())
+    try:
+        _read_shards(path, sd)
+    except Refused as e:
+        raise RuntimeError(f"{path}: refusing to load: {e}") from None
     set_model_state_dict(model, sd["model"])
 
 

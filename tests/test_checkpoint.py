@@ -169,23 +169,27 @@ def test_bf16_compute_keeps_fp32_master_weights_that_move_at_lr_1e6(tiny, toy_da
     assert dtypes == {torch.float32}
 
 
-def test_a_shard_item_that_names_code_is_refused_even_with_a_matching_manifest(tmp_path):
-    """DCP unpickles non-tensor items (optimiser hyper-parameters) from the shards; an attacker
-    who rewrites a shard can rewrite the manifest too. The loader must unpickle them as data."""
-    from torch.distributed.checkpoint.metadata import BytesStorageMetadata
-    marker = tmp_path / "pwned"
-    model = torch.nn.Linear(4, 4)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    model(torch.randn(2, 4)).sum().backward()
-    opt.step()
-    checkpoint.save(str(tmp_path), 1, model, opt, keep=2)
-    path = tmp_path / "checkpoints" / "step_000001"
+class Evil:
+    """Unpickled by anything that trusts the file, it runs `touch marker`."""
+    def __init__(self, marker):
+        self.marker = marker
 
-    class Evil:
-        def __reduce__(self):
-            return (os.system, (f"touch {marker}",))
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _rewrite_manifest(path):
+    """What an attacker who can write the folder does next: the manifest is a checksum, not a signature."""
+    files = {n: hashlib.sha256((path / n).read_bytes()).hexdigest() for n in os.listdir(path) if n != "manifest.json"}
+    (path / "manifest.json").write_text(json.dumps({"files": files}))
+
+
+def _evil_shard_item(path, marker):
+    """Point one pickled (non-tensor) item of the shards at a torch.save of Evil appended to its shard,
+    so .metadata stays plain data and every tensor still loads."""
+    from torch.distributed.checkpoint.metadata import BytesStorageMetadata
     buf = io.BytesIO()
-    torch.save(Evil(), buf)
+    torch.save(Evil(marker), buf)
     md = pickle.load(open(path / ".metadata", "rb"))
     fqn = next(k for k, v in md.state_dict_metadata.items() if isinstance(v, BytesStorageMetadata))
     idx = next(i for i in md.storage_data if i.fqn == fqn)
@@ -195,12 +199,119 @@ def test_a_shard_item_that_names_code_is_refused_even_with_a_matching_manifest(t
         f.write(buf.getvalue())
     md.storage_data[idx] = dataclasses.replace(md.storage_data[idx], offset=offset, length=len(buf.getvalue()))
     pickle.dump(md, open(path / ".metadata", "wb"))
-    files = {n: hashlib.sha256((path / n).read_bytes()).hexdigest() for n in os.listdir(path) if n != "manifest.json"}
-    (path / "manifest.json").write_text(json.dumps({"files": files}))
+
+
+def test_a_shard_item_that_names_code_is_refused_even_with_a_matching_manifest(tmp_path, capsys):
+    """DCP unpickles non-tensor items (optimiser hyper-parameters) from the shards; an attacker
+    who rewrites a shard can rewrite the manifest too. The loader must unpickle them as data."""
+    marker = tmp_path / "pwned"
+    model = torch.nn.Linear(4, 4)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    model(torch.randn(2, 4)).sum().backward()
+    opt.step()
+    checkpoint.save(str(tmp_path), 1, model, opt, keep=2)
+    path = tmp_path / "checkpoints" / "step_000001"
+    _evil_shard_item(path, marker)
+    _rewrite_manifest(path)
     assert checkpoint.verify(str(path)) is None                        # the tampering is self-consistent
     m2 = torch.nn.Linear(4, 4)
-    with pytest.raises(SystemExit, match="refusing to load"):
+    with pytest.raises(SystemExit, match="none of the 1 checkpoints"):
         checkpoint.load(str(tmp_path), m2, torch.optim.AdamW(m2.parameters()))
+    assert "__0_0.distcp: not plain data: a pickle that names posix.system" in capsys.readouterr().out
+    assert not marker.exists()
+
+
+# every file a checkpoint holds, replaced by a pickle that runs code (as pickle.dumps and as
+# torch.save write one), and one pickled item inside the shard; the manifest rewritten to match
+CHECKPOINT_FILES = [".metadata", "__0_0.distcp", "extra_rank0.pt", "manifest.json"]
+TAMPER = {f"{name} ({how})": (name, how) for name in CHECKPOINT_FILES for how in ("pickle", "torch.save")}
+TAMPER["__0_0.distcp (one item)"] = ("__0_0.distcp", "item")
+
+
+def _tamper(path, name, how, marker):
+    if how == "item":
+        _evil_shard_item(path, marker)
+    elif how == "pickle":
+        (path / name).write_bytes(pickle.dumps({"step": 2, "rng": Evil(marker)}))
+    else:
+        with open(path / name, "wb") as f:     # a file object: torch.save refuses the name ".metadata"
+            torch.save({"step": 2, "rng": Evil(marker)}, f)
+    if name != "manifest.json":
+        _rewrite_manifest(path)
+
+
+def _state(model, opt):
+    """Everything load() restores, as copies: weights, optimiser state, RNG."""
+    import copy
+    return {"model": {k: v.clone() for k, v in model.state_dict().items()},
+            "optim": copy.deepcopy(opt.state_dict()), "rng": torch.get_rng_state().clone()}
+
+
+def _same(a, b):
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+def test_the_tampering_cases_cover_every_file_a_checkpoint_holds(saved_run):
+    assert sorted(os.listdir(os.path.join(saved_run, "checkpoints", "step_000002"))) == sorted(CHECKPOINT_FILES)
+
+
+@pytest.fixture(scope="module")
+def state_at_step_1(saved_run, tiny, tmp_path_factory):
+    """What loading the intact step_000001 alone restores."""
+    only = str(tmp_path_factory.mktemp("only1") / "run")
+    shutil.copytree(saved_run, only)
+    shutil.rmtree(os.path.join(only, "checkpoints", "step_000002"))
+    model, opt = fresh(tiny)
+    assert checkpoint.load(only, model, opt) == 1
+    return _state(model, opt)
+
+
+@pytest.mark.parametrize("case", sorted(TAMPER))
+def test_a_file_swapped_for_code_is_refused_in_one_line_and_the_previous_checkpoint_is_loaded(
+        case, saved_run, state_at_step_1, tiny, tmp_path, capsys):
+    name, how = TAMPER[case]
+    marker = tmp_path / "pwned"
+    run_dir = tmp_path / "run"
+    shutil.copytree(saved_run, run_dir)
+    newest = run_dir / "checkpoints" / "step_000002"
+    _tamper(newest, name, how, marker)
+    model, opt = fresh(tiny)
+    torch.manual_seed(12345)
+    assert checkpoint.load(str(run_dir), model, opt) == 1
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    refusal = [i for i, line in enumerate(lines) if "step_000002 skipped" in line]
+    assert len(refusal) == 1 and name in lines[refusal[0]].split(" skipped: ", 1)[1], out
+    assert lines[refusal[0] + 1].startswith("resumed from") and "step_000001" in lines[refusal[0] + 1], out
+    assert "weights_only" not in out and "Traceback" not in out
+    assert _same(_state(model, opt), state_at_step_1)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("case", sorted(TAMPER))
+def test_a_refused_checkpoint_applies_nothing(case, saved_run, tiny, tmp_path):
+    """The tampered checkpoint is the only one: load() stops, and the model, the optimiser and the
+    RNG are as they were, though some files (the tensors, the RNG) would have read cleanly."""
+    name, how = TAMPER[case]
+    marker = tmp_path / "pwned"
+    run_dir = tmp_path / "run"
+    shutil.copytree(saved_run, run_dir)
+    shutil.rmtree(run_dir / "checkpoints" / "step_000001")
+    _tamper(run_dir / "checkpoints" / "step_000002", name, how, marker)
+    model, opt = fresh(tiny)
+    for p in model.parameters():
+        p.grad = torch.full_like(p, 1e-3)
+    opt.step()                                 # an optimiser with state, which a partial load would change
+    before = _state(model, opt)
+    with pytest.raises(SystemExit, match="none of the 1 checkpoints"):
+        checkpoint.load(str(run_dir), model, opt)
+    assert _same(_state(model, opt), before)
     assert not marker.exists()
 
 
