@@ -89,6 +89,8 @@ def resolve_model(args):
     if args.max_new_tokens is None:   # a real model's answers need room; the demo's are ~20 tokens
         demo = os.path.abspath(args.model) == os.path.abspath(os.path.join(toy.DEFAULT_DIR, "model"))
         args.max_new_tokens = 32 if demo else 4096
+    if not args.data and not os.path.exists(args.model):   # name the path first: it is the likelier slip
+        sys.exit(f"eval.py: --model {args.model}: no such file or directory (a hub id needs --data too)")
     if not args.data:
         sys.exit("eval.py: --data is required with a model other than 'toy'")
 

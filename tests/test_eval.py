@@ -55,3 +55,12 @@ def test_the_response_cap_defaults_to_the_runs_own_then_by_model(tmp_path):
         args = eval_py.get_args(argv)
         eval_py.resolve_model(args)
         assert args.max_new_tokens == want, argv
+
+
+def test_a_missing_model_path_is_named_not_a_missing_data_flag(tmp_path):
+    missing = str(tmp_path / "no_such_model")
+    for argv in (["--model", missing], ["--model", missing, "--data", str(tmp_path / "d.jsonl")]):
+        with pytest.raises(SystemExit) as e:
+            eval_py.main(argv + ["--threads", "1"])
+        assert isinstance(e.value.code, str) and missing in e.value.code and "no such" in e.value.code, argv
+        assert "--data is required" not in e.value.code and "\n" not in e.value.code
