@@ -22,10 +22,12 @@ checkpoint is read whole before any of it is applied.
 import glob
 import hashlib
 import json
+import math
 import os
 import pickle
 import re
 import shutil
+import statistics
 import warnings
 
 import torch
@@ -313,6 +315,60 @@ def _set_aside(paths):
         for p in paths:
             os.replace(p, os.path.join(os.path.dirname(p), "damaged_" + os.path.basename(p)))
     barrier()
+
+
+# -----------------------------------------------------------------------------
+# after a divergence stop: which checkpoint to trust
+
+USUAL_RANGE = 10   # a gradient norm over this many times the median of the run's earlier steps' is out of range
+RANGE_RULE = (f"a finite loss and gradient norm, the norm at most {USUAL_RANGE}x the median of the run's earlier "
+              f"steps' and not 0 while the step had something to learn")
+
+
+def left_usual_range(records, ptd_coef):
+    """(step, why) for the first training step whose numbers left the run's usual range (RANGE_RULE),
+    else (None, ""). records: metrics.jsonl's, any order. The scale comes from the run's own history;
+    only the rise is relative: a small norm is usual in RL (a step of all-pass or all-fail groups),
+    but an exact 0 with distilled rows, mixed groups or a KL means the policy's softmax is saturated
+    (what a huge step does to the weights: the loss and the norm stay finite)."""
+    seen = []
+    for r in sorted((r for r in records if "grad_norm" in r), key=lambda r: r["step"]):
+        gn = float(r["grad_norm"])
+        div = max((r.get(k, 0.0) for k in ("jsd", "fkl", "rkl")), default=0.0)
+        learns = (ptd_coef > 0 and r.get("distilled_frac", 0) > 0 and div > 0) or r.get("mixed_group_frac", 0) > 0 \
+            or r.get("kl", 0) > 0
+        scale = statistics.median([g for g in seen if g > 0] or [math.inf])
+        if r.get("skipped") or not math.isfinite(gn):
+            return r["step"], f"step {r['step']} had a non-finite loss or gradient norm"
+        if gn > USUAL_RANGE * scale:
+            return r["step"], f"step {r['step']}'s gradient norm {gn:.3g} was over {USUAL_RANGE}x the median {scale:.3g}"
+        if gn == 0 and learns:
+            return r["step"], f"step {r['step']}'s gradient norm was 0 though it had something to learn"
+        seen.append(gn)
+    return None, ""
+
+
+def before_divergence(out_dir, records, ptd_coef):
+    """One line for the divergence stop: the newest kept checkpoint from before the run's numbers
+    left their usual range (step_N holds the weights step N+1 starts from, so it is vouched for
+    only when step N+1 was still in range), or why there is none."""
+    k, why = left_usual_range(records, ptd_coef)
+    kept = [(int(STEP_DIR.match(os.path.basename(p))[1]), p) for p in checkpoints(out_dir)]
+    rule = f"the usual range, from this run's own metrics: {RANGE_RULE}"
+    if k is None:
+        return (f"No step left the usual range ({rule}), so the checkpoints were checked for finite numbers "
+                f"only: treat them as suspect and start over with a lower --lr.")
+    good = [(n, p) for n, p in kept if n + 1 < k]
+    suspect = ", ".join(os.path.basename(p) for n, p in kept if n + 1 >= k)
+    if not good:
+        return (f"The run left its usual range first at step {k} ({why}; {rule}), and no kept checkpoint is from "
+                f"before it{f' ({suspect} holds weights that step or a later one trained on)' if suspect else ''}: "
+                f"start over with a lower --lr.")
+    n, p = good[0]
+    move = f"move {suspect} out of {os.path.dirname(p)}, then " if suspect else ""
+    return (f"The run left its usual range first at step {k} ({why}; {rule}). The newest checkpoint from before "
+            f"that is {p} (step {n + 1} trained on its weights within range); to continue from it, {move}"
+            f"rerun with --resume and a lower --lr.")
 
 
 def config_changes(out_dir, config, keys):

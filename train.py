@@ -652,9 +652,10 @@ def main(argv=None):
         print0(log_line(m, args.divergence) + (f" | {eval_text(m, args.eval_samples)}" if "eval_pass1" in m else ""))
         collapsed = collapse_check(m, collapsed)
         if bad >= args.max_bad_steps:
+            where = checkpoint.before_divergence(args.out_dir, read_jsonl(os.path.join(args.out_dir, "metrics.jsonl")),
+                                                 args.ptd_coef) if rank == 0 else ""
             print0(f"train.py: stopped at step {step + 1}: {bad} steps in a row with a non-finite loss or "
-                   f"gradient (diverged; try a lower --lr). Nothing exported; the last checkpoint is from a "
-                   f"good step.")
+                   f"gradient (diverged; try a lower --lr). Nothing exported. {where}")
             sys.exit(1)
         if bad == 0 and args.save_every and (step + 1) % args.save_every == 0 and step + 1 < args.steps:
             checkpoint.save(args.out_dir, step + 1, policy, opt, args.keep)   # never after a bad step

@@ -145,12 +145,59 @@ def test_resume_without_a_checkpoint_says_so(tiny, toy_data, tmp_path):
     assert "no valid checkpoint" in out
 
 
+def _stop_line(e):
+    return next(line for line in str(e.value).splitlines() if "train.py: stopped" in line)
+
+
 def test_a_diverging_run_stops_with_an_error_and_exports_nothing(tiny, toy_data, tmp_path):
+    """At lr 1e3 the first update already breaks the weights (finite, but a saturated softmax), so
+    the step_000001 it saves must not be offered as a good one."""
     out = str(tmp_path / "div")
-    with pytest.raises(AssertionError, match="diverged"):
+    with pytest.raises(AssertionError, match="diverged") as e:
         run(train_args(tiny[2], toy_data[1], toy_data[2], out, steps=8,
-                       extra=["--lr", "1e9", "--warmup_steps", "0", "--max_bad_steps", "2"]))
+                       extra=["--lr", "1e3", "--warmup_steps", "0", "--max_bad_steps", "2", "--save_every", "1",
+                              "--keep", "10"]))
     assert not os.path.exists(os.path.join(out, "final"))
+    line = _stop_line(e)
+    assert "good step" not in line and "usual range" in line and "from this run's own metrics" in line
+    assert "no kept checkpoint is from before it (step_000001" in line and "start over with a lower --lr" in line
+
+
+def test_after_a_divergence_the_stop_points_at_the_checkpoint_before_the_numbers_left_their_range(
+        tiny, toy_data, tmp_path):
+    """Two sound steps, then lr 1e3: step 3's update breaks the weights, step 4 trains on them with a
+    zero gradient though it has rows to distil, and the stop points at step_000002, not at the
+    finite-but-broken step_000003 and later."""
+    out = str(tmp_path / "div")
+    one_mb = ["--minibatch_prompts", "4", "--warmup_steps", "0", "--save_every", "1", "--keep", "10", "--no_export"]
+    run(train_args(tiny[2], toy_data[1], toy_data[2], out, steps=2, extra=one_mb))
+    with pytest.raises(AssertionError, match="diverged") as e:
+        run(train_args(tiny[2], toy_data[1], toy_data[2], out, steps=10,
+                       extra=one_mb + ["--lr", "1e3", "--resume", "--max_bad_steps", "2"]))
+    line = _stop_line(e)
+    ck = os.path.join(out, "checkpoints")
+    assert "good step" not in line and f"The newest checkpoint from before that is {ck}/step_000002 " in line, line
+    assert "step_000003" in line.split("move ")[1].split(" out of ")[0] and "--resume and a lower --lr" in line
+
+    def max_abs(step):
+        model, _ = fresh(tiny)
+        checkpoint.load_weights(os.path.join(ck, f"step_{step:06d}"), model)
+        return max(p.abs().max().item() for p in model.parameters())
+    start = max(p.abs().max().item() for p in fresh(tiny)[0].parameters())
+    assert max_abs(2) < 2 * start and max_abs(3) > 100 * start      # the one it names is sound, the next is not
+
+
+def test_the_usual_range_comes_from_the_runs_own_history():
+    def recs(norms, **kw):
+        return [{"step": i + 1, "grad_norm": g, "skipped": 0, "distilled_frac": 0.5, "jsd": 0.1, **kw}
+                for i, g in enumerate(norms)]
+    assert checkpoint.left_usual_range(recs([1.0, 2.0, 0.5, 9.0]), ptd_coef=0.05) == (None, "")
+    assert checkpoint.left_usual_range(recs([1.0, 2.0, 0.5, 11.0]), ptd_coef=0.05)[0] == 4       # 10x the median 1.0
+    assert checkpoint.left_usual_range(recs([1.0, float("nan")]), ptd_coef=0.05)[0] == 2
+    assert checkpoint.left_usual_range(recs([1.0, 1.0]) + [{"step": 3, "grad_norm": 1.0, "skipped": 1}], 0.05)[0] == 3
+    assert checkpoint.left_usual_range(recs([1.0, 0.0]), ptd_coef=0.05)[0] == 2       # nothing moves, rows to distil
+    assert checkpoint.left_usual_range(recs([1.0, 0.0]), ptd_coef=0.0) == (None, "")   # the divergence has no weight
+    assert checkpoint.left_usual_range(recs([0.0, 0.0, 3.0], distilled_frac=0.0), ptd_coef=0.05) == (None, "")
 
 
 def test_bf16_compute_keeps_fp32_master_weights_that_move_at_lr_1e6(tiny, toy_data, tmp_path):
