@@ -134,9 +134,9 @@ def _read_shards(path, state):
             raise Refused(f"{reader.reading}: {_why(err)}") from None
 
 
-def _read_extra(path):
-    """This rank's extra_rank<r>.pt (step and RNG state), as plain data, or Refused."""
-    name = f"extra_rank{rank()}.pt"
+def _read_extra(path, r=None):
+    """Rank r's (default: this rank's) extra_rank<r>.pt, step and RNG state, as plain data, or Refused."""
+    name = f"extra_rank{rank() if r is None else r}.pt"
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
@@ -396,12 +396,21 @@ def clear(out_dir):
 
 def load_weights(path, model):
     """Model weights only, from a verified checkpoint folder (eval.py --checkpoint)."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.metadata import BytesStorageMetadata
     from torch.distributed.checkpoint.state_dict import get_model_state_dict, set_model_state_dict
     reason = verify(path)
     if reason is not None:
         raise RuntimeError(f"{path}: refusing to load: {reason}")
-    sd = {"model": get_model_state_dict(model)}
+    # the optimiser's plain items and the RNG files are not needed here, but they are read too
+    # (as data): a checkpoint with a tampered file is refused whole
+    meta = dcp.FileSystemReader(path).read_metadata()     # .metadata passed the allow-list in verify()
+    sd = {"model": {k: torch.empty_like(v) for k, v in get_model_state_dict(model).items()},   # nothing applied early
+          **{k: None for k, v in meta.state_dict_metadata.items() if isinstance(v, BytesStorageMetadata)}}
     try:
+        for name in os.listdir(path):
+            if re.fullmatch(r"extra_rank\d+\.pt", name):
+                _read_extra(path, int(name[10:-3]))
         _read_shards(path, sd)
     except Refused as e:
         raise RuntimeError(f"{path}: refusing to load: {e}") from None

@@ -359,6 +359,10 @@ def test_a_refused_checkpoint_applies_nothing(case, saved_run, tiny, tmp_path):
     with pytest.raises(SystemExit, match="none of the 1 checkpoints"):
         checkpoint.load(str(run_dir), model, opt)
     assert _same(_state(model, opt), before)
+    with pytest.raises(RuntimeError, match="refusing to load") as e:        # eval.py --checkpoint's loader
+        checkpoint.load_weights(str(run_dir / "checkpoints" / "step_000002"), model)
+    assert name in str(e.value) and "\n" not in str(e.value) and "weights_only" not in str(e.value)
+    assert _same(_state(model, opt), before)
     assert not marker.exists()
 
 
