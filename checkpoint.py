@@ -33,7 +33,7 @@ import warnings
 import torch
 import torch.distributed as dist
 
-from distributed import all_max, barrier, print0, rank
+from distributed import barrier, print0, rank
 
 STEP_DIR = re.compile(r"^step_(\d{6,})$")
 
@@ -129,7 +129,7 @@ def _read_shards(path, state):
             err = e
             if isinstance(e, CheckpointException):
                 if rank() not in e.failures:
-                    raise Refused("a shard failed to load on another rank") from None
+                    raise Refused("") from None          # the failing rank names its file
                 err = e.failures[rank()][0]
             raise Refused(f"{reader.reading}: {_why(err)}") from None
 
@@ -252,8 +252,10 @@ def save(out_dir, step, model, opt, keep):
 
 
 def _agree(reason):
-    """A checkpoint is usable only if every rank's share verified."""
-    return all_max(torch.tensor([0.0 if reason is None else 1.0])).item() == 0
+    """A checkpoint is usable only if every rank's share verified and read: None then, else the
+    reason of the first rank that has one (every rank returns the same)."""
+    failed = [why for why in _gather(reason) if why is not None]
+    return None if not failed else next((why for why in failed if why), "failed on another rank")
 
 
 def _read_whole(path, model, opt):
@@ -287,13 +289,15 @@ def load(out_dir, model, opt):
         reason = verify(path, share=(rank(), world))
         if reason is None and not os.path.isfile(os.path.join(path, f"extra_rank{rank()}.pt")):
             reason = f"extra_rank{rank()}.pt: missing (saved with fewer ranks?)"
-        if _agree(reason):               # every rank verified its share: read every file
+        reason = _agree(reason)
+        if reason is None:               # every rank verified its share: read every file
             try:
                 state, extra = _read_whole(path, model, opt)
             except Refused as e:
                 reason = str(e)
-        if not _agree(reason):
-            print0(f"checkpoint {path} skipped: {reason or 'failed verification on another rank'}")
+            reason = _agree(reason)
+        if reason is not None:
+            print0(f"checkpoint {path} skipped: {reason}")
             skipped.append(path)
             continue
         _set_aside(skipped)
