@@ -307,7 +307,7 @@ def load(out_dir, model, opt):
         return int(extra["step"])
     if found:
         raise SystemExit(f"checkpoint: none of the {len(found)} checkpoints in {os.path.dirname(found[0])} "
-                         f"verifies (reasons above); refusing to start over on top of them")
+                         f"verifies and reads whole (reasons above); refusing to start over on top of them")
     return 0
 
 
