@@ -173,7 +173,7 @@ def bench_step(a):
 
 class SortSampler:
     """The textbook nucleus sampler, for comparison: a full sort of every row for top-p and one
-    torch.Generator per row per step (what rollout.RowSampler replaces)."""
+    torch.Generator per row per step (what sampler.RowSampler replaces)."""
 
     def __init__(self, keys, top_p, width):
         self.keys, self.top_p, self.width = keys, top_p, width
@@ -199,6 +199,7 @@ def bench_rollout(a):
     from transformers import LogitsProcessorList
     import data
     import rollout
+    import sampler
     import toy
     torch.set_num_threads(a.threads)
     model_dir, train_path, _ = toy.ensure()
@@ -221,13 +222,13 @@ def bench_rollout(a):
         greedy = timed(lambda: model.generate(**batch, **kw))
         banned = rollout.vision_token_ids(processor.tokenizer)
         ours = timed(lambda: model.generate(**batch, **kw, logits_processor=LogitsProcessorList(
-            [rollout.RowSampler(list(range(a.rows)), 1.0, a.top_p, banned, P)])))
+            [sampler.RowSampler(list(range(a.rows)), 1.0, a.top_p, banned, P)])))
         srt = timed(lambda: model.generate(**batch, **kw, logits_processor=LogitsProcessorList(
             [SortSampler(list(range(a.rows)), a.top_p, P)])))
     print(f"{a.rows} rows x {n} new tokens, V = {model.get_output_embeddings().weight.shape[0]}, T = 1, "
           f"top_p = {a.top_p}, demo model widened, CPU, {a.threads} thread(s), mean of {a.repeats}")
     print(f"{'per decode step':34s} {'ms':>8s} {'vs greedy':>10s}")
-    for name, v in (("HF greedy generate() (the floor)", greedy), ("rollout.sample's RowSampler", ours),
+    for name, v in (("HF greedy generate() (the floor)", greedy), ("sampler.RowSampler (rollout.sample)", ours),
                     ("per-row sort + per-row Generator", srt)):
         print(f"{name:34s} {v:8.1f} {v / greedy:9.2f}x")
     return {"greedy": greedy, "ours": ours, "sort": srt}

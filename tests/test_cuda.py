@@ -11,6 +11,7 @@ import data
 import decode
 import loss
 import rollout
+import sampler
 import toy
 from test_distributed import run, train_args
 
@@ -21,8 +22,8 @@ def test_sampler_on_cuda_draws_what_it_draws_on_cpu():
     g = torch.Generator().manual_seed(0)
     logits = torch.randn(64, 151_936, generator=g) * 2
     keys = torch.arange(64) * 13 + 1
-    cpu = rollout.sample_rows(logits, keys, step=5, top_p=0.9)
-    gpu = rollout.sample_rows(logits.cuda(), keys.cuda(), step=5, top_p=0.9).cpu()
+    cpu = sampler.sample_rows(logits, keys, step=5, top_p=0.9)
+    gpu = sampler.sample_rows(logits.cuda(), keys.cuda(), step=5, top_p=0.9).cpu()
     assert (cpu == gpu).float().mean() >= 0.95       # fp32 exp/sums may round differently on a GPU
 
 
@@ -76,7 +77,7 @@ def test_fast_path_logprobs_on_cuda_match_a_full_forward_in_bf16(tiny, examples)
     rows = [p for p in prompts for _ in range(2)]
     batch = rollout.collate(rows, processor.tokenizer.pad_token_id, device="cuda")
     steps = 40
-    fast.start(batch, rollout.row_keys(0, [0, 1, 2, 3], 2), steps, 1.0, 0.99,
+    fast.start(batch, sampler.row_keys(0, [0, 1, 2, 3], 2), steps, 1.0, 0.99,
                rollout.vision_token_ids(processor.tokenizer), eos=-1)
     logits = [fast.logits[:8].clone()]
     for _ in range(steps - 1):

@@ -4,6 +4,7 @@ import torch
 
 import data
 import rollout
+import sampler
 
 
 def varied_prompts(processor, examples, tmp_path):
@@ -131,7 +132,7 @@ def test_sampled_frequencies_match_the_exact_top_p_distribution(top_p, tries):
     logits[3] = logits[7]                                             # a tie, kept or dropped together
     n = 50_000
     keys = torch.arange(n, dtype=torch.long) * 7_919 + 5
-    got = rollout.sample_rows(logits.expand(n, -1).contiguous(), keys, step=4, top_p=top_p, tries=tries)
+    got = sampler.sample_rows(logits.expand(n, -1).contiguous(), keys, step=4, top_p=top_p, tries=tries)
     freq = torch.bincount(got, minlength=12).double() / n
     want = nucleus(torch.softmax(logits.double(), -1), top_p)
     assert (freq[want == 0] == 0).all()
@@ -148,23 +149,23 @@ def test_the_sampler_survives_non_finite_logits():
     logits[1] = float("nan")
     logits[:, :5] = float("-inf")                     # suppressed tokens stay suppressed
     logits[2, 7] = float("inf")
-    got = rollout.sample_rows(logits, torch.arange(4), step=0, top_p=0.9)
+    got = sampler.sample_rows(logits, torch.arange(4), step=0, top_p=0.9)
     assert ((got >= 5) & (got < 50)).all() and got[2] == 7
 
 
 def test_row_keys_never_collide_and_uniforms_use_all_key_bits():
-    keys = torch.cat([rollout.row_keys(seed, list(range(500)), 8) for seed in (0, 1, 1234, 2 ** 61 + 1234)])
+    keys = torch.cat([sampler.row_keys(seed, list(range(500)), 8) for seed in (0, 1, 1234, 2 ** 61 + 1234)])
     assert len(set(keys.tolist())) == len(keys)                      # 16,000 streams, all distinct
     a, b = torch.tensor([5, 123456]), torch.tensor([5 + 2 ** 40, 123456 + 2 ** 33])
-    assert not torch.equal(rollout.uniforms(a, 7), rollout.uniforms(b, 7))
+    assert not torch.equal(sampler.uniforms(a, 7), sampler.uniforms(b, 7))
 
 
 def test_uniforms_are_keyed_by_row_and_step_only():
     keys = torch.tensor([1, 2, 3, 2 ** 40 + 1])
-    a, b = rollout.uniforms(keys, 5), rollout.uniforms(keys[[3, 1]], 5)
+    a, b = sampler.uniforms(keys, 5), sampler.uniforms(keys[[3, 1]], 5)
     assert torch.equal(a[[3, 1]], b) and ((a >= 0) & (a < 1)).all()
-    assert not torch.equal(a, rollout.uniforms(keys, 6)) and len(set(a.tolist())) == 4
-    u = rollout.uniforms(torch.arange(100_000), 0)
+    assert not torch.equal(a, sampler.uniforms(keys, 6)) and len(set(a.tolist())) == 4
+    u = sampler.uniforms(torch.arange(100_000), 0)
     assert abs(u.mean().item() - 0.5) < 0.005 and abs(u.var().item() - 1 / 12) < 0.002
 
 
