@@ -206,7 +206,7 @@ def bench_rollout(a):
     wide = toy.widen(model_dir, tempfile.mkdtemp())
     model, processor = rollout.load_model(wide, "float32", "cpu")
     exs = data.load_jsonl(train_path, report=lambda *x: None)[:a.rows]
-    prompts = [rollout.encode(processor, ex["question"], data.open_images(ex)) for ex in exs]
+    prompts = [rollout.encode(processor, ex["question"], rollout.open_images(ex)) for ex in exs]
     batch = rollout.collate(prompts, processor.tokenizer.pad_token_id)
     P, n = batch["input_ids"].shape[1], a.new_tokens
     kw = dict(max_new_tokens=n, min_new_tokens=n, pad_token_id=processor.tokenizer.pad_token_id, do_sample=False)
@@ -263,7 +263,7 @@ def bench_head(a):
     model, processor = rollout.load_model(model_dir, "float32", "cpu")
     V = model.get_output_embeddings().weight.shape[0]
     exs = data.load_jsonl(train_path, report=lambda *x: None)[:8]
-    prompts = [rollout.encode(processor, ex["question"], data.open_images(ex)) for ex in exs]
+    prompts = [rollout.encode(processor, ex["question"], rollout.open_images(ex)) for ex in exs]
     ids, mask = rollout.sample(model, processor, prompts, 1, 24, seed=0)
     T = int(mask.sum())
     passes = {

@@ -111,7 +111,7 @@ def evaluate(model, processor, examples, args, rank=0, world=1):
     for i in mine:
         ex = examples[i]
         p = tutor.tutor_prompt(processor, ex, fmt) if args.with_hints else None
-        prompts.append(p or rollout.encode(processor, ex["question"], data.open_images(ex)))
+        prompts.append(p or rollout.encode(processor, ex["question"], rollout.open_images(ex)))
     res = rollout.evaluate(model, processor, prompts, [examples[i] for i in mine], args.n_samples,
                            args.max_new_tokens, args.temperature, args.top_p, args.kv_cache_gb, args.token_budget,
                            seed=args.seed, prompt_ids=mine, entropy=True)

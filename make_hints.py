@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 import data
 import rollout
-from hints import check_expert_reply, expert_prompt
+from expert_hints import check_expert_reply, expert_prompt
 
 
 def finished_ids(path):
@@ -72,7 +72,7 @@ def generate_hints(args):
                 if not pending:
                     break
                 prompts = [expert_prompt(ex) for ex in pending]
-                images = [data.open_images(ex) for ex in pending]
+                images = [rollout.open_images(ex) for ex in pending]
                 replies = rollout.generate_text(model, processor, images, prompts, max_new_tokens=args.max_new_tokens,
                                                 temperature=args.temperature, seed=args.seed + attempt)
                 for ex, reply in zip(pending, replies):

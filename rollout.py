@@ -10,7 +10,6 @@ rollout.py: the model as a sampler and a scorer.
                               HF generate() here, decode.py's fast loop when given one (CUDA)
     score(model, ...)         per response token: log-prob of the sampled token, and optionally
                               entropy, log-probs on a support and the model's own top-K ids
-    evaluate(model, ...)      sample, decode, reward: per-problem correct counts (no hints)
 
 Layout of every scored batch: left-padded prompts, right-padded responses, so the response
 sits in the last R columns of every row whatever the prompt lengths (tests/test_rollout.py
@@ -129,6 +128,12 @@ def prompt_text(processor, question, extra=None, instruct=True, n_images=1):
     messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]}]
     text = processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     return text.replace(IMAGE, IMAGE * n_images, 1) if n_images > 1 else text
+
+
+def open_images(ex):
+    """An example's images (data.py's record), decoded to RGB."""
+    from PIL import Image
+    return [Image.open(p).convert("RGB") for p in ex["images"]]
 
 
 def encode(processor, question, images, extra=None, instruct=True):
@@ -431,26 +436,11 @@ def score(model, prompts, response_ids, response_mask, support=None, union_with=
     return {k: (None if parts[0][k] is None else torch.cat([p[k] for p in parts])) for k in parts[0]}
 
 # -----------------------------------------------------------------------------
-# evaluation: sample, decode, reward (train.py, eval.py and the demo's diagnostics share it)
+# moved
 
 
-@torch.no_grad()
-def evaluate(model, processor, prompts, examples, n_samples, max_new_tokens, temperature=1.0, top_p=1.0,
-             kv_cache_gb=32.0, token_budget=16384, seed=0, prompt_ids=None, entropy=False, fast=None,
-             progress=None):
-    """pass counts of n_samples responses per prompt (prompts[i] asks examples[i]).
-    Returns dict of (B,) tensors: correct (0..n_samples), length (tokens, summed over samples),
-    and entropy (summed over tokens) when asked; plus the texts. fast, progress: as for sample()."""
-    ids, mask = sample(model, processor, prompts, n_samples, max_new_tokens, temperature, top_p,
-                       kv_cache_gb, seed=seed, prompt_ids=prompt_ids, progress=progress, fast=fast)
-    texts = decode(processor, ids, mask)
-    hits = torch.tensor([reward.reward(t, examples[i // n_samples]) for i, t in enumerate(texts)], dtype=torch.float)
-    B, R = len(prompts), mask.shape[1]
-    out = {"correct": hits.view(B, n_samples).sum(1), "length": mask.view(B, n_samples, R).sum((1, 2)).double(),
-           "texts": texts}
-    if entropy:
-        ent = score(model, [p for p in prompts for _ in range(n_samples)], ids, mask, token_budget=token_budget,
-                    temperature=temperature if temperature > 0 else 1.0, entropy=True)["entropy"]
-        ent = ent if ent is not None else torch.zeros(mask.shape)        # no prompts on this rank
-        out["entropy"] = (ent * mask).view(B, n_samples, R).sum((1, 2)).double()
-    return out
+def evaluate(*args, **kwargs):
+    """Moved to report.pass_counts (held-out grading belongs with the reward, not the sampler).
+    Kept only for toy.py, which calls rollout.evaluate; delete it once toy.py calls report."""
+    import report
+    return report.pass_counts(*args, **kwargs)

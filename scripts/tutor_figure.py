@@ -55,7 +55,7 @@ def failed_rollouts(model, processor, exs, n, group_size, max_new_tokens, seed, 
     pool = [i for i, ex in enumerate(exs) if tutor.can_teach(ex)]
     for s in range(0, len(pool), chunk):
         idx = pool[s:s + chunk]
-        prompts = [rollout.encode(processor, exs[i]["question"], data.open_images(exs[i])) for i in idx]
+        prompts = [rollout.encode(processor, exs[i]["question"], rollout.open_images(exs[i])) for i in idx]
         ids, mask = rollout.sample(model, processor, prompts, group_size, max_new_tokens, seed=seed, prompt_ids=idx)
         texts = rollout.decode(processor, ids, mask)
         for k, i in enumerate(idx):
@@ -77,7 +77,7 @@ def signal(student, teacher, processor, exs, ids, mask, topk):
     """Per response position, as train.py computes it: the Top-K JSD between the student (no
     hint) and the tutor (hint), and each side's most probable token and its probability. All (N, R).
     Both argmaxes lie on the support: it holds each side's own top-K."""
-    prompts = [rollout.encode(processor, ex["question"], data.open_images(ex)) for ex in exs]
+    prompts = [rollout.encode(processor, ex["question"], rollout.open_images(ex)) for ex in exs]
     every = torch.ones(len(exs), dtype=torch.bool)
     old = rollout.score(student, prompts, ids, mask, topk=topk)
     t = tutor.teach(teacher, processor, exs, torch.arange(len(exs)), ids, mask, every, old["topk_ids"], topk=topk)
@@ -92,9 +92,8 @@ def signal(student, teacher, processor, exs, ids, mask, topk):
 
 
 def tutor_image(ex):
-    """The tutor's picture: the student's, framed where the hint asks (as tutor.tutor_prompt)."""
-    image = data.open_images(ex)[0]
-    return hints.draw_focus(image, ex["hint"]) if (ex.get("hint") or {}).get("frame") else image
+    """The tutor's picture: the student's, framed where the hint asks (tutor.tutor_prompt's)."""
+    return tutor.tutor_images(ex)[0]
 
 
 def piece(tok, i):
@@ -229,7 +228,7 @@ def collect(args):
     rows = []
     for r, ex in enumerate(picked):
         m = mask[r]
-        image = data.open_images(ex)[0]
+        image = rollout.open_images(ex)[0]
         resized = rollout.resized_size(processor, image) if fmt == "pixels" else None
         rows.append({"example": ex, "student_image": image, "tutor_image": tutor_image(ex),
                      "hint": tutor.tutor_extra(ex, "hint", fmt, resized), "ids": ids[r][m].tolist(),

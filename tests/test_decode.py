@@ -127,7 +127,7 @@ def test_the_bf16_copy_follows_an_fsdp2_policy_in_place(tiny, examples):
     try:
         policy, processor = rollout.load_model(tiny[2], "float32", "cpu")
         policy = train.shard(policy, torch.float32)
-        p = rollout.encode(processor, examples[0]["question"], data.open_images(examples[0]))
+        p = rollout.encode(processor, examples[0]["question"], rollout.open_images(examples[0]))
         r_ids = torch.tensor([[20, 21, 22, 23]])
         batch = rollout.collate([p], 0, r_ids, torch.ones_like(r_ids, dtype=torch.bool))
         with torch.no_grad():   # FSDP2 initialises lazily in the root's first forward

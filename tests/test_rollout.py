@@ -12,7 +12,7 @@ def varied_prompts(processor, examples, tmp_path):
     sizes = [(96, 96), (64, 128), (128, 64), (160, 96)]
     prompts = []
     for i, ex in enumerate(examples[:4]):
-        img = data.open_images(ex)[0].resize(sizes[i])
+        img = rollout.open_images(ex)[0].resize(sizes[i])
         q = ex["question"] + (" Look carefully." * i)
         prompts.append(rollout.encode(processor, q, [img]))
     return prompts
@@ -77,7 +77,7 @@ def test_support_and_topk_scores(tiny, examples, tmp_path):
 
 def test_sampling_stops_at_eos_right_pads_and_is_seeded(tiny, examples):
     model, processor, _ = tiny
-    prompts = [rollout.encode(processor, ex["question"], data.open_images(ex)) for ex in examples[:3]]
+    prompts = [rollout.encode(processor, ex["question"], rollout.open_images(ex)) for ex in examples[:3]]
     a_ids, a_mask = rollout.sample(model, processor, prompts, 2, 12, temperature=1.0, seed=7)
     tiny_kv = 60 * rollout.kv_bytes_per_token(model) / 2 ** 30       # one row per generate() call
     b_ids, b_mask = rollout.sample(model, processor, prompts, 2, 12, temperature=1.0, seed=7, kv_cache_gb=tiny_kv)
@@ -109,7 +109,7 @@ def test_the_models_generation_config_cannot_change_what_is_sampled(tiny, exampl
     penalised, _ = rollout.load_model(d, dtype="float32", device="cpu")
     penalised.generation_config.repetition_penalty = 3.0
     penalised.generation_config.no_repeat_ngram_size = 2
-    prompts = [rollout.encode(processor, ex["question"], data.open_images(ex)) for ex in examples[:3]]
+    prompts = [rollout.encode(processor, ex["question"], rollout.open_images(ex)) for ex in examples[:3]]
     a = rollout.sample(model, processor, prompts, 4, 16, seed=3)
     b = rollout.sample(penalised, processor, prompts, 4, 16, seed=3)
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
@@ -183,8 +183,8 @@ def test_save_load_round_trip_gives_identical_logits(tiny, examples, tmp_path):
     rollout.save_processor(processor, tmp_path)
     model2, processor2 = rollout.load_model(str(tmp_path), dtype="float32", device="cpu")
     ex = examples[0]
-    p1 = rollout.encode(processor, ex["question"], data.open_images(ex))
-    p2 = rollout.encode(processor2, ex["question"], data.open_images(ex))
+    p1 = rollout.encode(processor, ex["question"], rollout.open_images(ex))
+    p2 = rollout.encode(processor2, ex["question"], rollout.open_images(ex))
     assert torch.equal(p1["input_ids"], p2["input_ids"]) and torch.equal(p1["pixel_values"], p2["pixel_values"])
     with torch.no_grad():
         kw = {k: p1[k].unsqueeze(0) if k in ("input_ids", "mm_token_type_ids") else p1[k] for k in p1}
