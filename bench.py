@@ -132,10 +132,11 @@ def print_loss_row(n, res):
 
 
 def bench_step(a):
+    import config
     import train
-    args = train.get_args(["--prompts_per_step", str(a.prompts), "--minibatch_prompts", str(a.prompts),
+    args = config.get_args(["--prompts_per_step", str(a.prompts), "--minibatch_prompts", str(a.prompts),
                            "--no_export", "--threads", str(a.threads)])
-    train.resolve_paths(args)
+    config.resolve_paths(args)
     import data
     import rollout
     examples = data.load_jsonl(args.train_data, report=lambda s: None)

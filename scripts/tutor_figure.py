@@ -30,13 +30,14 @@ import textwrap
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import config  # noqa: E402
 import data  # noqa: E402
-import hints  # noqa: E402
 import loss  # noqa: E402
 import reward  # noqa: E402
 import rollout  # noqa: E402
 import toy  # noqa: E402
 import tutor  # noqa: E402
+from config import add_flags  # noqa: E402
 
 FONT = 8.5                  # points, monospace: one character is 0.602 em wide
 CHAR = 0.602 * FONT / 72    # inches per character
@@ -215,7 +216,7 @@ def draw(rows, tok, out, title, show=60, n_mark=3):
 
 def collect(args):
     """The rows to draw: example, pictures, hint text, response ids and the per-token signal."""
-    model_dir = args.model or toy.ensure()[0]
+    model_dir = args.model or config.demo_paths()[0]
     eval_path = args.data or os.path.join(toy.DEFAULT_DIR, "data", "eval.jsonl")
     if args.data is None and not os.path.exists(eval_path):   # the demo's data alone (toy.ensure would build a model too)
         toy.build_data(os.path.dirname(eval_path))
@@ -248,10 +249,8 @@ def main(argv=None):
     p.add_argument("--topk", type=int, default=100, help="K of the Top-K JSD, as train.py --topk")
     p.add_argument("--show", type=int, default=60, help="response tokens shown per row (a window around the peak)")
     p.add_argument("--mark", type=int, default=3, help="positions annotated with both sides' top token")
-    p.add_argument("--seed", type=int, default=0, help="sampling seed")
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
-    p.add_argument("--dtype", default="float32", help="float32, bfloat16 or auto")
-    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    add_flags(p, "--seed", "--dtype", "--threads", dtype="float32")
     args = p.parse_args(argv)
     try:
         import matplotlib  # noqa: F401
