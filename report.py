@@ -60,21 +60,22 @@ def step_metrics(step, rewards, well_formed, truncated, mask, entropy, ptd_group
 
 @torch.no_grad()
 def pass_counts(model, processor, prompts, examples, n_samples, max_new_tokens, temperature=1.0, top_p=1.0,
-             kv_cache_gb=32.0, token_budget=16384, seed=0, prompt_ids=None, entropy=False, fast=None,
-             progress=None):
+                kv_cache_gb=32.0, token_budget=16384, seed=0, prompt_ids=None, entropy=False, fast=None,
+                progress=None):
     """pass counts of n_samples responses per prompt (prompts[i] asks examples[i]).
     Returns dict of (B,) tensors: correct (0..n_samples), length (tokens, summed over samples),
-    and entropy (summed over tokens) when asked; plus the texts. fast, progress: as for sample()."""
+    and entropy (summed over tokens) when asked; plus the texts. fast, progress: as for rollout.sample()."""
     ids, mask = rollout.sample(model, processor, prompts, n_samples, max_new_tokens, temperature, top_p,
-                       kv_cache_gb, seed=seed, prompt_ids=prompt_ids, progress=progress, fast=fast)
+                               kv_cache_gb, seed=seed, prompt_ids=prompt_ids, progress=progress, fast=fast)
     texts = rollout.decode(processor, ids, mask)
     hits = torch.tensor([reward.reward(t, examples[i // n_samples]) for i, t in enumerate(texts)], dtype=torch.float)
     B, R = len(prompts), mask.shape[1]
     out = {"correct": hits.view(B, n_samples).sum(1), "length": mask.view(B, n_samples, R).sum((1, 2)).double(),
            "texts": texts}
     if entropy:
-        ent = rollout.score(model, [p for p in prompts for _ in range(n_samples)], ids, mask, token_budget=token_budget,
-                    temperature=temperature if temperature > 0 else 1.0, entropy=True)["entropy"]
+        ent = rollout.score(model, [p for p in prompts for _ in range(n_samples)], ids, mask,
+                            token_budget=token_budget, temperature=temperature if temperature > 0 else 1.0,
+                            entropy=True)["entropy"]
         ent = ent if ent is not None else torch.zeros(mask.shape)        # no prompts on this rank
         out["entropy"] = (ent * mask).view(B, n_samples, R).sum((1, 2)).double()
     return out
