@@ -132,10 +132,11 @@ def print_loss_row(n, res):
 
 
 def bench_step(a):
+    import config
     import train
-    args = train.get_args(["--prompts_per_step", str(a.prompts), "--minibatch_prompts", str(a.prompts),
+    args = config.get_args(["--prompts_per_step", str(a.prompts), "--minibatch_prompts", str(a.prompts),
                            "--no_export", "--threads", str(a.threads)])
-    train.resolve_paths(args)
+    config.resolve_paths(args)
     import data
     import rollout
     examples = data.load_jsonl(args.train_data, report=lambda s: None)
@@ -173,7 +174,7 @@ def bench_step(a):
 
 class SortSampler:
     """The textbook nucleus sampler, for comparison: a full sort of every row for top-p and one
-    torch.Generator per row per step (what rollout.RowSampler replaces)."""
+    torch.Generator per row per step (what sampler.RowSampler replaces)."""
 
     def __init__(self, keys, top_p, width):
         self.keys, self.top_p, self.width = keys, top_p, width
@@ -199,13 +200,14 @@ def bench_rollout(a):
     from transformers import LogitsProcessorList
     import data
     import rollout
+    import sampler
     import toy
     torch.set_num_threads(a.threads)
     model_dir, train_path, _ = toy.ensure()
     wide = toy.widen(model_dir, tempfile.mkdtemp())
     model, processor = rollout.load_model(wide, "float32", "cpu")
     exs = data.load_jsonl(train_path, report=lambda *x: None)[:a.rows]
-    prompts = [rollout.encode(processor, ex["question"], data.open_images(ex)) for ex in exs]
+    prompts = [rollout.encode(processor, ex["question"], rollout.open_images(ex)) for ex in exs]
     batch = rollout.collate(prompts, processor.tokenizer.pad_token_id)
     P, n = batch["input_ids"].shape[1], a.new_tokens
     kw = dict(max_new_tokens=n, min_new_tokens=n, pad_token_id=processor.tokenizer.pad_token_id, do_sample=False)
@@ -221,13 +223,13 @@ def bench_rollout(a):
         greedy = timed(lambda: model.generate(**batch, **kw))
         banned = rollout.vision_token_ids(processor.tokenizer)
         ours = timed(lambda: model.generate(**batch, **kw, logits_processor=LogitsProcessorList(
-            [rollout.RowSampler(list(range(a.rows)), 1.0, a.top_p, banned, P)])))
+            [sampler.RowSampler(list(range(a.rows)), 1.0, a.top_p, banned, P)])))
         srt = timed(lambda: model.generate(**batch, **kw, logits_processor=LogitsProcessorList(
             [SortSampler(list(range(a.rows)), a.top_p, P)])))
     print(f"{a.rows} rows x {n} new tokens, V = {model.get_output_embeddings().weight.shape[0]}, T = 1, "
           f"top_p = {a.top_p}, demo model widened, CPU, {a.threads} thread(s), mean of {a.repeats}")
     print(f"{'per decode step':34s} {'ms':>8s} {'vs greedy':>10s}")
-    for name, v in (("HF greedy generate() (the floor)", greedy), ("rollout.sample's RowSampler", ours),
+    for name, v in (("HF greedy generate() (the floor)", greedy), ("sampler.RowSampler (rollout.sample)", ours),
                     ("per-row sort + per-row Generator", srt)):
         print(f"{name:34s} {v:8.1f} {v / greedy:9.2f}x")
     return {"greedy": greedy, "ours": ours, "sort": srt}
@@ -262,7 +264,7 @@ def bench_head(a):
     model, processor = rollout.load_model(model_dir, "float32", "cpu")
     V = model.get_output_embeddings().weight.shape[0]
     exs = data.load_jsonl(train_path, report=lambda *x: None)[:8]
-    prompts = [rollout.encode(processor, ex["question"], data.open_images(ex)) for ex in exs]
+    prompts = [rollout.encode(processor, ex["question"], rollout.open_images(ex)) for ex in exs]
     ids, mask = rollout.sample(model, processor, prompts, 1, 24, seed=0)
     T = int(mask.sum())
     passes = {

@@ -24,7 +24,6 @@ loads never crashes the run later, at whatever step first draws it. So the loade
 Prompt length needs the processor, so it is a second pass: check_lengths(examples, processor,
 limit), for eval data as well as training data.
 """
-import argparse
 import json
 import math
 import os
@@ -34,6 +33,7 @@ import stat
 
 from PIL import Image
 
+import expert_hints
 import hints
 import reward
 
@@ -184,7 +184,7 @@ def _check_hints(ex, rec, where, spoiler_filter=True):
         except ValueError as e:
             notes.append(f"{where}: field 'hint': {e}; hint dropped, problem kept")
         else:
-            why = spoiler_filter and hints.find_spoiler(hints.hint_words(ex["hint"]), ex["answer"], ex["choices"])
+            why = spoiler_filter and expert_hints.find_spoiler(hints.hint_words(ex["hint"]), ex["answer"], ex["choices"])
             if why:
                 ex["hint"] = None
                 notes.append(f"{where}: field 'hint': spoiler ({why}); hint dropped, problem kept")
@@ -193,7 +193,7 @@ def _check_hints(ex, rec, where, spoiler_filter=True):
         if not isinstance(text, str):
             why = f"expected a string, got {_kind(text)}"
         else:
-            why = "empty" if not text.strip() else spoiler_filter and hints.find_spoiler(text, ex["answer"],
+            why = "empty" if not text.strip() else spoiler_filter and expert_hints.find_spoiler(text, ex["answer"],
                                                                                          ex["choices"])
         if why:
             notes.append(f"{where}: field 'hint_text': {why}; hint dropped, problem kept")
@@ -361,7 +361,9 @@ def check_lengths(examples, processor, limit, strict=False, report=print):
 
 
 def open_images(ex):
-    return [Image.open(p).convert("RGB") for p in ex["images"]]
+    """rollout.open_images, kept for toy.py until it calls that (delete then)."""
+    import rollout
+    return rollout.open_images(ex)
 
 
 def image_size(ex):
@@ -382,22 +384,3 @@ def step_examples(examples, step, n, seed):
         epoch += 1
     first = start % len(examples)
     return [examples[i] for i in order[first:first + n]]
-
-# -----------------------------------------------------------------------------
-# argument ranges, shared by the entry points (train.py, eval.py, make_hints.py)
-
-
-def ranged(kind, lo=None, hi=None, open_lo=False):
-    """An argparse type that also checks a range, so a bad value is one line naming the flag."""
-    def parse(text):
-        v = kind(text)
-        if not math.isfinite(v):
-            raise argparse.ArgumentTypeError(f"{text} is not a finite number")
-        if (lo is not None and (v <= lo if open_lo else v < lo)) or (hi is not None and v > hi):
-            raise argparse.ArgumentTypeError(f"{text} is outside {'(' if open_lo else '['}{lo}, {hi or 'inf'}]")
-        return v
-    parse.__name__ = kind.__name__
-    return parse
-
-
-POS, NONNEG, PROB = ranged(int, 1), ranged(int, 0), ranged(float, 0, 1, open_lo=True)

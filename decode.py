@@ -19,7 +19,7 @@ tokens:
   into a few kernels: graphs remove launch overhead, not the kernels themselves.
 - Grouped KV heads: the g query heads that share a KV head attend as g query rows of that head,
   so K and V are read once and never copied per query head.
-- The sampler is rollout.sample_rows' block sampler without its host syncs: every row makes all
+- The sampler is sampler.py's, called without host syncs (sampler.choose): every row makes all
   its draws and gets the exact nucleus check. A row still without a token after `tries` draws
   (probability (1 - top_p)^8 per token) is reported, and rollout.sample re-runs that batch with HF
   generate() on the same copy. Tokens are the plain path's: the same streams (row key, tokens so
@@ -42,6 +42,7 @@ import torch
 import torch.nn.functional as F
 
 import rollout
+from sampler import choose
 
 WINDOW = 128       # attention windows are multiples of this many cache columns
 CHECK_EVERY = 16   # decode steps between the host's looks at "has every row finished?" (a sync)
@@ -79,29 +80,6 @@ def attn_out_mlp(x, o, w, eps):
     x = x + F.linear(o, w["o"], w["o_bias"])
     gate, up = F.linear(rms_norm(x, w["ln2"], eps), w["gate_up"]).chunk(2, -1)
     return x + F.linear(F.silu(gate) * up, w["down"])
-
-
-def choose(logits, keys, step, banned, temperature, top_p, tries=8, block=1024):
-    """rollout.RowSampler + rollout.sample_rows with no host sync: the same draws, but every row
-    makes all `tries` of them and gets the exact nucleus check (one pass over (R, V) each, cheaper
-    than asking the host which rows need it). Returns tokens (R,) and the rows left without one."""
-    logits = logits.index_fill(1, banned, float("-inf"))
-    if temperature <= 0:
-        return logits.argmax(-1), torch.zeros_like(keys, dtype=torch.bool)
-    if temperature != 1.0:
-        logits = logits / temperature
-    # NaN / +inf (a diverged model) become valid logits, as in sample_rows; finite rows are untouched
-    logits = torch.nan_to_num(logits, nan=0.0, posinf=1e30, neginf=float("-inf"))
-    e, bsum, bcdf, Z = rollout.block_cdf(logits, logits.amax(-1, keepdim=True), block)
-    choice, todo = torch.zeros_like(keys), torch.ones_like(keys, dtype=torch.bool)
-    for attempt in range(tries if top_p < 1.0 else 1):
-        tok, p = rollout.draw(e, bsum, bcdf, Z, keys, step, attempt, block)
-        ok = torch.ones_like(todo)
-        if top_p < 1.0:   # sample_rows' test: surely in the nucleus, else the exact mass above
-            ok = ((1.0 - p) < top_p) | (rollout.mass_above(e, tok).double() / Z.squeeze(-1) < top_p)
-        choice = torch.where(todo & ok, tok, choice)
-        todo = todo & ~ok
-    return choice, todo
 
 
 def compiled(fn):

@@ -22,10 +22,12 @@ from collections import defaultdict
 import torch
 
 import checkpoint
+import config
 import data
+import report
 import rollout
 import tutor
-from data import NONNEG, POS, PROB, ranged
+from config import NONNEG, POS, add_flags, ranged
 from distributed import all_sum, print0, setup
 
 
@@ -39,28 +41,19 @@ def get_args(argv=None):
     p.add_argument("--n_samples", type=POS, default=4, help="samples per problem")
     p.add_argument("--k", type=POS, nargs="+", default=[1], help="pass@k values to report (k <= n_samples)")
     p.add_argument("--temperature", type=ranged(float, 0), default=1.0, help="sampling temperature (0: greedy)")
-    p.add_argument("--top_p", type=PROB, default=0.99,
-                   help="nucleus (0.99, as train.py's rollouts and held-out evaluation: one pass@1 definition)")
+    add_flags(p, "--top_p")
     p.add_argument("--max_new_tokens", type=POS, default=None,
                    help="response length cap (default: a run directory's own; the demo model 32; else 4096)")
     p.add_argument("--with_hints", action="store_true", help="evaluate the hinted tutor (hint in context)")
     p.add_argument("--diagnose", action="store_true",
                    help="demo diagnostics: student, tutor, blank image, majority")
-    p.add_argument("--token_budget", type=POS, default=16384, help="padded tokens per scoring micro-batch")
-    p.add_argument("--kv_cache_gb", type=ranged(float, 0, open_lo=True), default=32.0,
-                   help="KV-cache memory per generate() call")
-    p.add_argument("--max_prompt_tokens", type=POS, default=4096,
-                   help="longer prompts are reported and skipped")
-    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"], help="compute dtype")
-    p.add_argument("--seed", type=NONNEG, default=1234, help="sampling seed")
-    p.add_argument("--threads", type=NONNEG, default=0, help="torch CPU threads per process (0: default)")
+    add_flags(p, "--token_budget", "--kv_cache_gb", "--max_prompt_tokens", "--dtype", "--seed", "--threads",
+              seed=1234)
     p.add_argument("--out", default="", help="write the results as JSON here")
     p.add_argument("--compare", nargs="+", default=None,
                    help="run directories whose metrics.jsonl to compare")
     p.add_argument("--png", default="compare.png", help="where --compare draws its curves")
-    p.add_argument("--trust_remote_code", action="store_true", help="allow model code from the hub")
-    p.add_argument("--allow_outside_images", action="store_true",
-                   help="allow absolute or ../ image paths (default: only inside the data file's folder)")
+    add_flags(p, "--trust_remote_code", "--allow_outside_images")
     args = p.parse_args(argv)
     if any(k > args.n_samples for k in args.k):
         p.error(f"--k values must be in 1..{args.n_samples} (--n_samples)")
@@ -75,9 +68,8 @@ def pass_at_k(n, c, k):
 
 
 def resolve_model(args):
-    import toy
     if args.model == "toy":
-        args.model, _, demo_eval = toy.ensure()
+        args.model, _, demo_eval = config.demo_paths()
         args.data = args.data or demo_eval
     elif os.path.exists(os.path.join(args.model, "config.json")) and os.path.exists(
             os.path.join(args.model, "metrics.jsonl")):      # a run directory: its export and eval data
@@ -87,8 +79,7 @@ def resolve_model(args):
         args.max_new_tokens = args.max_new_tokens or run_cfg.get("max_new_tokens")
         args.model = run_cfg["model"] if args.checkpoint else os.path.join(args.model, "final")
     if args.max_new_tokens is None:   # a real model's answers need room; the demo's are ~20 tokens
-        demo = os.path.abspath(args.model) == os.path.abspath(os.path.join(toy.DEFAULT_DIR, "model"))
-        args.max_new_tokens = 32 if demo else 4096
+        args.max_new_tokens = 32 if config.is_demo(args.model) else 4096
     if not args.data and not os.path.exists(args.model):   # name the path first: it is the likelier slip
         sys.exit(f"eval.py: --model {args.model}: no such file or directory (a hub id needs --data too)")
     if not args.data:
@@ -113,8 +104,8 @@ def evaluate(model, processor, examples, args, rank=0, world=1):
     for i in mine:
         ex = examples[i]
         p = tutor.tutor_prompt(processor, ex, fmt) if args.with_hints else None
-        prompts.append(p or rollout.encode(processor, ex["question"], data.open_images(ex)))
-    res = rollout.evaluate(model, processor, prompts, [examples[i] for i in mine], args.n_samples,
+        prompts.append(p or rollout.encode(processor, ex["question"], rollout.open_images(ex)))
+    res = report.pass_counts(model, processor, prompts, [examples[i] for i in mine], args.n_samples,
                            args.max_new_tokens, args.temperature, args.top_p, args.kv_cache_gb, args.token_budget,
                            seed=args.seed, prompt_ids=mine, entropy=True)
     correct, length, entropy = (torch.zeros(len(examples), dtype=torch.float64) for _ in range(3))
@@ -156,15 +147,8 @@ def print_table(res):
 
 def read_metrics(run):
     """A run's metrics, one record per step (a later record of a step replaces an earlier one)."""
-    recs = []
-    with open(os.path.join(run, "metrics.jsonl")) as f:
-        for line in f:
-            try:
-                recs.append(json.loads(line))
-            except json.JSONDecodeError:    # a line a crash cut short
-                pass
     by_step = {}
-    for r in recs:
+    for r in report.read_jsonl(os.path.join(run, "metrics.jsonl")):
         by_step[(r["step"], "reward" in r, bool(r.get("final")))] = r
     return [by_step[k] for k in sorted(by_step, key=lambda k: (k[0], k[2], k[1]))]
 

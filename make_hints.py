@@ -19,9 +19,11 @@ from collections import Counter
 
 from tqdm import tqdm
 
+import config
 import data
 import rollout
-from hints import check_expert_reply, expert_prompt
+from config import NONNEG, POS, add_flags, ranged
+from expert_hints import check_expert_reply, expert_prompt
 
 
 def finished_ids(path):
@@ -58,8 +60,7 @@ def generate_hints(args):
     todo = [ex for ex in examples if ex["id"] not in done]
     print(f"{len(examples)} examples, {len(done)} already in {args.out}, {len(todo)} to do")
     if args.model == "toy":  # the demo model, built if missing (a folder named toy/ is not a model)
-        import toy
-        args.model = toy.ensure()[0]
+        args.model = config.demo_paths()[0]
     model, processor = rollout.load_model(args.model, dtype=args.dtype, device=args.device)
     opened_think = rollout.opens_think(processor)  # a Thinking template: replies start inside <think>
     report = Counter()
@@ -72,7 +73,7 @@ def generate_hints(args):
                 if not pending:
                     break
                 prompts = [expert_prompt(ex) for ex in pending]
-                images = [data.open_images(ex) for ex in pending]
+                images = [rollout.open_images(ex) for ex in pending]
                 replies = rollout.generate_text(model, processor, images, prompts, max_new_tokens=args.max_new_tokens,
                                                 temperature=args.temperature, seed=args.seed + attempt)
                 for ex, reply in zip(pending, replies):
@@ -104,20 +105,15 @@ def main(argv=None):
     p.add_argument("--model", required=True, help="expert model: hub id, local directory, or 'toy'")
     p.add_argument("--data", required=True, help="input JSONL (the shared format, see README)")
     p.add_argument("--out", required=True, help="output JSONL; ids already there are skipped")
-    p.add_argument("--batch_size", type=data.POS, default=8, help="prompts per generate() call")
-    p.add_argument("--retries", type=data.NONNEG, default=2, help="new tries for a rejected hint")
-    p.add_argument("--max_new_tokens", type=data.POS, default=2048,
+    p.add_argument("--batch_size", type=POS, default=8, help="prompts per generate() call")
+    p.add_argument("--retries", type=NONNEG, default=2, help="new tries for a rejected hint")
+    p.add_argument("--max_new_tokens", type=POS, default=2048,
                    help="length cap of a reply; thinking experts spend most of it inside <think> and "
                         "a reply cut off there is rejected, so keep it generous")
-    p.add_argument("--temperature", type=data.ranged(float, 0), default=0.7, help="sampling temperature (0: greedy)")
-    p.add_argument("--seed", type=data.NONNEG, default=0, help="sampling seed")
-    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"], help="compute dtype")
+    p.add_argument("--temperature", type=ranged(float, 0), default=0.7, help="sampling temperature (0: greedy)")
+    add_flags(p, "--seed", "--dtype")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    p.add_argument("--no_spoiler_filter", action="store_true",
-                   help="keep hints that leak the answer (the paper's ablation of the zero-spoiler filter; "
-                        "train on them with train.py --no_spoiler_filter)")
-    p.add_argument("--allow_outside_images", action="store_true",
-                   help="allow absolute or ../ image paths (default: only inside the data file's folder)")
+    add_flags(p, "--no_spoiler_filter", "--allow_outside_images")
     generate_hints(p.parse_args(argv))   # rejected hints are counted in its report, not an error
     return 0
 

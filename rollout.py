@@ -10,7 +10,6 @@ rollout.py: the model as a sampler and a scorer.
                               HF generate() here, decode.py's fast loop when given one (CUDA)
     score(model, ...)         per response token: log-prob of the sampled token, and optionally
                               entropy, log-probs on a support and the model's own top-K ids
-    evaluate(model, ...)      sample, decode, reward: per-problem correct counts (no hints)
 
 Layout of every scored batch: left-padded prompts, right-padded responses, so the response
 sits in the last R columns of every row whatever the prompt lengths (tests/test_rollout.py
@@ -28,7 +27,7 @@ import types
 import torch
 
 import loss
-import reward
+from sampler import RowSampler, row_keys
 
 FORMAT_PROMPT = "First think inside <think> </think>, then give the final answer inside <answer> </answer>."
 # Thinking templates (Qwen3-VL-*-Thinking) open <think> themselves in the generation prompt
@@ -129,6 +128,12 @@ def prompt_text(processor, question, extra=None, instruct=True, n_images=1):
     messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]}]
     text = processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     return text.replace(IMAGE, IMAGE * n_images, 1) if n_images > 1 else text
+
+
+def open_images(ex):
+    """An example's images (data.py's record), decoded to RGB."""
+    from PIL import Image
+    return [Image.open(p).convert("RGB") for p in ex["images"]]
 
 
 def encode(processor, question, images, extra=None, instruct=True):
@@ -249,155 +254,6 @@ def gathered(model):
         for m in mods:
             m.reshard()
             m.set_reshard_after_forward(True)
-
-
-# A counter-based random stream: the uniform number of (row key, tokens generated so far,
-# attempt) is a hash, so a row's draws depend on nothing else (not its batch mates, not the
-# micro-batch cut, not the rank) and a whole batch gets its numbers in a few integer ops.
-_M32 = 0xFFFFFFFF
-
-
-def _hash32(x):
-    """A 32-bit integer mix (int64 tensors holding values < 2**32; products stay < 2**63)."""
-    x = (((x >> 16) ^ x) * 0x45D9F3B) & _M32
-    x = (((x >> 16) ^ x) * 0x45D9F3B) & _M32
-    return (x >> 16) ^ x
-
-
-def _chain(words, salt):
-    """Hash a sequence of 32-bit tensors / ints into one 32-bit tensor, starting from salt."""
-    h = _hash32(torch.full_like(words[0], salt))
-    for w in words:
-        h = _hash32(h ^ (w & _M32))
-    return h
-
-
-def uniforms(keys, step, attempt=0):
-    """(B,) float64 uniforms in [0, 1), 53 random bits each, from 64 bits of state: two
-    independently salted hash chains over (key low, key high, step, attempt). step may be a
-    (1,) tensor on the keys' device (decode.py's captured steps read it there)."""
-    steps = step.expand_as(keys) if torch.is_tensor(step) else torch.full_like(keys, step)
-    words = [keys & _M32, (keys >> 32) & _M32, steps, torch.full_like(keys, attempt)]
-    hi, lo = _chain(words, 0x243F6A88), _chain(words, 0x13198A2E)
-    return ((hi >> 5) * 67108864 + (lo >> 6)).double() / 2.0 ** 53
-
-
-def row_keys(seed, prompt_ids, group_size):
-    """A 62-bit key per (seed, prompt, response): a hash, so that no arithmetic coincidence
-    between seeds, steps and prompt ids can make two rows share a random stream."""
-    seed = torch.tensor(seed % 2 ** 62, dtype=torch.long)
-    pid = torch.tensor(prompt_ids, dtype=torch.long).repeat_interleave(group_size)
-    g = torch.arange(group_size, dtype=torch.long).repeat(len(prompt_ids))
-    words = [seed & _M32, (seed >> 32) & _M32, pid & _M32, (pid >> 32) & _M32, g]
-    words = [w.expand_as(pid) for w in words]
-    return ((_chain(words, 0xA4093822) & 0x3FFFFFFF) << 32) | _chain(words, 0x299F31D0)
-
-
-def sample_rows(logits, keys, step, top_p=1.0, tries=8, block=1024):
-    """One token per row, exactly from softmax(logits) restricted to the top-p nucleus.
-
-    logits: (B, V) fp32 (temperature applied, banned tokens -inf); keys: (B,) int64 row keys;
-    step: tokens generated so far. The nucleus is the smallest set of most probable tokens
-    whose mass reaches top_p: token v is in it iff the mass of tokens strictly more probable
-    than v is < top_p.
-    No sort, a few passes over (B, V): draw v from the full softmax by inverse CDF with one
-    uniform per row (first the block of `block` tokens from fp64 running sums of fp32 block
-    sums, then the token inside its block by fp64 running sums), and accept it if it is in the
-    nucleus, else draw again with the next uniform. Accepted draws follow the renormalised nucleus exactly. A token with p_v > 1 - top_p
-    is in the nucleus without looking (the mass above it is < 1 - p_v); only rows that drew a
-    rarer token pay one pass to check. A draw is rejected with probability <= 1 - top_p; rows
-    still unlucky after `tries` draws take the exact sorted path (1e-16 of rows at 0.99).
-    "Exactly" means up to fp32 rounding: a block is chosen with its fp32 (pairwise) sum, ~1e-7
-    relative to the block's mass, and a token within its block by fp64 running sums, so each
-    token's probability is right to ~1e-7 of itself, as for the fp32 softmax score() computes."""
-    top = logits.amax(-1, keepdim=True)
-    if not torch.isfinite(top).all():   # a diverged model (NaN / inf logits): sample something
-        logits = torch.nan_to_num(logits, nan=0.0, posinf=1e30)  # valid, so train.py's divergence
-        top = logits.amax(-1, keepdim=True)                      # stop is what ends the run
-    e, bsum, bcdf, Z = block_cdf(logits, top, block)
-    choice = torch.zeros(len(keys), dtype=torch.long, device=e.device)
-    todo = torch.ones(len(keys), dtype=torch.bool, device=e.device)
-    for attempt in range(tries if top_p < 1.0 else 1):
-        tok, p = draw(e, bsum, bcdf, Z, keys, step, attempt, block)
-        ok = (1.0 - p) < top_p                                      # surely in the nucleus
-        check = (todo & ~ok).nonzero().squeeze(-1)
-        if top_p < 1.0 and len(check):                              # the rare rows: one pass each
-            ok[check] = mass_above(e[check], tok[check]).double() / Z[check].squeeze(-1) < top_p
-        take = todo & (ok if top_p < 1.0 else torch.ones_like(ok))
-        choice = torch.where(take, tok, choice)
-        todo &= ~take
-        if not todo.any():
-            return choice
-    for r in todo.nonzero().squeeze(-1).tolist():                   # the exact, sorted fallback
-        ps = e[r].sort(descending=True).values
-        above = ps.double().cumsum(0) - ps
-        last = int((above / Z[r] < top_p).sum()) - 1                # last kept in sorted order
-        keep = e[r] >= ps[max(last, 0)]                             # ties with it are kept too
-        c = (e[r] * keep).double().cumsum(0)
-        u = uniforms(keys[r:r + 1], step, tries) * c[-1]
-        choice[r] = torch.searchsorted(c, u, right=True).clamp(max=len(c) - 1)[0]
-    return choice
-
-
-def block_cdf(logits, top, block):
-    """What every draw reads: e = exp(logits - top) (B, V), its fp32 block sums (B, nb), their
-    fp64 running sums (B, nb) and the total Z (B, 1)."""
-    B, V = logits.shape
-    e = (logits - top).exp_()                                      # (B, V) unnormalised, max 1
-    full = V - V % block
-    bsum = e[:, :full].view(B, -1, block).sum(-1)                   # (B, nb) fp32, pairwise
-    if full < V:
-        bsum = torch.cat([bsum, e[:, full:].sum(-1, keepdim=True)], 1)
-    bcdf = bsum.double().cumsum(-1)                                 # (B, nb)
-    return e, bsum, bcdf, bcdf[:, -1:]
-
-
-def draw(e, bsum, bcdf, Z, keys, step, attempt, block):
-    """One draw per row from the full softmax by inverse CDF: the block from the block sums,
-    then the token inside it. Returns the token (B,) and its probability (B,) fp64."""
-    V = e.shape[1]
-    u = uniforms(keys, step, attempt).unsqueeze(-1) * Z             # (B, 1) in [0, Z)
-    blk = torch.searchsorted(bcdf, u, right=True).clamp(max=bsum.shape[1] - 1)       # (B, 1)
-    before = torch.where(blk > 0, bcdf.gather(-1, (blk - 1).clamp(min=0)), torch.zeros_like(u))
-    offs = torch.arange(block, device=e.device)
-    idx = blk * block + offs                                        # (B, block)
-    vals = torch.where(idx < V, e.gather(-1, idx.clamp(max=V - 1)), torch.zeros((), device=e.device))
-    cum = vals.double().cumsum(-1)                                  # (B, block), exact in fp64
-    # where u falls inside the block, rescaled from the fp32 block sum to the exact in-block
-    # total: each token then gets its share of its block, to fp64 precision
-    t = (u - before) / bsum.gather(-1, blk).double() * cum[:, -1:]
-    j = torch.searchsorted(cum, t, right=True)
-    last = torch.where(vals > 0, offs, -1).amax(-1, keepdim=True)   # fp64 round-off guard
-    tok = (blk * block + torch.minimum(j, last)).squeeze(-1)        # (B,)
-    return tok, (e.gather(-1, tok.unsqueeze(-1)).double() / Z).squeeze(-1)
-
-
-def mass_above(e, tok):
-    """Unnormalised mass of the tokens strictly more probable than tok, per row: (B,) fp32."""
-    return torch.where(e > e.gather(-1, tok.unsqueeze(-1)), e, 0.0).sum(-1)
-
-
-class RowSampler:
-    """A logits processor that samples each row from its own random stream (see sample_rows).
-
-    generate() runs with do_sample=False and this processor returns scores that leave only the
-    chosen token. The counter is the number of tokens generated so far, never the padded input
-    width, so left padding (which depends on the batch mates) cannot shift a row's stream."""
-
-    def __init__(self, row_keys, temperature, top_p, banned, prompt_width):
-        self.keys = torch.as_tensor(row_keys, dtype=torch.long)
-        self.temperature, self.top_p, self.banned, self.width = temperature, top_p, banned, prompt_width
-
-    def __call__(self, input_ids, scores):
-        scores = scores.float()
-        scores[:, self.banned] = float("-inf")
-        step = input_ids.shape[1] - self.width
-        if self.temperature <= 0:
-            choice = scores.argmax(-1)
-        else:
-            logits = scores / self.temperature if self.temperature != 1.0 else scores
-            choice = sample_rows(logits, self.keys.to(scores.device), step, self.top_p)
-        return scores.fill_(float("-inf")).scatter_(-1, choice.unsqueeze(-1), 0.0)   # in place: no copy
 
 
 @contextlib.contextmanager
@@ -580,26 +436,11 @@ def score(model, prompts, response_ids, response_mask, support=None, union_with=
     return {k: (None if parts[0][k] is None else torch.cat([p[k] for p in parts])) for k in parts[0]}
 
 # -----------------------------------------------------------------------------
-# evaluation: sample, decode, reward (train.py, eval.py and the demo's diagnostics share it)
+# moved
 
 
-@torch.no_grad()
-def evaluate(model, processor, prompts, examples, n_samples, max_new_tokens, temperature=1.0, top_p=1.0,
-             kv_cache_gb=32.0, token_budget=16384, seed=0, prompt_ids=None, entropy=False, fast=None,
-             progress=None):
-    """pass counts of n_samples responses per prompt (prompts[i] asks examples[i]).
-    Returns dict of (B,) tensors: correct (0..n_samples), length (tokens, summed over samples),
-    and entropy (summed over tokens) when asked; plus the texts. fast, progress: as for sample()."""
-    ids, mask = sample(model, processor, prompts, n_samples, max_new_tokens, temperature, top_p,
-                       kv_cache_gb, seed=seed, prompt_ids=prompt_ids, progress=progress, fast=fast)
-    texts = decode(processor, ids, mask)
-    hits = torch.tensor([reward.reward(t, examples[i // n_samples]) for i, t in enumerate(texts)], dtype=torch.float)
-    B, R = len(prompts), mask.shape[1]
-    out = {"correct": hits.view(B, n_samples).sum(1), "length": mask.view(B, n_samples, R).sum((1, 2)).double(),
-           "texts": texts}
-    if entropy:
-        ent = score(model, [p for p in prompts for _ in range(n_samples)], ids, mask, token_budget=token_budget,
-                    temperature=temperature if temperature > 0 else 1.0, entropy=True)["entropy"]
-        ent = ent if ent is not None else torch.zeros(mask.shape)        # no prompts on this rank
-        out["entropy"] = (ent * mask).view(B, n_samples, R).sum((1, 2)).double()
-    return out
+def evaluate(*args, **kwargs):
+    """Moved to report.pass_counts (held-out grading belongs with the reward, not the sampler).
+    Kept only for toy.py, which calls rollout.evaluate; delete it once toy.py calls report."""
+    import report
+    return report.pass_counts(*args, **kwargs)

@@ -21,7 +21,6 @@ larger teacher model (the point of the method is that none is needed).
 """
 import torch
 
-import data
 import hints
 import rollout
 
@@ -46,16 +45,22 @@ def tutor_prompt(processor, ex, box_format="norm1000", context="hint", hint_styl
     """The encoded tutor prompt of one example (None if it has no hint). Same template and
     pixels as the student's prompt; only the hint block differs (and the focus frame, when the
     hint sets "frame": true)."""
-    images = data.open_images(ex)
+    images = rollout.open_images(ex)
     resized = rollout.resized_size(processor, images[0]) if box_format == "pixels" else None
     extra = tutor_extra(ex, context, box_format, resized, hint_style)
     if extra is None:
         return None
     if context == "none":   # the control: exactly the student's prompt
         return rollout.encode(processor, ex["question"], images)
+    return rollout.encode(processor, ex["question"], tutor_images(ex, context, images), extra)
+
+
+def tutor_images(ex, context="hint", images=None):
+    """The tutor's pictures: the student's, the first framed where the hint asks ("frame": true)."""
+    images = rollout.open_images(ex) if images is None else images
     if context == "hint" and (ex.get("hint") or {}).get("frame"):
         images[0] = hints.draw_focus(images[0], ex["hint"])
-    return rollout.encode(processor, ex["question"], images, extra)
+    return images
 
 
 def can_teach(ex, context="hint"):

@@ -102,7 +102,7 @@ def per_step_ms(run, n):
 
 def demo_prompts(processor, n):
     exs = data.load_jsonl("toy/data/train.jsonl", report=lambda s: None)[:n]
-    return [rollout.encode(processor, ex["question"], data.open_images(ex)) for ex in exs]
+    return [rollout.encode(processor, ex["question"], rollout.open_images(ex)) for ex in exs]
 
 
 def decode_bench(model_dir, rows, new_tokens, long_tokens):

@@ -4,18 +4,20 @@ all-fail share over training, and the figures.
     python scripts/summarise.py runs/compare --png results/compare.png"""
 import argparse
 import glob
-import json
 import math
 import os
 import statistics
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import report  # noqa: E402  (the one reader of metrics.jsonl)
 
 MAIN = ("grpo", "ptdpo", "ptdpo_jsd", "control")
 COLOURS = {"grpo": "tab:blue", "ptdpo": "tab:red", "ptdpo_jsd": "tab:orange", "control": "tab:grey"}
 
 
 def load(run):
-    with open(os.path.join(run, "metrics.jsonl")) as f:
-        ms = [json.loads(line) for line in f if line.strip()]
+    ms = report.read_jsonl(os.path.join(run, "metrics.jsonl"))
     ev = [m for m in ms if "eval_pass1" in m]
     tr = [m for m in ms if "reward" in m]
     tail = tr[-max(1, len(tr) // 5):]

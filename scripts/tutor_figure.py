@@ -30,13 +30,14 @@ import textwrap
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import config  # noqa: E402
 import data  # noqa: E402
-import hints  # noqa: E402
 import loss  # noqa: E402
 import reward  # noqa: E402
 import rollout  # noqa: E402
 import toy  # noqa: E402
 import tutor  # noqa: E402
+from config import add_flags  # noqa: E402
 
 FONT = 8.5                  # points, monospace: one character is 0.602 em wide
 CHAR = 0.602 * FONT / 72    # inches per character
@@ -55,7 +56,7 @@ def failed_rollouts(model, processor, exs, n, group_size, max_new_tokens, seed, 
     pool = [i for i, ex in enumerate(exs) if tutor.can_teach(ex)]
     for s in range(0, len(pool), chunk):
         idx = pool[s:s + chunk]
-        prompts = [rollout.encode(processor, exs[i]["question"], data.open_images(exs[i])) for i in idx]
+        prompts = [rollout.encode(processor, exs[i]["question"], rollout.open_images(exs[i])) for i in idx]
         ids, mask = rollout.sample(model, processor, prompts, group_size, max_new_tokens, seed=seed, prompt_ids=idx)
         texts = rollout.decode(processor, ids, mask)
         for k, i in enumerate(idx):
@@ -77,7 +78,7 @@ def signal(student, teacher, processor, exs, ids, mask, topk):
     """Per response position, as train.py computes it: the Top-K JSD between the student (no
     hint) and the tutor (hint), and each side's most probable token and its probability. All (N, R).
     Both argmaxes lie on the support: it holds each side's own top-K."""
-    prompts = [rollout.encode(processor, ex["question"], data.open_images(ex)) for ex in exs]
+    prompts = [rollout.encode(processor, ex["question"], rollout.open_images(ex)) for ex in exs]
     every = torch.ones(len(exs), dtype=torch.bool)
     old = rollout.score(student, prompts, ids, mask, topk=topk)
     t = tutor.teach(teacher, processor, exs, torch.arange(len(exs)), ids, mask, every, old["topk_ids"], topk=topk)
@@ -92,9 +93,8 @@ def signal(student, teacher, processor, exs, ids, mask, topk):
 
 
 def tutor_image(ex):
-    """The tutor's picture: the student's, framed where the hint asks (as tutor.tutor_prompt)."""
-    image = data.open_images(ex)[0]
-    return hints.draw_focus(image, ex["hint"]) if (ex.get("hint") or {}).get("frame") else image
+    """The tutor's picture: the student's, framed where the hint asks (tutor.tutor_prompt's)."""
+    return tutor.tutor_images(ex)[0]
 
 
 def piece(tok, i):
@@ -216,7 +216,7 @@ def draw(rows, tok, out, title, show=60, n_mark=3):
 
 def collect(args):
     """The rows to draw: example, pictures, hint text, response ids and the per-token signal."""
-    model_dir = args.model or toy.ensure()[0]
+    model_dir = args.model or config.demo_paths()[0]
     eval_path = args.data or os.path.join(toy.DEFAULT_DIR, "data", "eval.jsonl")
     if args.data is None and not os.path.exists(eval_path):   # the demo's data alone (toy.ensure would build a model too)
         toy.build_data(os.path.dirname(eval_path))
@@ -229,7 +229,7 @@ def collect(args):
     rows = []
     for r, ex in enumerate(picked):
         m = mask[r]
-        image = data.open_images(ex)[0]
+        image = rollout.open_images(ex)[0]
         resized = rollout.resized_size(processor, image) if fmt == "pixels" else None
         rows.append({"example": ex, "student_image": image, "tutor_image": tutor_image(ex),
                      "hint": tutor.tutor_extra(ex, "hint", fmt, resized), "ids": ids[r][m].tolist(),
@@ -249,10 +249,8 @@ def main(argv=None):
     p.add_argument("--topk", type=int, default=100, help="K of the Top-K JSD, as train.py --topk")
     p.add_argument("--show", type=int, default=60, help="response tokens shown per row (a window around the peak)")
     p.add_argument("--mark", type=int, default=3, help="positions annotated with both sides' top token")
-    p.add_argument("--seed", type=int, default=0, help="sampling seed")
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
-    p.add_argument("--dtype", default="float32", help="float32, bfloat16 or auto")
-    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    add_flags(p, "--seed", "--dtype", "--threads", dtype="float32")
     args = p.parse_args(argv)
     try:
         import matplotlib  # noqa: F401

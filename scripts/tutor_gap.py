@@ -48,7 +48,7 @@ def main():
     model, proc = rollout.load_model(model_dir, "float32", "cpu")
     exs = data.load_jsonl(eval_path, report=lambda s: None)[:a.n]
     tok = proc.tokenizer
-    prompts = [rollout.encode(proc, e["question"], data.open_images(e)) for e in exs]
+    prompts = [rollout.encode(proc, e["question"], rollout.open_images(e)) for e in exs]
     ids, mask = rollout.sample(model, proc, prompts, a.group_size, 32, 1.0, seed=0)
     rows = torch.arange(len(exs)).repeat_interleave(a.group_size)
     texts = rollout.decode(proc, ids, mask)

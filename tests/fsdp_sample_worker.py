@@ -18,7 +18,7 @@ examples = data.load_jsonl(data_path, report=lambda s: None)[:4]
 model, processor = rollout.load_model(model_dir, "float32", "cpu")
 model = train.shard(model, torch.float32)
 mine = examples[rank * 2:(rank + 1) * 2]
-prompts = [rollout.encode(processor, ex["question"], data.open_images(ex)) for ex in mine]
+prompts = [rollout.encode(processor, ex["question"], rollout.open_images(ex)) for ex in mine]
 max_new = 4 if rank == 0 else 12                       # rank 0 stops long before rank 1
 # FSDP2 initialises lazily in the root's first forward: one forward before generate()
 one = torch.ones(1, 1, dtype=torch.long)

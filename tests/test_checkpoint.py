@@ -388,9 +388,9 @@ def test_resume_refuses_when_no_checkpoint_verifies(tiny, tmp_path):
 
 
 def test_training_arguments_must_be_finite_and_in_range():
-    import train
+    import config
     for bad in (["--tau", "nan"], ["--top_p", "nan"], ["--lr", "inf"], ["--kv_cache_gb", "inf"], ["--tau", "0"],
                 ["--group_size", "1"], ["--temperature", "0"], ["--topk", "0"], ["--steps", "-1"]):
         with pytest.raises(SystemExit):
-            train.get_args(bad)
-    assert train.get_args(["--topk", "-1"]).topk == -1
+            config.get_args(bad)
+    assert config.get_args(["--topk", "-1"]).topk == -1

@@ -11,6 +11,7 @@ import data
 import decode
 import loss
 import rollout
+import sampler
 import toy
 from test_distributed import run, train_args
 
@@ -21,8 +22,8 @@ def test_sampler_on_cuda_draws_what_it_draws_on_cpu():
     g = torch.Generator().manual_seed(0)
     logits = torch.randn(64, 151_936, generator=g) * 2
     keys = torch.arange(64) * 13 + 1
-    cpu = rollout.sample_rows(logits, keys, step=5, top_p=0.9)
-    gpu = rollout.sample_rows(logits.cuda(), keys.cuda(), step=5, top_p=0.9).cpu()
+    cpu = sampler.sample_rows(logits, keys, step=5, top_p=0.9)
+    gpu = sampler.sample_rows(logits.cuda(), keys.cuda(), step=5, top_p=0.9).cpu()
     assert (cpu == gpu).float().mean() >= 0.95       # fp32 exp/sums may round differently on a GPU
 
 
@@ -39,7 +40,7 @@ def test_scoring_in_bf16_on_cuda_is_close_to_fp32_on_cpu(tiny, examples):
     _, processor, d = tiny
     gpu, _ = rollout.load_model(d, "bfloat16", "cuda")
     cpu, _ = rollout.load_model(d, "float32", "cpu")
-    prompts = [rollout.encode(processor, ex["question"], data.open_images(ex)) for ex in examples[:4]]
+    prompts = [rollout.encode(processor, ex["question"], rollout.open_images(ex)) for ex in examples[:4]]
     ids, mask = rollout.sample(gpu, processor, prompts, 2, 12, seed=0)
     a = rollout.score(gpu, [p for p in prompts for _ in range(2)], ids, mask)["logp"].float().cpu()
     b = rollout.score(cpu, [p for p in prompts for _ in range(2)], ids, mask)["logp"]
@@ -72,11 +73,11 @@ def test_fast_path_logprobs_on_cuda_match_a_full_forward_in_bf16(tiny, examples)
     the finished rows, within bf16 rounding: mean |difference| < 0.05 nats (the bound the bf16
     scoring test above uses against fp32)."""
     model, processor, fast = fast_and_plain(tiny[2])
-    prompts = [rollout.encode(processor, ex["question"], data.open_images(ex)) for ex in examples[:4]]
+    prompts = [rollout.encode(processor, ex["question"], rollout.open_images(ex)) for ex in examples[:4]]
     rows = [p for p in prompts for _ in range(2)]
     batch = rollout.collate(rows, processor.tokenizer.pad_token_id, device="cuda")
     steps = 40
-    fast.start(batch, rollout.row_keys(0, [0, 1, 2, 3], 2), steps, 1.0, 0.99,
+    fast.start(batch, sampler.row_keys(0, [0, 1, 2, 3], 2), steps, 1.0, 0.99,
                rollout.vision_token_ids(processor.tokenizer), eos=-1)
     logits = [fast.logits[:8].clone()]
     for _ in range(steps - 1):
@@ -90,7 +91,7 @@ def test_fast_path_logprobs_on_cuda_match_a_full_forward_in_bf16(tiny, examples)
 
 def test_fast_path_graphs_replay_the_eager_steps_exactly(tiny, examples):
     model, processor, fast = fast_and_plain(tiny[2])
-    prompts = [rollout.encode(processor, ex["question"], data.open_images(ex)) for ex in examples[:4]]
+    prompts = [rollout.encode(processor, ex["question"], rollout.open_images(ex)) for ex in examples[:4]]
     graphs = rollout.sample(model, processor, prompts, 3, 300, seed=2, top_p=0.9, fast=fast)   # 3 windows
     fast.graphs = None                                                         # eager steps, same kernels
     eager = rollout.sample(model, processor, prompts, 3, 300, seed=2, top_p=0.9, fast=fast)
@@ -102,7 +103,7 @@ def test_fast_path_on_cuda_draws_the_plain_paths_tokens_on_the_demo_model(exampl
     tokens are within rounding of each other: every first token agrees (a shared prefill), and at
     least 90% of the demo model's 32-token rows agree whole."""
     model, processor, fast = fast_and_plain(os.path.join(toy.DEFAULT_DIR, "model"))
-    prompts = [rollout.encode(processor, ex["question"], data.open_images(ex)) for ex in examples[:8]]
+    prompts = [rollout.encode(processor, ex["question"], rollout.open_images(ex)) for ex in examples[:8]]
     for temperature, top_p in ((0.0, 1.0), (1.0, 0.99)):
         kw = dict(temperature=temperature, top_p=top_p, seed=9)
         a, am = rollout.sample(model, processor, prompts, 4, 32, **kw)

@@ -373,7 +373,7 @@ def test_prompt_length_is_exact_and_long_prompts_are_skipped_not_truncated(tiny,
     import rollout
     model, processor, _ = tiny
     for ex in examples[:3]:
-        n = len(rollout.encode(processor, ex["question"], data.open_images(ex))["input_ids"])
+        n = len(rollout.encode(processor, ex["question"], rollout.open_images(ex))["input_ids"])
         assert data.prompt_length(processor, ex) == n
     long_ex = {**examples[0], "question": "Describe it. " * 400, "where": "x.jsonl:7"}
     msgs = []
@@ -389,7 +389,7 @@ def test_prompt_length_is_exact_with_several_images(tiny, tmp_path):
     Image.new("RGB", (300, 40)).save(tmp_path / "wide.png")
     path = write(tmp_path, [{**GOOD, "images": ["ok.png", "wide.png", "ok.png"]}])
     ex = data.load_jsonl(path, report=lambda s: None)[0]
-    encoded = rollout.encode(processor, ex["question"], data.open_images(ex))
+    encoded = rollout.encode(processor, ex["question"], rollout.open_images(ex))
     assert data.prompt_length(processor, ex) == len(encoded["input_ids"])
 
 

@@ -8,6 +8,7 @@ import torch.distributed as dist
 import data
 import decode
 import rollout
+import sampler
 import train
 from test_rollout import varied_prompts
 
@@ -21,7 +22,7 @@ def rows_of(processor, examples, tmp_path, G=3):
     """Left-padded rows of unequal prompt lengths and image sizes, with their keys."""
     prompts = varied_prompts(processor, examples, tmp_path)
     batch = rollout.collate([p for p in prompts for _ in range(G)], processor.tokenizer.pad_token_id)
-    return prompts, batch, rollout.row_keys(5, list(range(len(prompts))), G)
+    return prompts, batch, sampler.row_keys(5, list(range(len(prompts))), G)
 
 
 @pytest.mark.parametrize("temperature,top_p", [(0.0, 1.0), (1.0, 0.9), (0.7, 1.0)])
@@ -72,19 +73,19 @@ def test_sync_free_sampler_draws_what_sample_rows_draws(top_p):
     want_logits = logits.clone()
     want_logits[:, banned] = float("-inf")
     for step in (0, 9):
-        want = rollout.sample_rows(want_logits / 0.8, keys, step, top_p)
-        got, unlucky = decode.choose(logits, keys, torch.tensor([step]), banned, 0.8, top_p)
+        want = sampler.sample_rows(want_logits / 0.8, keys, step, top_p)
+        got, unlucky = sampler.choose(logits, keys, torch.tensor([step]), banned, 0.8, top_p)
         assert torch.equal(got, want) and not unlucky.any()
     # with one draw a row often stays without a token: reported, and the others are sample_rows' own
-    got, unlucky = decode.choose(logits, keys, torch.tensor([4]), banned, 1.0, 0.2, tries=1)
-    want = rollout.sample_rows(want_logits, keys, 4, 0.2, tries=1)
+    got, unlucky = sampler.choose(logits, keys, torch.tensor([4]), banned, 1.0, 0.2, tries=1)
+    want = sampler.sample_rows(want_logits, keys, 4, 0.2, tries=1)
     assert unlucky.any() and torch.equal(got[~unlucky], want[~unlucky])
 
 
 def test_sync_free_sampler_survives_non_finite_logits():
     logits = torch.randn(4, 50)
     logits[0, 3], logits[1], logits[2, 7] = float("nan"), float("nan"), float("inf")
-    got, _ = decode.choose(logits, torch.arange(4), torch.tensor([0]), torch.arange(5), 1.0, 0.9)
+    got, _ = sampler.choose(logits, torch.arange(4), torch.tensor([0]), torch.arange(5), 1.0, 0.9)
     assert ((got >= 5) & (got < 50)).all() and got[2] == 7
 
 
@@ -126,7 +127,7 @@ def test_the_bf16_copy_follows_an_fsdp2_policy_in_place(tiny, examples):
     try:
         policy, processor = rollout.load_model(tiny[2], "float32", "cpu")
         policy = train.shard(policy, torch.float32)
-        p = rollout.encode(processor, examples[0]["question"], data.open_images(examples[0]))
+        p = rollout.encode(processor, examples[0]["question"], rollout.open_images(examples[0]))
         r_ids = torch.tensor([[20, 21, 22, 23]])
         batch = rollout.collate([p], 0, r_ids, torch.ones_like(r_ids, dtype=torch.bool))
         with torch.no_grad():   # FSDP2 initialises lazily in the root's first forward

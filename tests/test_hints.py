@@ -5,8 +5,8 @@ from PIL import Image
 import json
 import time
 
-from hints import (box_for_model, check_expert_reply, draw_focus, find_spoiler, parse_expert_json,
-                   render_hint, render_hint_text, validate_hint)
+from expert_hints import check_expert_reply, find_spoiler, parse_expert_json
+from hints import box_for_model, draw_focus, render_hint, render_hint_text, validate_hint
 
 ABCD = ["a cat", "a dog", "12 apples", "none of these"]
 

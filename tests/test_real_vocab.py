@@ -54,7 +54,7 @@ def test_topk_jsd_tail_carries_real_mass(wide):
     model, processor, _ = wide
     _, train_path, _ = toy.ensure()
     exs = data.load_jsonl(train_path, report=lambda *a: None)[:4]
-    prompts = [rollout.encode(processor, ex["question"], data.open_images(ex)) for ex in exs]
+    prompts = [rollout.encode(processor, ex["question"], rollout.open_images(ex)) for ex in exs]
     ids, mask = rollout.sample(model, processor, prompts, 2, 24, top_p=0.99, seed=0)
     rows = torch.arange(4).repeat_interleave(2)
     rp = [prompts[i] for i in rows.tolist()]

@@ -4,6 +4,7 @@ import torch
 
 import data
 import rollout
+import sampler
 
 
 def varied_prompts(processor, examples, tmp_path):
@@ -11,7 +12,7 @@ def varied_prompts(processor, examples, tmp_path):
     sizes = [(96, 96), (64, 128), (128, 64), (160, 96)]
     prompts = []
     for i, ex in enumerate(examples[:4]):
-        img = data.open_images(ex)[0].resize(sizes[i])
+        img = rollout.open_images(ex)[0].resize(sizes[i])
         q = ex["question"] + (" Look carefully." * i)
         prompts.append(rollout.encode(processor, q, [img]))
     return prompts
@@ -76,7 +77,7 @@ def test_support_and_topk_scores(tiny, examples, tmp_path):
 
 def test_sampling_stops_at_eos_right_pads_and_is_seeded(tiny, examples):
     model, processor, _ = tiny
-    prompts = [rollout.encode(processor, ex["question"], data.open_images(ex)) for ex in examples[:3]]
+    prompts = [rollout.encode(processor, ex["question"], rollout.open_images(ex)) for ex in examples[:3]]
     a_ids, a_mask = rollout.sample(model, processor, prompts, 2, 12, temperature=1.0, seed=7)
     tiny_kv = 60 * rollout.kv_bytes_per_token(model) / 2 ** 30       # one row per generate() call
     b_ids, b_mask = rollout.sample(model, processor, prompts, 2, 12, temperature=1.0, seed=7, kv_cache_gb=tiny_kv)
@@ -108,7 +109,7 @@ def test_the_models_generation_config_cannot_change_what_is_sampled(tiny, exampl
     penalised, _ = rollout.load_model(d, dtype="float32", device="cpu")
     penalised.generation_config.repetition_penalty = 3.0
     penalised.generation_config.no_repeat_ngram_size = 2
-    prompts = [rollout.encode(processor, ex["question"], data.open_images(ex)) for ex in examples[:3]]
+    prompts = [rollout.encode(processor, ex["question"], rollout.open_images(ex)) for ex in examples[:3]]
     a = rollout.sample(model, processor, prompts, 4, 16, seed=3)
     b = rollout.sample(penalised, processor, prompts, 4, 16, seed=3)
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
@@ -131,7 +132,7 @@ def test_sampled_frequencies_match_the_exact_top_p_distribution(top_p, tries):
     logits[3] = logits[7]                                             # a tie, kept or dropped together
     n = 50_000
     keys = torch.arange(n, dtype=torch.long) * 7_919 + 5
-    got = rollout.sample_rows(logits.expand(n, -1).contiguous(), keys, step=4, top_p=top_p, tries=tries)
+    got = sampler.sample_rows(logits.expand(n, -1).contiguous(), keys, step=4, top_p=top_p, tries=tries)
     freq = torch.bincount(got, minlength=12).double() / n
     want = nucleus(torch.softmax(logits.double(), -1), top_p)
     assert (freq[want == 0] == 0).all()
@@ -148,23 +149,23 @@ def test_the_sampler_survives_non_finite_logits():
     logits[1] = float("nan")
     logits[:, :5] = float("-inf")                     # suppressed tokens stay suppressed
     logits[2, 7] = float("inf")
-    got = rollout.sample_rows(logits, torch.arange(4), step=0, top_p=0.9)
+    got = sampler.sample_rows(logits, torch.arange(4), step=0, top_p=0.9)
     assert ((got >= 5) & (got < 50)).all() and got[2] == 7
 
 
 def test_row_keys_never_collide_and_uniforms_use_all_key_bits():
-    keys = torch.cat([rollout.row_keys(seed, list(range(500)), 8) for seed in (0, 1, 1234, 2 ** 61 + 1234)])
+    keys = torch.cat([sampler.row_keys(seed, list(range(500)), 8) for seed in (0, 1, 1234, 2 ** 61 + 1234)])
     assert len(set(keys.tolist())) == len(keys)                      # 16,000 streams, all distinct
     a, b = torch.tensor([5, 123456]), torch.tensor([5 + 2 ** 40, 123456 + 2 ** 33])
-    assert not torch.equal(rollout.uniforms(a, 7), rollout.uniforms(b, 7))
+    assert not torch.equal(sampler.uniforms(a, 7), sampler.uniforms(b, 7))
 
 
 def test_uniforms_are_keyed_by_row_and_step_only():
     keys = torch.tensor([1, 2, 3, 2 ** 40 + 1])
-    a, b = rollout.uniforms(keys, 5), rollout.uniforms(keys[[3, 1]], 5)
+    a, b = sampler.uniforms(keys, 5), sampler.uniforms(keys[[3, 1]], 5)
     assert torch.equal(a[[3, 1]], b) and ((a >= 0) & (a < 1)).all()
-    assert not torch.equal(a, rollout.uniforms(keys, 6)) and len(set(a.tolist())) == 4
-    u = rollout.uniforms(torch.arange(100_000), 0)
+    assert not torch.equal(a, sampler.uniforms(keys, 6)) and len(set(a.tolist())) == 4
+    u = sampler.uniforms(torch.arange(100_000), 0)
     assert abs(u.mean().item() - 0.5) < 0.005 and abs(u.var().item() - 1 / 12) < 0.002
 
 
@@ -182,8 +183,8 @@ def test_save_load_round_trip_gives_identical_logits(tiny, examples, tmp_path):
     rollout.save_processor(processor, tmp_path)
     model2, processor2 = rollout.load_model(str(tmp_path), dtype="float32", device="cpu")
     ex = examples[0]
-    p1 = rollout.encode(processor, ex["question"], data.open_images(ex))
-    p2 = rollout.encode(processor2, ex["question"], data.open_images(ex))
+    p1 = rollout.encode(processor, ex["question"], rollout.open_images(ex))
+    p2 = rollout.encode(processor2, ex["question"], rollout.open_images(ex))
     assert torch.equal(p1["input_ids"], p2["input_ids"]) and torch.equal(p1["pixel_values"], p2["pixel_values"])
     with torch.no_grad():
         kw = {k: p1[k].unsqueeze(0) if k in ("input_ids", "mm_token_type_ids") else p1[k] for k in p1}

@@ -1,60 +1,61 @@
-"""train.py's own logic without a model: defaults per model, the regime metrics, the collapse warning."""
+"""config.py and report.py without a model: defaults per model, the regime metrics, the collapse warning."""
 import os
 
 import torch
 
-import train
+import config
+import report
 
 
 def test_a_real_model_gets_the_papers_settings_and_the_demo_its_own():
-    real = train.get_args(["--model", "Qwen/Qwen3-VL-2B-Thinking", "--train_data", "x.jsonl"])
-    for k, v in train.PAPER.items():
+    real = config.get_args(["--model", "Qwen/Qwen3-VL-2B-Thinking", "--train_data", "x.jsonl"])
+    for k, v in config.PAPER.items():
         assert getattr(real, k) == v, k
     assert real.ptd_coef == 0.05 and real.lr == 1e-6 and real.warmup_steps == 0
-    demo = train.get_args([])
-    for k, v in train.DEMO.items():
+    demo = config.get_args([])
+    for k, v in config.DEMO.items():
         assert getattr(demo, k) == v, k
-    by_path = train.get_args(["--model", os.path.join(os.path.dirname(train.__file__), "toy", "model")])
-    assert (by_path.lr, by_path.divergence) == (train.DEMO["lr"], "fkl")     # the shipped demo model by its path
+    by_path = config.get_args(["--model", os.path.join(os.path.dirname(config.__file__), "toy", "model")])
+    assert (by_path.lr, by_path.divergence) == (config.DEMO["lr"], "fkl")     # the shipped demo model by its path
     assert real.divergence == "jsd"
-    given = train.get_args(["--model", "some/model", "--lr", "3e-6", "--ptd_coef", "0.5", "--steps", "7"])
+    given = config.get_args(["--model", "some/model", "--lr", "3e-6", "--ptd_coef", "0.5", "--steps", "7"])
     assert (given.lr, given.ptd_coef, given.steps, given.max_new_tokens) == (3e-6, 0.5, 7, 4096)
 
 
 def test_the_hint_ablation_switches_parse_and_default_to_the_method():
-    args = train.get_args([])
+    args = config.get_args([])
     assert args.hint_style == "structured" and not args.no_spoiler_filter
-    args = train.get_args(["--hint_style", "text", "--no_spoiler_filter"])
+    args = config.get_args(["--hint_style", "text", "--no_spoiler_filter"])
     assert args.hint_style == "text" and args.no_spoiler_filter
-    assert {"hint_style", "no_spoiler_filter"} <= set(train.RESUME_KEYS)
+    assert {"hint_style", "no_spoiler_filter"} <= set(config.RESUME_KEYS)
 
 
 def test_step_metrics_count_all_fail_all_pass_and_mixed_groups():
     G, R = 4, 3
     rewards = torch.tensor([0., 0, 0, 0, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0])      # fail, pass, mixed, fail
     N = len(rewards)
-    args = train.get_args(["--group_size", str(G)])
+    args = config.get_args(["--group_size", str(G)])
     zeros = torch.zeros(N, dtype=torch.bool)
     stats = dict.fromkeys(("pg_loss", "kl", "kl_tokens", "div", "div_tokens", "clip_frac_low", "clip_frac_high",
                            "clip_frac_dual", "tokens"), 0.0)
-    m = train.step_metrics(0, rewards, rewards, zeros, torch.ones(N, R, dtype=torch.bool), torch.zeros(N, R),
+    m = report.step_metrics(0, rewards, rewards, zeros, torch.ones(N, R, dtype=torch.bool), torch.zeros(N, R),
                            zeros, zeros, stats, {}, (0, 1, 2, 3, 4), args)
     assert m["all_fail_frac"] == 0.5 and m["all_pass_frac"] == 0.25 and m["mixed_group_frac"] == 0.25
-    assert "groups fail/pass 0.50/0.25" in train.log_line({**m, "jsd": 0.0}, "jsd")
+    assert "groups fail/pass 0.50/0.25" in report.log_line({**m, "jsd": 0.0}, "jsd")
 
 
 def test_eval_text_shows_each_bucket():
     m = {"eval_pass1": 0.4, "eval_pass1/easy": 0.7, "eval_pass1/hard": 0.1, "eval_pass8": 0.6,
          "eval_pass8/easy": 0.9, "eval_pass8/hard": 0.3}
-    assert train.eval_text(m, 8) == ("held-out pass@1 0.400 (easy 0.700, hard 0.100) | "
+    assert report.eval_text(m, 8) == ("held-out pass@1 0.400 (easy 0.700, hard 0.100) | "
                                      "pass@8 0.600 (easy 0.900, hard 0.300)")
-    assert train.eval_text({"eval_pass1": 0.25}, 1) == "held-out pass@1 0.250"
+    assert report.eval_text({"eval_pass1": 0.25}, 1) == "held-out pass@1 0.250"
 
 
 def test_a_collapsed_policy_is_warned_about_once_after_three_steps(capsys):
     count = 0
     for _ in range(5):
-        count = train.collapse_check({"reward": 0.0, "entropy": 0.0}, count)
+        count = report.collapse_check({"reward": 0.0, "entropy": 0.0}, count)
     assert count == 5 and capsys.readouterr().out.count("WARNING: the policy has collapsed") == 1
-    assert train.collapse_check({"reward": 0.1, "entropy": 0.0}, count) == 0
-    assert train.collapse_check({"reward": 0.0, "entropy": 0.2}, 2) == 0
+    assert report.collapse_check({"reward": 0.1, "entropy": 0.0}, count) == 0
+    assert report.collapse_check({"reward": 0.0, "entropy": 0.2}, 2) == 0

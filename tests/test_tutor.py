@@ -11,7 +11,7 @@ from test_rollout import ragged_responses, single_row_logp
 
 
 def student_topk(model, processor, exs, ids, mask, k=5):
-    prompts = [rollout.encode(processor, ex["question"], data.open_images(ex)) for ex in exs]
+    prompts = [rollout.encode(processor, ex["question"], rollout.open_images(ex)) for ex in exs]
     return rollout.score(model, prompts, ids, mask, topk=k)["topk_ids"]
 
 
@@ -65,7 +65,7 @@ def test_the_hint_matters_and_an_empty_hint_is_the_plain_reference(tiny, example
     empty = {**ex, "hint": None, "hint_text": ""}
     c = tutor.teach(model, processor, [empty], torch.arange(1), ids, mask, torch.ones(1, dtype=torch.bool), top,
                     topk=5)
-    plain = rollout.encode(processor, ex["question"], data.open_images(ex))
+    plain = rollout.encode(processor, ex["question"], rollout.open_images(ex))
     ref = rollout.score(model, [plain], ids, mask, support=c["support_ids"])
     assert torch.equal(c["tutor_logp"][c["support_mask"]], ref["support_logp"][c["support_mask"]])
 
@@ -122,7 +122,7 @@ def test_answer_context_puts_the_answer_in_the_tutor_prompt(tiny, examples):
 def test_student_and_tutor_prompts_differ_only_by_the_hint_block(tiny, examples):
     model, processor, _ = tiny
     ex = examples[2]
-    s = processor.tokenizer.decode(rollout.encode(processor, ex["question"], data.open_images(ex))["input_ids"])
+    s = processor.tokenizer.decode(rollout.encode(processor, ex["question"], rollout.open_images(ex))["input_ids"])
     t = processor.tokenizer.decode(tutor.tutor_prompt(processor, ex)["input_ids"])
     block = hints.render_hint(ex["hint"], ex["image_size"], rollout.box_format(model))
     assert t.replace("\n\n" + block, "") == s
@@ -146,7 +146,7 @@ def test_tutor_gets_the_students_pixels_unless_the_hint_asks_for_a_frame(tiny, e
     model, processor, _ = tiny
     ex = examples[0]
     assert ex["hint"].get("frame") is True                   # the demo's hints ask for the frame
-    student = rollout.encode(processor, ex["question"], data.open_images(ex))
+    student = rollout.encode(processor, ex["question"], rollout.open_images(ex))
     framed = tutor.tutor_prompt(processor, ex, rollout.box_format(model))
     plain = tutor.tutor_prompt(processor, {**ex, "hint": {**ex["hint"], "frame": False}},
                                rollout.box_format(model))
@@ -159,7 +159,7 @@ def test_the_no_hint_control_reads_exactly_the_students_prompt(tiny, examples):
     pixel (no hint block, no frame), and the gate still distils only hinted rows."""
     model, processor, _ = tiny
     for ex in examples[:6]:
-        student = rollout.encode(processor, ex["question"], data.open_images(ex))
+        student = rollout.encode(processor, ex["question"], rollout.open_images(ex))
         control = tutor.tutor_prompt(processor, ex, rollout.box_format(model), context="none")
         assert control.keys() == student.keys()
         for k in student:
@@ -178,7 +178,7 @@ def test_the_no_hint_control_teaches_the_reference_distribution(tiny, examples):
     every = torch.ones(2, dtype=torch.bool)
     none = tutor.teach(model, processor, exs, torch.arange(2), ids, mask, every, top, topk=5, context="none")
     hint = tutor.teach(model, processor, exs, torch.arange(2), ids, mask, every, top, topk=5, context="hint")
-    prompts = [rollout.encode(processor, ex["question"], data.open_images(ex)) for ex in exs]
+    prompts = [rollout.encode(processor, ex["question"], rollout.open_images(ex)) for ex in exs]
     ref = rollout.score(model, prompts, ids, mask, support=none["support_ids"])
     m = none["support_mask"]
     assert torch.allclose(none["tutor_logp"][m], ref["support_logp"][m].float(), atol=1e-5)

@@ -31,7 +31,7 @@ def test_figure_draws_the_topk_jsd_of_a_failed_rollout(tmp_path):
     model, processor = rollout.load_model(os.path.join(toy.DEFAULT_DIR, "model"), "float32", "cpu")
     ids = torch.tensor([row["ids"]])
     mask = torch.ones_like(ids, dtype=torch.bool)
-    prompt = [rollout.encode(processor, ex["question"], data.open_images(ex))]
+    prompt = [rollout.encode(processor, ex["question"], rollout.open_images(ex))]
     old = rollout.score(model, prompt, ids, mask, topk=100)
     t = tutor.teach(model, processor, [ex], torch.arange(1), ids, mask, torch.ones(1, dtype=torch.bool),
                     old["topk_ids"], topk=100)

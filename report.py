@@ -1,0 +1,203 @@
+"""
+report.py: what a run measures and writes: step metrics, held-out evaluation, log lines, metrics.jsonl.
+
+    m = step_metrics(...)                 # a step's numbers, summed over ranks
+    m.update(evaluate(policy, ...))       # held-out pass@1 / pass@n, per category, no hints
+    emit = open_metrics(args, rank, start); emit(m); print0(log_line(m, args.divergence))
+    read_jsonl(path)                      # the one reader of a metrics file (eval.py, scripts/ too)
+
+pass_counts is the held-out sampler-and-grader that train.py, eval.py and the demo's diagnostics
+share: it is where the reward meets the sampler, so rollout.py does not import reward.py.
+Left out on purpose: dashboards (wandb is optional), per-token traces.
+"""
+import json
+import os
+import sys
+
+import torch
+from tqdm import tqdm
+
+import reward
+import rollout
+from distributed import all_sum, print0
+
+
+def waiting(total, desc, rank):
+    """A tqdm bar on rank 0 (counting this rank's rows) for the waits of a real model: a step's
+    rollouts or a held-out evaluation can take minutes. It appears only after 5 s, so the demo's
+    one-line-per-step log stays clean."""
+    return tqdm(total=total, desc=desc, unit="rows", leave=False, delay=5, disable=rank != 0)
+
+
+def step_metrics(step, rewards, well_formed, truncated, mask, entropy, ptd_group, distil, stats, same, times,
+                 args):
+    """The step's numbers, summed over ranks (`same`: values already equal on every rank)."""
+    G, m = args.group_size, mask.float()
+    local = {"reward": rewards.sum(), "format": well_formed.sum(), "rows": float(len(rewards)), "len": m.sum(),
+             "entropy": (entropy.cpu() * m).sum(), "distilled": distil.float().sum(),
+             "ptd_groups": ptd_group.float().sum() / G, "groups": float(len(rewards) // G),
+             "truncated": truncated.float().sum(), "mixed_groups": (rewards.view(-1, G).std(1) > 0).float().sum(),
+             # all-fail groups: GRPO's advantage is zero, only the tutor has a signal there
+             "all_fail_groups": (rewards.view(-1, G).sum(1) == 0).float().sum(),
+             "all_pass_groups": (rewards.view(-1, G).sum(1) == G).float().sum(), **stats}
+    keys = sorted(local)
+    tot = dict(zip(keys, all_sum(torch.tensor([float(local[k]) for k in keys], dtype=torch.float64)).tolist()))
+    t0, t1, t2, t3, t4 = times
+    return {"step": step + 1, "reward": tot["reward"] / tot["rows"], "format": tot["format"] / tot["rows"],
+            "entropy": tot["entropy"] / max(tot["len"], 1), "kl": tot["kl"] / max(tot["kl_tokens"], 1),
+            args.divergence: tot["div"] / max(tot["div_tokens"], 1),
+            "distilled_frac": tot["distilled"] / tot["rows"], "ptd_group_frac": tot["ptd_groups"] / tot["groups"],
+            "mixed_group_frac": tot["mixed_groups"] / tot["groups"],
+            "all_fail_frac": tot["all_fail_groups"] / tot["groups"], "all_pass_frac": tot["all_pass_groups"] / tot["groups"],
+            **{k: tot[k] / max(tot["tokens"], 1) for k in ("clip_frac_low", "clip_frac_high", "clip_frac_dual")},
+            **same, "resp_len": tot["len"] / tot["rows"], "truncated_frac": tot["truncated"] / tot["rows"],
+            "t_rollout": t1 - t0, "t_old": t2 - t1, "t_ref_tutor": t3 - t2, "t_update": t4 - t3,
+            "tok_per_s": tot["len"] / max(t4 - t0, 1e-9)}
+
+# -----------------------------------------------------------------------------
+# held-out evaluation
+
+
+@torch.no_grad()
+def pass_counts(model, processor, prompts, examples, n_samples, max_new_tokens, temperature=1.0, top_p=1.0,
+                kv_cache_gb=32.0, token_budget=16384, seed=0, prompt_ids=None, entropy=False, fast=None,
+                progress=None):
+    """pass counts of n_samples responses per prompt (prompts[i] asks examples[i]).
+    Returns dict of (B,) tensors: correct (0..n_samples), length (tokens, summed over samples),
+    and entropy (summed over tokens) when asked; plus the texts. fast, progress: as for rollout.sample()."""
+    ids, mask = rollout.sample(model, processor, prompts, n_samples, max_new_tokens, temperature, top_p,
+                               kv_cache_gb, seed=seed, prompt_ids=prompt_ids, progress=progress, fast=fast)
+    texts = rollout.decode(processor, ids, mask)
+    hits = torch.tensor([reward.reward(t, examples[i // n_samples]) for i, t in enumerate(texts)], dtype=torch.float)
+    B, R = len(prompts), mask.shape[1]
+    out = {"correct": hits.view(B, n_samples).sum(1), "length": mask.view(B, n_samples, R).sum((1, 2)).double(),
+           "texts": texts}
+    if entropy:
+        ent = rollout.score(model, [p for p in prompts for _ in range(n_samples)], ids, mask,
+                            token_budget=token_budget, temperature=temperature if temperature > 0 else 1.0,
+                            entropy=True)["entropy"]
+        ent = ent if ent is not None else torch.zeros(mask.shape)        # no prompts on this rank
+        out["entropy"] = (ent * mask).view(B, n_samples, R).sum((1, 2)).double()
+    return out
+
+
+def evaluate(model, processor, examples, args, rank, world, seed=2 ** 61 + 1234, fast=None):
+    """Held-out pass@1 (the mean over n = --eval_samples samples), pass@n (any of the n right) and
+    mean response length, no hints, split across ranks; the same per `category` when the data
+    has categories (the demo's buckets: eval_pass1/easy, eval_pass8/hard, ...)."""
+    idx = list(range(rank, len(examples), world))
+    mine = [examples[i] for i in idx]
+    prompts = [rollout.encode(processor, ex["question"], rollout.open_images(ex)) for ex in mine]
+    n = args.eval_samples
+    with waiting(len(prompts) * n, "held-out evaluation", rank) as bar:
+        res = pass_counts(model, processor, prompts, mine, n, args.max_new_tokens, args.temperature,
+                               args.top_p, args.kv_cache_gb, seed=seed, prompt_ids=idx, progress=bar, fast=fast)
+    cats = sorted({ex["category"] for ex in examples if ex.get("category")})   # the same on every rank
+    groups = [""] + cats
+    sums = torch.zeros(len(groups), 4, dtype=torch.float64)     # correct, problems, any correct, length
+    for j, c in enumerate(groups):
+        sel = torch.tensor([not c or ex.get("category") == c for ex in mine], dtype=torch.bool)
+        sums[j] = torch.tensor([res["correct"][sel].sum().item(), sel.sum().item(),
+                                (res["correct"][sel] > 0).sum().item(), res["length"][sel].sum().item()])
+    sums = all_sum(sums)
+    out = {}
+    for j, c in enumerate(groups):
+        tail = f"/{c}" if c else ""
+        problems = max(sums[j, 1].item(), 1.0)
+        out[f"eval_pass1{tail}"] = sums[j, 0].item() / (problems * n)
+        if n > 1:
+            out[f"eval_pass{n}{tail}"] = sums[j, 2].item() / problems
+    out["eval_len"] = sums[0, 3].item() / (max(sums[0, 1].item(), 1.0) * n)
+    return out
+
+# -----------------------------------------------------------------------------
+# log lines, metrics.jsonl, the end of a run
+
+
+def eval_text(m, n):
+    """'held-out pass@1 0.412 (easy 0.700, hard 0.125) | pass@8 0.800 (...)' from a metrics record."""
+    parts = []
+    for k in ["1"] + ([str(n)] if n > 1 else []):
+        cats = sorted(key.split("/", 1)[1] for key in m if key.startswith(f"eval_pass{k}/"))
+        by = ", ".join(f"{c} {m[f'eval_pass{k}/{c}']:.3f}" for c in cats)
+        parts.append(f"pass@{k} {m[f'eval_pass{k}']:.3f}" + (f" ({by})" if by else ""))
+    return "held-out " + " | ".join(parts)
+
+
+def log_line(m, div):
+    return (f"step {m['step']:4d} | reward {m['reward']:.3f} | groups fail/pass {m['all_fail_frac']:.2f}/"
+            f"{m['all_pass_frac']:.2f} | entropy {m['entropy']:.3f} | kl {m['kl']:.4f} | "
+            f"{div} {m[div]:.4f} | distilled {m['distilled_frac']:.2f} | clip {m['clip_frac_low']:.3f}/"
+            f"{m['clip_frac_high']:.3f} | len {m['resp_len']:.1f} | time {m['t_rollout']:.1f}/"
+            f"{m['t_old'] + m['t_ref_tutor']:.1f}/{m['t_update']:.1f}s | {m['tok_per_s']:.0f} tok/s")
+
+
+def read_jsonl(path):
+    """The records of a metrics file; a line a crash cut short is skipped, not fatal."""
+    recs = []
+    with open(path) as f:
+        for line in f:
+            try:
+                recs.append(json.loads(line))
+            except json.JSONDecodeError:
+                pass
+    return recs
+
+
+def open_metrics(args, rank, start):
+    """An `emit(record)` that appends to metrics.jsonl (and wandb). On resume, records after the
+    checkpoint's step are dropped first, so a crash never leaves a step twice in the file."""
+    path = os.path.join(args.out_dir, "metrics.jsonl")
+    if rank == 0 and os.path.exists(path):
+        keep = [json.dumps(r) + "\n" for r in read_jsonl(path) if start and r.get("step", 0) <= start
+                and not r.get("final")]
+        with open(path + ".tmp", "w") as f:
+            f.writelines(keep)
+        os.replace(path + ".tmp", path)
+    wb = None
+    if args.wandb and rank == 0:
+        try:
+            import wandb
+        except ImportError:
+            sys.exit("train.py: --wandb needs the wandb package: pip install wandb")
+        wb = wandb.init(project=args.wandb, config=vars(args), resume="allow")
+
+    def emit(rec):
+        if rank == 0:
+            with open(path, "a") as f:
+                f.write(json.dumps(rec) + "\n")
+            if wb:
+                wb.log(rec, step=rec["step"])
+    return emit
+
+
+COLLAPSE_STEPS = 3   # steps in a row with reward 0 and entropy ~0 before the loud warning
+
+
+def collapse_check(m, count):
+    """Count steps in a row where the policy has collapsed without a non-finite number (reward 0,
+    entropy ~0: it emits one fixed wrong response). We warn and keep going rather than stop: the
+    divergence stop is for numbers that broke, and the summary says what the export holds."""
+    count = count + 1 if m["reward"] == 0 and m["entropy"] < 1e-3 else 0
+    if count == COLLAPSE_STEPS:
+        print0(f"WARNING: the policy has collapsed: reward 0 and entropy {m['entropy']:.1e} for {count} steps in a "
+               f"row (every rollout is the same wrong response). It will not recover; lower --lr and rerun.")
+    return count
+
+
+def summary(args, first, last, n_eval, seconds, world, device, collapsed):
+    n = args.eval_samples
+    print0(f"\nheld-out, no hints: {n_eval} problems x {n} samples, T={args.temperature}, top_p={args.top_p}")
+    print0(f"  {'':16s} {'before':>8s} {'after ' + str(args.steps) + ' steps':>16s}")
+    for key in sorted(last, key=lambda k: (k.split('/')[0] != 'eval_pass1', k)):
+        if key.startswith("eval_pass"):
+            name = key.replace("eval_pass", "pass@").replace("/", " ")
+            before = f"{first[key]:.3f}" if first and key in first else "-"
+            print0(f"  {name:16s} {before:>8s} {last[key]:>16.3f}")
+    print0(f"  training time: {seconds:.0f}s on {world} process(es), {device.type}")
+    if not args.no_export:
+        final = os.path.join(args.out_dir, "final")
+        print0(f"  final model: {final}  (python eval.py --model {final} --data {args.eval_data} "
+               f"--n_samples {n} --top_p {args.top_p} --max_new_tokens {args.max_new_tokens})")
+        if collapsed >= COLLAPSE_STEPS:
+            print0("  WARNING: that export is of a collapsed policy (reward 0, entropy ~0 at the end)")
