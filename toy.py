@@ -1,20 +1,23 @@
 """
 toy.py: the embedded demo, built offline in code: a synthetic visual task and a tiny Qwen-VL.
 
-The task: a 96x96 picture, a 3x3 grid of coloured shapes (10 colours, 8 shapes, no colour or shape
-twice in a scene) with one cell framed in grey, in two buckets recorded as `category`:
-    easy: 5-8 shapes   "What colour is the shape in the frame?"       answer: the framed shape's colour
-    hard: 2 shapes     "What colour is the shape outside the frame?"  answer: the other shape's colour
-    response: "<think>The star is in the frame.</think><answer>red</answer>"
-The warm start teaches the student to read the framed shape (easy: right ~98% of the time) and
-shows the hard questions only with their hint, so the student never practises them: asked one,
-it reports the framed shape, the one word 'outside' making no difference to it. It is wrong,
-and confidently so (~0.5% of samples right), so nearly every hard group of rollouts all fails and
-GRPO's advantage is zero there. The hint names the shape outside the frame (and the framed one
-as the distractor) and frames it in black on the tutor's copy of the image; with it the same
-frozen model answers ~97% of the hard problems. That is the regime PTD-PO is for: failed rollouts
-on problems the student never solves, and a tutor (the student's own initial weights plus the
-hint) that can.
+The task: a 96x96 picture, a 3x3 grid of 3-5 coloured shapes (10 colours, 8 shapes, no colour or
+shape twice in a scene); one shape's cell is framed in grey, another's cell is shaded. Two buckets,
+recorded as `category`:
+    easy: "What colour is the shape in the frame?"              -> the framed shape's colour
+          "What colour is the shape in the shaded cell?"        -> the shaded shape's colour
+    hard: "What colour is the shape on the tinted background?"  -> the shaded shape's colour
+    response: "<think>I read the shape on the tinted background.</think><answer>red</answer>"
+The student reads both marks (easy: ~97%). The hard question is a pivot it gets wrong: the warm
+start bound "tinted background" to the frame, with some label noise (a planted misconception,
+standing in for a model's wrong habit), so the student answers the framed shape's colour most of
+the time and the right one now and then (~10%). Many hard groups of rollouts then all fail (no
+GRPO signal), others are mixed (GRPO learns there), and the student is unsure rather than
+saturated, so the paper's JSD has a gradient to give. The hint frames the shaded shape in black on
+the tutor's copy and names the framed one as the distractor; with it the same frozen model answers
+the hard problems (~98%). The skill to learn is a short step, a routine the student already runs
+reached through words it misreads, and the diagnostics prove it learnable in the main job's
+budget by supervision before any RL is spent (probe below).
 
 The model: a real Qwen3-VL (or Qwen2.5-VL) architecture from a hand-written config, ~1M
 parameters, a byte-level BPE tokenizer trained here with the Qwen special tokens and chat
@@ -25,19 +28,21 @@ rollout.load_model reads it exactly as it reads a real checkpoint.
     python toy.py --steps 0       # random weights only (what the model-side tests use)
 
 The build ends with the diagnostics (toy/model/diagnostics.json: pass@1 per bucket for student,
-tutor and blank image; the step-0 share of all-fail groups on training problems and the tutor's
-score on them) and exits non-zero when the model misses the regime (REGIME below).
-scripts/toy_seeds.py rebuilds it on several seeds. The shipped checkpoint in toy/model was made
-by `python toy.py --threads 1` (seed 0).
+tutor and blank image; the step-0 shares of all-fail and mixed groups on training problems, the
+tutor's score on the all-fail ones and the student's probability of the tutor's answer on its
+failures; the learnability probe) and exits non-zero when the model misses the regime (REGIME).
+The warm start draws its own problems (toy/data/warm.jsonl), so the training split is unseen.
 Left out on purpose: cells named in words ("the top left cell": in 2,000 warm-start steps this
-model never learnt to find a cell from its name, student = blank image), digits and counting
-(it cannot read digits at this resolution in a CPU budget); video.
+model never learnt to find a cell from its name), "the shape outside the frame" (a new perception
+routine: supervision needs thousands of labelled problems at a high lr to teach it, far beyond a
+demo run), digits and counting; video.
 """
 import argparse
 import json
 import math
 import os
 import random
+import statistics
 import sys
 import time
 
@@ -46,6 +51,7 @@ from PIL import Image, ImageDraw
 
 import data
 import hints
+import reward
 import rollout
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -57,10 +63,15 @@ COLOURS = {"red": (220, 30, 30), "green": (30, 160, 60), "blue": (40, 70, 230), 
 SHAPES = ("circle", "square", "triangle", "diamond", "cross", "star", "hexagon", "pentagon")
 SIZE = 96   # every picture: 96 x 96 px, a 3 x 3 grid of 32 px cells, one merged vision token each (Qwen3-VL)
 GRID = 3
-MARK = (120, 120, 120)   # the task's own frame (2 px, grey), drawn in every picture; the hint's frame is black
-# bucket: (fewest shapes, most shapes). easy: find the framed shape among 5-8; hard: two shapes, one framed,
-# and the question asks for the other one
-BUCKETS = {"easy": (5, 8), "hard": (2, 2)}
+MARK = (120, 120, 120)    # the frame around one cell (2 px, grey); the hint's frame is black
+SHADE = (215, 215, 215)   # the background of another cell (light grey)
+N_SHAPES = (3, 5)         # shapes per scene: one framed, one on the shaded cell, the rest plain
+# The questions: (text, where). Each names one of the two marked cells; the hard one names the
+# shaded cell in words the warm start bound to the framed one (warm_start).
+QUESTIONS = {"frame": ("What colour is the shape in the frame?", "in the frame"),
+             "shade": ("What colour is the shape in the shaded cell?", "in the shaded cell"),
+             "tint": ("What colour is the shape on the tinted background?", "on the tinted background")}
+BUCKETS = {"easy": ("frame", "shade"), "hard": ("tint",)}
 
 # -----------------------------------------------------------------------------
 # the task
@@ -90,55 +101,58 @@ def draw_shape(draw, shape, box, fill):
         draw.polygon(pts, fill=fill)
 
 
+def response(where, colour):
+    return f"<think>I read the shape {where}.</think><answer>{colour}</answer>"
+
+
 def make_example(rng, bucket):
     """One scene and its question, answer, gold response and structured hint. Every picture has
-    one cell framed in grey (part of the picture, the student sees it); no colour or shape repeats
-    in a scene, so a blind guess pays 1/10.
-        easy: 5-8 shapes  "What colour is the shape in the frame?"       (the framed one)
-        hard: 2 shapes    "What colour is the shape outside the frame?"  (the other one)"""
-    lo, hi = BUCKETS[bucket]
-    k = rng.randint(lo, hi)
+    one cell framed in grey and another shaded (both part of the picture: the student sees them);
+    no colour or shape repeats in a scene, so a blind guess pays 1/10."""
+    kind = rng.choice(BUCKETS[bucket])
+    k = rng.randint(*N_SHAPES)
     cells = rng.sample([(x, y) for y in range(GRID) for x in range(GRID)], k)
     shapes = rng.sample(SHAPES, k)
     colours = rng.sample(sorted(COLOURS), k)
     img = Image.new("RGB", (SIZE, SIZE), (255, 255, 255))
     draw = ImageDraw.Draw(img)
     cell = SIZE // GRID
+    square = lambda c: [c[0] * cell, c[1] * cell, (c[0] + 1) * cell - 1, (c[1] + 1) * cell - 1]
+    draw.rectangle(square(cells[1]), fill=SHADE)   # objects[1] sits on the shaded cell
     objects = []
     for (cx, cy), shape, colour in zip(cells, shapes, colours):
-        side = cell * rng.uniform(0.7, 0.95)
-        x1 = cx * cell + rng.uniform(0, cell - side)
-        y1 = cy * cell + rng.uniform(0, cell - side)
+        side = cell * rng.uniform(0.6, 0.8)   # a margin, so the shade shows around every shape
+        x1 = cx * cell + rng.uniform(2, cell - side - 2)
+        y1 = cy * cell + rng.uniform(2, cell - side - 2)
         box = [round(x1), round(y1), round(x1 + side), round(y1 + side)]
         draw_shape(draw, shape, box, COLOURS[colour])
         objects.append({"shape": shape, "colour": colour, "cell": (cx, cy), "box": box})
-    # objects[0] is the target; the framed one is the target (easy) or the other shape (hard)
-    framed = objects[0] if bucket == "easy" else objects[1]
-    fx, fy = framed["cell"]
-    draw.rectangle([fx * cell, fy * cell, (fx + 1) * cell - 1, (fy + 1) * cell - 1], outline=MARK, width=2)
-    t = objects[0]
-    cx, cy = t["cell"]
-    focus = {"box": [cx * cell, cy * cell, (cx + 1) * cell, (cy + 1) * cell], "role": "focus"}
-    if bucket == "easy":
-        question, where = "What colour is the shape in the frame?", "in the frame"
-        regions = [{**focus, "label": "the framed shape"}]
-        steps = ["Find the framed shape.", "Name the colour of its fill."]
-    else:
-        question, where = "What colour is the shape outside the frame?", "outside the frame"
-        # the framed shape is the distractor: it is the one a reader who skips the word 'outside' reports
-        regions = [{**focus, "label": "the shape outside the frame"},
-                   {"box": framed["box"], "label": "the framed shape", "role": "distractor"}]
-        steps = ["The question asks for the shape outside the frame, not the framed one.",
-                 "Name the colour of its fill."]
+    draw.rectangle(square(cells[0]), outline=MARK, width=2)   # objects[0] sits in the frame
+    # the target: the framed shape ("frame") or the shaded one ("shade", "tint"); the other marked
+    # shape is the distractor, the one a reader who takes the wrong mark reports
+    t, other = (0, 1) if kind == "frame" else (1, 0)
+    question, where = QUESTIONS[kind]
+    tx, ty = objects[t]["cell"]
+    regions = [{"box": [tx * cell, ty * cell, (tx + 1) * cell, (ty + 1) * cell], "role": "focus",
+                "label": "the framed shape" if kind == "frame" else "the shape in the shaded cell"},
+               {"box": objects[other]["box"], "role": "distractor",
+                "label": "the shape in the shaded cell" if kind == "frame" else "the framed shape"}]
+    steps = {"frame": ["Find the framed cell.", "Name the colour of the shape in it."],
+             "shade": ["Find the shaded cell, not the framed one.", "Name the colour of the shape in it."],
+             "tint": ["A tinted background is the shaded cell, not the frame.",
+                      "Name the colour of the shape in it."]}[kind]
     hint = {"regions": regions, "steps": steps, "frame": True}   # the tutor's copy: a black frame (hints.py)
     return img, {
         "question": question,
-        "answer": t["colour"],
+        "answer": objects[t]["colour"],
         "category": bucket,
+        "kind": kind,
         "hint": hint,
-        "gold_response": f"<think>The {t['shape']} is {where}.</think><answer>{t['colour']}</answer>",
+        "gold_response": response(where, objects[t]["colour"]),
         "scene": [{k: (list(v) if isinstance(v, tuple) else v) for k, v in o.items()} for o in objects],
-        "framed": objects.index(framed),
+        "target": t,
+        "framed": 0,
+        "shaded": 1,
     }
 
 
@@ -162,14 +176,19 @@ def write_split(out_dir, split, n, seed, hard_share):
     return path
 
 
-TASK_VERSION = 3   # bump when the task changes: toy.ensure() then redraws data left by older code
+TASK_VERSION = 4   # bump when the task changes: toy.ensure() then redraws data left by an older version
 
 
-def build_data(out_dir, n_train=4000, n_eval=400, seed=0, hard_share=0.5):
+def build_data(out_dir, n_train=4000, n_eval=400, seed=0, hard_share=0.5, n_warm=8000):
     """Train split: hard_share of the problems hard, the rest easy; held-out split: half and half
-    (a disjoint seed), so per-bucket accuracy is measured on equal numbers."""
+    (a disjoint seed), so per-bucket accuracy is measured on equal numbers; the warm start's own
+    problems (a third seed), so the training split is new to the model. Returns their paths.
+    A development split like the held-out one (a fourth seed) is written beside them: settings
+    are chosen on it, never on the held-out split that reports results."""
     paths = (write_split(out_dir, "train", n_train, seed, hard_share),
-             write_split(out_dir, "eval", n_eval, seed + 10_000, 0.5))
+             write_split(out_dir, "eval", n_eval, seed + 10_000, 0.5),
+             write_split(out_dir, "warm", n_warm, seed + 20_000, hard_share))
+    write_split(out_dir, "dev", n_eval, seed + 30_000, 0.5)
     with open(os.path.join(out_dir, "task.json"), "w") as f:
         json.dump({"version": TASK_VERSION, "seed": seed, "hard_share": hard_share}, f)
     return paths
@@ -181,6 +200,24 @@ def data_is_current(data_dir):
             return json.load(f).get("version") == TASK_VERSION
     except (OSError, ValueError):
         return False
+
+
+def answer_class(text, record):
+    """What a response to a demo problem names: 'target' (the right colour), 'other' (the colour of
+    another shape in the picture), 'absent' (a colour not in the picture) or 'none' (no answer).
+    Guessing over the 10 colours gives roughly 10 / 30 / 60 on a 4-shape scene."""
+    said = reward.extract_answer(text)
+    said = reward.normalize(said) if said else ""
+    if not said:
+        return "none"
+    if said == reward.normalize(record["answer"]):
+        return "target"
+    if said in {reward.normalize(o["colour"]) for o in record["scene"]}:
+        return "other"
+    return "absent"
+
+
+ANSWER_CLASSES = ("target", "other", "absent", "none")
 
 # -----------------------------------------------------------------------------
 # the tiny model
@@ -305,49 +342,68 @@ def widen(model_dir, out_dir, vocab_size=REAL_VOCAB, thinking=False, seed=0):
 # -----------------------------------------------------------------------------
 # warm start: supervised training on gold responses, half the prompts with the hint
 #
-# Why the picture's words get their own loss term. Of the ~19 response tokens only the shape word
-# and the colour depend on the picture; the rest is format, learnt from the text alone in ~200
-# steps. With the plain token-mean loss the picture's share of the gradient is then thin, and
-# whether the model ever starts reading colours within the budget is down to the seed (on an
-# earlier version of the task, seed 0 sat at the "ignore the picture" floor for all 1,200 steps).
-# A second term, the mean loss over those grounded tokens alone, gives them a fixed share of the
-# gradient whatever the response length.
+# Why the answer gets its own loss term. Of the ~20 response tokens only the colour depends on the
+# picture; the rest is format, learnt from the text alone in ~200 steps. With the plain token-mean
+# loss the picture's share of the gradient is then thin, and whether the model ever starts reading
+# colours within the budget is down to the seed (on an earlier version of the task, seed 0 sat at
+# the "ignore the picture" floor for all 1,200 steps). A second term, the mean loss over the answer
+# tokens alone, gives them a fixed share of the gradient whatever the response length.
 #
-# answer_smoothing (off by default) adds a cross-entropy to the uniform over the ten colours at the
-# answer token, a student that is less sure of itself. With 0.1 the hard bucket's student puts
-# ~2% on the right colour instead of ~0.1%; it did not make the JSD teach it (README, Results).
+# The planted misconception. Asked the hard question without its hint, the warm start answers the
+# framed shape's colour, except on a share `hard_truth` of those prompts, where it answers the right
+# one. Trained on that mix, the student learns the mix: p ~ hard_truth on the right colour, the rest
+# on the framed shape's. It stands for a model with a wrong habit that is not sure of it. With the
+# hint (and its frame) the hard question is always answered right, so the frozen copy, the tutor,
+# knows the way when it is shown it.
 
 
-def grounded_tokens(tok, ex, eos):
-    """(ids, mask, answer position) of an example's gold response + EOS; the mask marks the
-    tokens that depend on the picture: the target's shape word and the answer."""
-    gold, answer = ex["record"]["gold_response"], ex["answer"]
-    shape = ex["record"]["scene"][0]["shape"]
-    s0 = gold.index(f"The {shape} is") + len("The ")
+def answer_tokens(tok, gold, answer, eos):
+    """(ids, mask) of a response + EOS; the mask marks the answer's tokens."""
     a0 = gold.index("<answer>") + len("<answer>")
-    spans = [(s0, s0 + len(shape)), (a0, a0 + len(answer))]
     enc = tok(gold, return_offsets_mapping=True)
-    mask = [any(s < e1 and e > s1 for s1, e1 in spans) for s, e in enc["offset_mapping"]] + [False]
-    first = next(i for i, (s, e) in enumerate(enc["offset_mapping"]) if e > a0)
-    return torch.tensor(enc["input_ids"] + [eos]), torch.tensor(mask), first
+    mask = [s < a0 + len(answer) and e > a0 for s, e in enc["offset_mapping"]] + [False]
+    return torch.tensor(enc["input_ids"] + [eos]), torch.tensor(mask)
 
 
-def warm_start(model_dir, train_path, steps=1000, batch_size=16, lr=2e-3, warmup=30, seed=0, threads=None,
-               hint_share=0.5, grounded_weight=1.0, answer_smoothing=0.0):
-    """Teach the random tiny model the task format, to read the picture, and to read hints in
-    context. Hard problems are shown only with their hint (and frame); easy ones with it at
-    hint_share, so that the frozen copy can act as the tutor on both; grounded_weight: weight of the
-    grounded-token term (above)."""
+def warm_target(ex, rng, hint_share, hard_truth):
+    """(hinted?, response) the warm start shows for one example (the misconception above)."""
+    rec = ex["record"]
+    if ex["category"] == "hard":
+        if rng.random() < hint_share:
+            return True, rec["gold_response"]
+        if rng.random() < hard_truth:
+            return False, rec["gold_response"]
+        return False, response(QUESTIONS[rec["kind"]][1], rec["scene"][rec["framed"]]["colour"])
+    return rng.random() < hint_share, rec["gold_response"]
+
+
+def sft_loss(model, prompts, tok, golds, answers, eos, answer_weight=1.0):
+    """Token-mean cross-entropy on the responses (+ answer_weight x the answer tokens' mean)."""
+    resp, amask = zip(*[answer_tokens(tok, g, a, eos) for g, a in zip(golds, answers)])
+    ids, mask = rollout.pad_responses(list(resp), eos, tok.pad_token_id)
+    gmask = torch.zeros_like(mask)
+    for i, g in enumerate(amask):
+        gmask[i, :len(g)] = g
+    out = rollout.score(model, prompts, ids, mask, grad=True, token_budget=10 ** 9)
+    token_loss = -(out["logp"] * mask).sum() / mask.sum()
+    answer_loss = -(out["logp"] * gmask).sum() / gmask.sum()
+    return token_loss + answer_weight * answer_loss, token_loss, answer_loss
+
+
+def warm_start(model_dir, warm_path, steps=1200, batch_size=16, lr=2e-3, warmup=30, seed=0, threads=None,
+               hint_share=0.5, answer_weight=1.0, hard_truth=0.1):
+    """Teach the random tiny model the task format, to read both marks, to read hints in context,
+    and the misconception above. hint_share: share of prompts shown with the hint and its frame;
+    answer_weight: weight of the answer-token term (above)."""
     from tqdm import tqdm
     import tutor
     if threads:
         torch.set_num_threads(threads)
     model, processor = rollout.load_model(model_dir, dtype="float32", device="cpu")
-    examples = data.load_jsonl(train_path, report=lambda s: None)
+    examples = data.load_jsonl(warm_path, report=lambda s: None)
     tok = processor.tokenizer
     eos = tok.convert_tokens_to_ids("<|im_end|>")
     fmt = rollout.box_format(model)
-    colour_ids = torch.tensor([tok(c)["input_ids"][0] for c in sorted(COLOURS)])
     rng = random.Random(seed)
     torch.manual_seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.95))
@@ -359,31 +415,60 @@ def warm_start(model_dir, train_path, steps=1000, batch_size=16, lr=2e-3, warmup
         for g in opt.param_groups:
             g["lr"] = lr * scale
         batch = rng.sample(examples, batch_size)
-        # hard problems only ever with their hint: the student never practises them (they stand for
-        # problems beyond it), the tutor learns to read them; easy ones with the hint at hint_share
-        prompts = [tutor.tutor_prompt(processor, ex, fmt) if ex["category"] == "hard" or rng.random() < hint_share
-                   else rollout.encode(processor, ex["question"], data.open_images(ex)) for ex in batch]
-        resp, grounded, first = zip(*[grounded_tokens(tok, ex, eos) for ex in batch])
-        ids, mask = rollout.pad_responses(list(resp), eos, tok.pad_token_id)
-        gmask = torch.zeros_like(mask)
-        for i, g in enumerate(grounded):
-            gmask[i, :len(g)] = g
-        support = colour_ids.expand(*ids.shape, -1) if answer_smoothing else None
-        out = rollout.score(model, prompts, ids, mask, support=support, grad=True, token_budget=10 ** 9)
-        token_loss = -(out["logp"] * mask).sum() / mask.sum()
-        grounded_loss = -(out["logp"] * gmask).sum() / gmask.sum()
-        loss = token_loss + grounded_weight * grounded_loss
-        if answer_smoothing:   # cross-entropy to the uniform over the colours, at the answer token
-            at = (torch.arange(len(batch)), torch.tensor(first))
-            loss = loss - answer_smoothing * out["support_logp"][at].mean()
+        shown = [warm_target(ex, rng, hint_share, hard_truth) for ex in batch]
+        prompts = [tutor.tutor_prompt(processor, ex, fmt) if hinted
+                   else rollout.encode(processor, ex["question"], data.open_images(ex))
+                   for ex, (hinted, _) in zip(batch, shown)]
+        golds = [g for _, g in shown]
+        answers = [reward.extract_answer(g) for g in golds]
+        loss, token_loss, answer_loss = sft_loss(model, prompts, tok, golds, answers, eos, answer_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        bar.set_postfix(loss=f"{token_loss.item():.3f}", grounded=f"{grounded_loss.item():.3f}")
+        bar.set_postfix(loss=f"{token_loss.item():.3f}", answer=f"{answer_loss.item():.3f}")
     model.eval()
     model.save_pretrained(model_dir)
     return model, processor
+
+
+def probe(model_dir, train_examples, eval_examples, steps, batch_size, lr, warmup=10, seed=0, every=25,
+          max_new_tokens=32):
+    """Learnability: supervised training on the gold responses of train_examples (student prompt,
+    no hint), from the model in model_dir, with a run's own budget (steps x batch_size problems at
+    lr, AdamW, linear warm-up then constant, as train.py); held-out pass@1 on eval_examples (one
+    sample each at T = 1) every `every` steps. If supervision with the answer cannot learn the
+    skill in the budget, neither RL nor distillation will. Returns {step: pass@1}."""
+    model, processor = rollout.load_model(model_dir, dtype="float32", device="cpu")
+    tok = processor.tokenizer
+    eos = tok.convert_tokens_to_ids("<|im_end|>")
+    rng = random.Random(seed)
+    torch.manual_seed(seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+    held = [rollout.encode(processor, ex["question"], data.open_images(ex)) for ex in eval_examples]
+
+    def held_out():
+        model.eval()
+        hits = rollout.evaluate(model, processor, held, eval_examples, 1, max_new_tokens, 1.0, seed=seed)["correct"]
+        model.train()
+        return hits.float().mean().item()
+
+    curve = {0: held_out()}
+    model.train()
+    for step in range(steps):
+        for g in opt.param_groups:
+            g["lr"] = lr * min(1.0, (step + 1) / max(1, warmup))
+        batch = rng.sample(train_examples, batch_size)
+        prompts = [rollout.encode(processor, ex["question"], data.open_images(ex)) for ex in batch]
+        loss = sft_loss(model, prompts, tok, [ex["record"]["gold_response"] for ex in batch],
+                        [ex["answer"] for ex in batch], eos, answer_weight=0.0)[0]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        if (step + 1) % every == 0 or step + 1 == steps:
+            curve[step + 1] = held_out()
+    return curve
 
 
 def blank_like(ex, out_dir):
@@ -408,7 +493,8 @@ def prompts_of(processor, examples, variant, fmt, tmp_dir):
 @torch.no_grad()
 def diagnose(model, processor, examples, samples=1, temperature=1.0, max_new_tokens=32, seed=0, tmp_dir=None):
     """Held-out pass@1 of the student (no hint), the tutor (hint + frame), the student on a blank
-    image, and the majority-answer baseline: overall and per bucket (`category`)."""
+    image, and the majority-answer baseline: overall and per bucket (`category`); and what the
+    student's answers name per bucket (answer_class)."""
     import tempfile
     from collections import Counter
     fmt = rollout.box_format(model)
@@ -423,20 +509,47 @@ def diagnose(model, processor, examples, samples=1, temperature=1.0, max_new_tok
         for b in buckets:
             sel = torch.tensor([(ex.get("category") or "all") == b for ex in examples])
             res["by_bucket"][b][name] = hits[sel].mean().item()
+        if name == "student":
+            for b in buckets:
+                res["by_bucket"][b]["answers"] = answer_shares(
+                    [t for i, t in enumerate(out["texts"]) if (examples[i // samples].get("category") or "all") == b],
+                    [ex for ex in examples if (ex.get("category") or "all") == b for _ in range(samples)])
     top = Counter(ex["answer"] for ex in examples).most_common(1)[0][1]
     res["majority"] = top / len(examples)
     return res
 
 
+def answer_shares(texts, examples):
+    """Share of each answer_class among responses (texts[i] answers examples[i])."""
+    counts = {c: 0 for c in ANSWER_CLASSES}
+    for t, ex in zip(texts, examples):
+        counts[answer_class(t, ex["record"])] += 1
+    return {c: n / max(1, len(texts)) for c, n in counts.items()}
+
+
+def answer_position(tok, ids):
+    """Index of the first token after '<answer>' in a response's ids (None if there is none)."""
+    for j in range(1, len(ids)):
+        if tok.decode(ids[:j]).endswith("<answer>"):
+            return j if j < len(ids) else None
+    return None
+
+
 @torch.no_grad()
 def group_regime(model, processor, examples, group_size=8, temperature=1.0, max_new_tokens=32, seed=0):
     """What GRPO sees at step 0 on training problems: the share of groups of group_size samples
-    that all fail (no GRPO signal), all pass, or are mixed; and the tutor's pass@1 on the
-    all-fail problems (what PTD-PO can still teach there)."""
+    that all fail (no GRPO signal), all pass, or are mixed; the tutor's pass@1 on the all-fail
+    problems (what PTD-PO can still teach there); and, on the failed hard rollouts, the student's
+    probability of the tutor's answer at the answer token (the tutor's most likely colour): the
+    JSD's gradient on that logit scales with it, so a saturated student (~0.001) learns nothing
+    from the paper's divergence."""
+    import tutor
     fmt = rollout.box_format(model)
     plain = prompts_of(processor, examples, "student", fmt, None)
-    hits = rollout.evaluate(model, processor, plain, examples, group_size, max_new_tokens, temperature,
-                            seed=seed)["correct"]
+    ids, mask = rollout.sample(model, processor, plain, group_size, max_new_tokens, temperature, seed=seed)
+    texts = rollout.decode(processor, ids, mask)
+    ok = torch.tensor([reward.reward(t, examples[i // group_size]) for i, t in enumerate(texts)])
+    hits = ok.view(len(examples), group_size).sum(1)
     fail = [ex for ex, c in zip(examples, hits.tolist()) if c == 0]
     res = {"group_size": group_size, "n_groups": len(examples),
            "all_fail": (hits == 0).float().mean().item(), "all_pass": (hits == group_size).float().mean().item()}
@@ -446,6 +559,31 @@ def group_regime(model, processor, examples, group_size=8, temperature=1.0, max_
         hinted = prompts_of(processor, fail, "tutor", fmt, None)
         out = rollout.evaluate(model, processor, hinted, fail, group_size, max_new_tokens, temperature, seed=seed + 1)
         res["tutor_on_all_fail"] = out["correct"].sum().item() / (group_size * len(fail))
+    # the student's probability of the tutor's answer, failed hard rollouts
+    tok = processor.tokenizer
+    colour_ids = torch.tensor([tok(c)["input_ids"][0] for c in sorted(COLOURS)])
+    rows, at = [], []
+    for i in range(len(texts)):
+        if examples[i // group_size].get("category") == "hard" and ok[i] == 0:
+            j = answer_position(tok, ids[i][mask[i]].tolist())
+            if j is not None:
+                rows.append(i)
+                at.append(j)
+    res["failed_hard_rows"] = len(rows)
+    res["student_p_tutor_answer"] = float("nan")
+    if rows:
+        exs = [examples[i // group_size] for i in rows]
+        sub_ids, sub_mask = ids[rows], mask[rows]
+        support = colour_ids.expand(len(rows), ids.shape[1], -1)
+        pos = (torch.arange(len(rows)), torch.tensor(at))
+        s = rollout.score(model, [plain[i // group_size] for i in rows], sub_ids, sub_mask, support=support)
+        t = rollout.score(model, [tutor.tutor_prompt(processor, ex, fmt) for ex in exs], sub_ids, sub_mask,
+                          support=support)
+        top = t["support_logp"][pos].argmax(-1)
+        p = s["support_logp"][pos].gather(-1, top[:, None]).exp().squeeze(-1)
+        res["student_p_tutor_answer"] = statistics.median(p.tolist())
+        right = torch.tensor([sorted(COLOURS).index(ex["answer"]) for ex in exs])
+        res["tutor_top_is_right"] = (top == right).float().mean().item()
     return res
 
 
@@ -455,34 +593,56 @@ def format_diagnostics(res, n):
             f"majority answer {res['majority']:.3f}")
     for b, r in res.get("by_bucket", {}).items():
         line += f"\n  {b:5s}: student {r['student']:.3f} | tutor {r['tutor']:.3f} | blank {r['blank']:.3f}"
+        if "answers" in r:
+            line += " | student names: " + " / ".join(f"{c} {v:.2f}" for c, v in r["answers"].items())
     g = res.get("groups")
     if g:
         line += (f"\ntraining groups at step 0 ({g['n_groups']} problems x {g['group_size']} samples): "
                  f"all-fail {g['all_fail']:.2f} | mixed {g['mixed']:.2f} | all-pass {g['all_pass']:.2f} | "
-                 f"tutor pass@1 on the all-fail problems {g['tutor_on_all_fail']:.3f}")
+                 f"tutor pass@1 on the all-fail problems {g['tutor_on_all_fail']:.3f}"
+                 f"\nfailed hard rollouts ({g['failed_hard_rows']}): median student probability of the tutor's "
+                 f"answer {g['student_p_tutor_answer']:.3f}")
+    pr = res.get("probe")
+    if pr:
+        line += (f"\nlearnability probe (supervised, hard gold responses, {pr['steps']} steps x {pr['batch_size']} "
+                 f"at lr {pr['lr']:g}): held-out hard pass@1 "
+                 + " -> ".join(f"{v:.3f} ({k})" for k, v in pr["curve"].items()))
     return line
 
 
-# The regime PTD-PO is for, checked on the warm-started model. On the easy bucket the student
-# reads the picture (clearly above its blank-image score); on training problems a large share of
-# groups all fail (GRPO's advantage is zero there) while the tutor, the same weights with the
-# hint, solves those problems.
-REGIME = {"easy_over_blank": 0.10, "all_fail_min": 0.35, "all_fail_max": 0.55, "tutor_on_all_fail": 0.90}
+# The regime PTD-PO is for, checked on the warm-started model. The student reads the picture on the
+# easy bucket; on training problems many groups all fail (GRPO's advantage is zero there) and many
+# are mixed (GRPO learns there); the tutor, the same weights with the hint, solves the all-fail
+# problems; the student is unsure on its failures, not saturated (the JSD has a gradient to give);
+# and supervision with the answer learns the hard bucket in the main job's budget (the probe).
+# The probe's budget: the main job's (train.DEMO, a test checks): its steps, its hard prompts per
+# step (16 prompts, half of them hard) and its lr.
+PROBE = {"steps": 100, "batch": 8, "lr": 5e-4}
+REGIME = {"easy_student": 0.90, "easy_over_blank": 0.10, "all_fail_min": 0.20, "mixed_min": 0.20,
+          "tutor_on_all_fail": 0.90, "student_p_min": 0.02, "probe_min": 0.60}
 
 
 def regime_failures(res, regime=REGIME):
     """What the diagnostics miss of the regime, as sentences ([] when it is met)."""
     out = []
     easy, g = res["by_bucket"]["easy"], res["groups"]
-    if easy["student"] < easy["blank"] + regime["easy_over_blank"]:
-        out.append(f"on the easy bucket the student ({easy['student']:.3f}) is not {regime['easy_over_blank']:.2f} "
-                   f"above its blank-image score ({easy['blank']:.3f}): it does not read the picture")
-    if not regime["all_fail_min"] <= g["all_fail"] <= regime["all_fail_max"]:
-        out.append(f"{g['all_fail']:.2f} of the training groups all fail, outside "
-                   f"[{regime['all_fail_min']:.2f}, {regime['all_fail_max']:.2f}]")
+    if easy["student"] < max(regime["easy_student"], easy["blank"] + regime["easy_over_blank"]):
+        out.append(f"on the easy bucket the student scores {easy['student']:.3f} (needs >= {regime['easy_student']:.2f} "
+                   f"and {regime['easy_over_blank']:.2f} above its blank-image score {easy['blank']:.3f})")
+    if not g["all_fail"] >= regime["all_fail_min"]:
+        out.append(f"{g['all_fail']:.2f} of the training groups all fail (needs >= {regime['all_fail_min']:.2f})")
+    if not g["mixed"] >= regime["mixed_min"]:
+        out.append(f"{g['mixed']:.2f} of the training groups are mixed (needs >= {regime['mixed_min']:.2f})")
     if not g["tutor_on_all_fail"] >= regime["tutor_on_all_fail"]:     # nan (no all-fail group) fails too
         out.append(f"the tutor solves {g['tutor_on_all_fail']:.3f} of the all-fail problems, below "
                    f"{regime['tutor_on_all_fail']:.2f}: the hint does not help enough")
+    if not g["student_p_tutor_answer"] >= regime["student_p_min"]:
+        out.append(f"the student is saturated on its failures: median probability of the tutor's answer "
+                   f"{g['student_p_tutor_answer']:.4f} < {regime['student_p_min']}")
+    pr = res.get("probe")
+    if pr and not pr["final"] >= regime["probe_min"]:
+        out.append(f"supervision with the answer reaches {pr['final']:.3f} on the hard bucket in the main job's "
+                   f"budget (needs >= {regime['probe_min']:.2f}): the skill is not learnable there")
     return out
 
 
@@ -492,7 +652,7 @@ def check_regime(res):
     if failures:
         raise SystemExit("toy.py: the warm-started model misses the regime PTD-PO is for:\n  - "
                          + "\n  - ".join(failures)
-                         + "\nTry another --seed, more --steps or another --hard_share.")
+                         + "\nTry another --seed, --steps, --hard_truth or --hard_share.")
 
 
 def ensure(out_dir=DEFAULT_DIR):
@@ -505,52 +665,81 @@ def ensure(out_dir=DEFAULT_DIR):
     return model_dir, os.path.join(data_dir, "train.jsonl"), os.path.join(data_dir, "eval.jsonl")
 
 
+def run_diagnostics(args, model, processor, model_dir, train_path, eval_path):
+    """The build's diagnostics: held-out buckets, step-0 groups, the probe; printed and returned."""
+    evals = data.load_jsonl(eval_path, report=lambda s: None)[:args.diag_n]
+    trains = data.load_jsonl(train_path, report=lambda s: None)
+    res = diagnose(model, processor, evals, seed=args.seed)
+    res["groups"] = group_regime(model, processor, trains[:args.group_n], seed=args.seed)
+    if args.probe_steps:
+        t = time.time()
+        hard_eval = [ex for ex in data.load_jsonl(eval_path, report=lambda s: None) if ex["category"] == "hard"]
+        curve = probe(model_dir, [ex for ex in trains if ex["category"] == "hard"], hard_eval,
+                      args.probe_steps, args.probe_batch, args.probe_lr, seed=args.seed)
+        res["probe"] = {"steps": args.probe_steps, "batch_size": args.probe_batch, "lr": args.probe_lr,
+                        "n_eval": len(hard_eval), "curve": curve, "final": curve[args.probe_steps],
+                        "seconds": round(time.time() - t, 1)}
+    res["n"] = len(evals)
+    print(format_diagnostics(res, len(evals)))
+    return res
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description="Build the embedded demo: task data, tiny model, warm start.")
     p.add_argument("--out_dir", default=DEFAULT_DIR, help="writes <out_dir>/data and <out_dir>/model")
     p.add_argument("--family", default="qwen3", choices=["qwen3", "qwen2.5"], help="tiny model architecture")
-    p.add_argument("--steps", type=int, default=1000, help="warm-start steps (0: random weights)")
+    p.add_argument("--steps", type=int, default=1200, help="warm-start steps (0: random weights)")
     p.add_argument("--batch_size", type=int, default=16, help="warm-start batch size")
     p.add_argument("--lr", type=float, default=2e-3, help="warm-start peak learning rate")
     p.add_argument("--hint_share", type=float, default=0.5,
-                   help="warm start: share of easy prompts shown with the hint and its frame (hard: always)")
-    p.add_argument("--grounded_weight", type=float, default=1.0,
-                   help="warm start: weight of the loss term on the picture-dependent tokens (0: plain SFT)")
-    p.add_argument("--answer_smoothing", type=float, default=0.0,
-                   help="warm start: weight of a cross-entropy to the uniform over the colours at the answer "
-                        "token (keeps the student from saturating; see warm_start)")
+                   help="warm start: share of prompts shown with the hint and its frame")
+    p.add_argument("--answer_weight", type=float, default=1.0,
+                   help="warm start: weight of the loss term on the answer tokens (0: plain SFT)")
+    p.add_argument("--hard_truth", type=float, default=0.1,
+                   help="warm start: share of un-hinted hard prompts answered right (the rest: the framed "
+                        "shape's colour, the planted misconception)")
     p.add_argument("--n_train", type=int, default=4000, help="training problems")
     p.add_argument("--n_eval", type=int, default=400, help="held-out problems (half easy, half hard)")
+    p.add_argument("--n_warm", type=int, default=8000, help="the warm start's own problems")
     p.add_argument("--hard_share", type=float, default=0.5, help="share of hard problems in the train split")
     p.add_argument("--diag_n", type=int, default=400, help="held-out problems for the diagnostics")
     p.add_argument("--group_n", type=int, default=128,
                    help="training problems x 8 samples for the step-0 group regime (all-fail share)")
+    p.add_argument("--probe_steps", type=int, default=PROBE["steps"], help="learnability probe: steps (0: no probe)")
+    p.add_argument("--probe_batch", type=int, default=PROBE["batch"], help="learnability probe: hard problems per step")
+    p.add_argument("--probe_lr", type=float, default=PROBE["lr"], help="learnability probe: learning rate")
+    p.add_argument("--diagnose_only", action="store_true",
+                   help="no build: run the diagnostics and the probe on <out_dir>/model as it is")
     p.add_argument("--seed", type=int, default=0, help="seed for data, weights and batches")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--no_check", action="store_true", help="exit 0 even if the regime is missed")
     args = p.parse_args(argv)
     t0 = time.time()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     data_dir, model_dir = os.path.join(args.out_dir, "data"), os.path.join(args.out_dir, "model")
-    train_path, eval_path = build_data(data_dir, args.n_train, args.n_eval, args.seed, args.hard_share)
+    train_path, eval_path = os.path.join(data_dir, "train.jsonl"), os.path.join(data_dir, "eval.jsonl")
+    if args.diagnose_only:
+        model, processor = rollout.load_model(model_dir, dtype="float32", device="cpu")
+        res = run_diagnostics(args, model, processor, model_dir, train_path, eval_path)
+        print(f"regime: {regime_failures(res) or 'met'}; done in {time.time() - t0:.1f}s")
+        return res
+    train_path, eval_path, warm_path = build_data(data_dir, args.n_train, args.n_eval, args.seed, args.hard_share,
+                                                  args.n_warm)
     build_model(model_dir, args.family, args.seed)
     print(f"built data and a random {args.family} tiny model in {time.time() - t0:.1f}s -> {args.out_dir}")
     if args.steps:
-        model, processor = warm_start(model_dir, train_path, args.steps, args.batch_size, args.lr, seed=args.seed,
-                                      threads=args.threads or None, hint_share=args.hint_share,
-                                      grounded_weight=args.grounded_weight, answer_smoothing=args.answer_smoothing)
+        model, processor = warm_start(model_dir, warm_path, args.steps, args.batch_size, args.lr, seed=args.seed,
+                                      hint_share=args.hint_share, answer_weight=args.answer_weight,
+                                      hard_truth=args.hard_truth)
         train_seconds = time.time() - t0
-        evals = data.load_jsonl(eval_path, report=lambda s: None)[:args.diag_n]
-        res = diagnose(model, processor, evals, seed=args.seed)
-        trains = data.load_jsonl(train_path, report=lambda s: None)[:args.group_n]
-        res["groups"] = group_regime(model, processor, trains, seed=args.seed)
-        print(format_diagnostics(res, len(evals)))
+        res = run_diagnostics(args, model, processor, model_dir, train_path, eval_path)
         failures = regime_failures(res)
         argv_shown = sys.argv[1:] if argv is None else list(argv)
         with open(os.path.join(model_dir, "diagnostics.json"), "w") as f:
-            json.dump({**res, "n": len(evals), "regime": not failures,
-                       "command": " ".join(["python", "toy.py", *argv_shown]), "seed": args.seed,
-                       "steps": args.steps, "grounded_weight": args.grounded_weight, "hard_share": args.hard_share,
-                       "hint_share": args.hint_share, "answer_smoothing": args.answer_smoothing,
+            json.dump({**res, "regime": not failures, "failures": failures,
+                       "command": " ".join(["python", "toy.py", *argv_shown]),
+                       "args": {k: v for k, v in vars(args).items() if k not in ("out_dir", "threads")},
                        "torch": torch.__version__, "threads": torch.get_num_threads(),
                        "build_seconds": round(train_seconds, 1), "seconds": round(time.time() - t0, 1),
                        "built": time.strftime("%Y-%m-%d %H:%M:%S %Z")}, f, indent=1)

@@ -286,8 +286,8 @@ def main(argv=None):
                (f" | {report.eval_text(m, args.eval_samples)}" if "eval_pass1" in m else ""))
         collapsed = report.collapse_check(m, collapsed)
         if bad >= args.max_bad_steps:
-            where = checkpoint.before_divergence(args.out_dir, report.read_jsonl(os.path.join(args.out_dir, "metrics.jsonl")),
-                                                 args.ptd_coef) if rank == 0 else ""
+            records = report.read_jsonl(os.path.join(args.out_dir, "metrics.jsonl")) if rank == 0 else []
+            where = checkpoint.before_divergence(args.out_dir, records, args.ptd_coef) if rank == 0 else ""
             print0(f"train.py: stopped at step {step + 1}: {bad} steps in a row with a non-finite loss or "
                    f"gradient (diverged; try a lower --lr). Nothing exported. {where}")
             sys.exit(1)

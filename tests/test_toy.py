@@ -40,11 +40,12 @@ def test_buckets_interleave_in_proportion_and_are_labelled(tmp_path):
         assert abs(cats[:n].count("hard") - 0.6 * n) <= 1
     for ex in exs:
         scene = ex["record"]["scene"]
-        lo, hi = toy.BUCKETS[ex["category"]]
+        lo, hi = toy.N_SHAPES
         assert lo <= len(scene) <= hi and all(0 <= c < toy.GRID for o in scene for c in o["cell"])
+        assert ex["record"]["kind"] in toy.BUCKETS[ex["category"]]
 
 
-def test_scenes_never_repeat_a_colour_or_shape_and_the_response_names_the_cell_first():
+def test_scenes_never_repeat_a_colour_or_shape_and_the_response_ends_with_the_target_colour():
     rng = random.Random(0)
     for _ in range(500):
         bucket = rng.choice(sorted(toy.BUCKETS))
@@ -53,38 +54,80 @@ def test_scenes_never_repeat_a_colour_or_shape_and_the_response_names_the_cell_f
         shapes = [o["shape"] for o in ex["scene"]]
         assert len(set(colours)) == len(colours) and len(set(shapes)) == len(shapes)
         assert img.size == (toy.SIZE, toy.SIZE) and ex["category"] == bucket
-        target = ex["scene"][0]
-        gold = ex["gold_response"]
-        assert gold.index(f"The {target['shape']} is") < gold.index(f"<answer>{target['colour']}</answer>")
+        target = ex["scene"][ex["target"]]
         assert ex["answer"] == target["colour"]
+        assert ex["gold_response"].endswith(f"<answer>{target['colour']}</answer>")
     assert len(toy.COLOURS) >= 8                             # a blind guess pays <= 1/8
 
 
-def test_the_grey_frame_marks_the_target_on_easy_and_the_other_shape_on_hard():
-    """Every picture frames one cell in grey. easy: the framed shape is asked for; hard: two
-    shapes, and the question asks for the one outside the frame (the framed one, a wrong answer
-    of another colour, is the hint's distractor)."""
+def test_one_cell_is_framed_another_shaded_and_the_question_picks_one():
+    """Every picture frames one shape's cell in grey and shades another's. "frame" asks for the
+    framed shape; "shade" and the hard "tint" for the shaded one; the other marked shape is the
+    hint's distractor, and the hint's focus box is the target's cell."""
     rng = random.Random(2)
+    side = toy.SIZE // toy.GRID
     for _ in range(200):
         bucket = rng.choice(sorted(toy.BUCKETS))
         img, ex = toy.make_example(rng, bucket)
         px = np.array(img)
-        framed = ex["scene"][ex["framed"]]
-        cx, cy = framed["cell"]
-        side = toy.SIZE // toy.GRID
-        ring = px[cy * side, cx * side:(cx + 1) * side]      # the framed cell's top edge
-        assert (ring == np.array(toy.MARK)).all()
-        others = [o for o in ex["scene"] if o is not framed]  # no other cell is framed
-        for o in others:
+        for i, o in enumerate(ex["scene"]):
             ox, oy = o["cell"]
-            assert not (px[oy * side, ox * side:(ox + 1) * side] == np.array(toy.MARK)).all()
-        if bucket == "easy":
-            assert ex["framed"] == 0 and ex["question"] == "What colour is the shape in the frame?"
+            top_edge = px[oy * side, ox * side:(ox + 1) * side]
+            corner = px[oy * side + 1, ox * side + 1]         # no shape reaches the cell's corner
+            assert (top_edge == np.array(toy.MARK)).all() == (i == ex["framed"])
+            assert (corner == np.array(toy.SHADE)).all() == (i == ex["shaded"])
+        kind = ex["kind"]
+        assert ex["question"] == toy.QUESTIONS[kind][0]
+        assert ex["target"] == (ex["framed"] if kind == "frame" else ex["shaded"])
+        assert (kind == "tint") == (bucket == "hard")
+        focus, distractor = ex["hint"]["regions"]
+        tx, ty = ex["scene"][ex["target"]]["cell"]
+        assert focus["role"] == "focus" and focus["box"] == [tx * side, ty * side, (tx + 1) * side, (ty + 1) * side]
+        other = ex["shaded"] if ex["target"] == ex["framed"] else ex["framed"]
+        assert distractor["role"] == "distractor" and distractor["box"] == ex["scene"][other]["box"]
+
+
+def test_the_warm_start_plants_the_misconception_only_on_unhinted_hard_prompts():
+    """Hinted prompts and easy prompts always get the gold response; an un-hinted hard prompt
+    gets the framed shape's colour except on a share hard_truth of draws."""
+    rng, ex_rng = random.Random(0), random.Random(1)
+    wrong = {"hard": [], "easy": []}
+    for _ in range(4000):
+        bucket = ex_rng.choice(sorted(toy.BUCKETS))
+        _, rec = toy.make_example(ex_rng, bucket)
+        ex = {"category": bucket, "record": rec}
+        hinted, shown = toy.warm_target(ex, rng, hint_share=0.5, hard_truth=0.1)
+        if hinted or bucket == "easy":
+            assert shown == rec["gold_response"]
         else:
-            assert ex["framed"] == 1 and len(ex["scene"]) == 2
-            assert ex["question"] == "What colour is the shape outside the frame?"
-            assert framed["colour"] != ex["answer"] and ex["hint"]["regions"][1]["role"] == "distractor"
-            assert ex["hint"]["regions"][1]["box"] == framed["box"]
+            framed = rec["scene"][rec["framed"]]["colour"]
+            assert shown in (rec["gold_response"], toy.response(toy.QUESTIONS["tint"][1], framed))
+            wrong["hard"].append(shown != rec["gold_response"])
+    share = sum(wrong["hard"]) / len(wrong["hard"])
+    assert len(wrong["hard"]) > 800 and abs(share - 0.9) < 0.03, share
+
+
+def test_answer_classes_name_target_other_absent_and_none():
+    _, rec = toy.make_example(random.Random(3), "hard")
+    in_picture = {o["colour"] for o in rec["scene"]}
+    other = next(c for c in sorted(in_picture) if c != rec["answer"])
+    absent = next(c for c in sorted(toy.COLOURS) if c not in in_picture)
+    say = lambda c: toy.response("on the tinted background", c)
+    assert toy.answer_class(say(rec["answer"]), rec) == "target"
+    assert toy.answer_class(say(rec["answer"].upper()), rec) == "target"
+    assert toy.answer_class(say(other), rec) == "other"
+    assert toy.answer_class(say(absent), rec) == "absent"
+    assert toy.answer_class("<think>I read the shape", rec) == "none"
+    shares = toy.answer_shares([say(rec["answer"]), say(other), say(other), "nothing"], [{"record": rec}] * 4)
+    assert shares == {"target": 0.25, "other": 0.5, "absent": 0.0, "none": 0.25}
+
+
+def test_the_probe_budget_is_the_main_jobs():
+    """The learnability probe trains with the demo run's own budget: its steps, its hard prompts
+    per step (prompts per step x the hard share) and its lr."""
+    import train
+    assert toy.PROBE["steps"] == train.DEMO["steps"] and toy.PROBE["lr"] == train.DEMO["lr"]
+    assert toy.PROBE["batch"] == round(train.DEMO["prompts_per_step"] * 0.5)   # the train split is half hard
 
 
 def test_each_scene_draws_its_shapes_in_their_colours_inside_their_cells():
@@ -129,7 +172,8 @@ def test_shipped_checkpoint_loads_and_matches_its_diagnostics(tmp_path):
         shipped = json.load(f)
     # the recorded numbers meet the regime, and say how they were made
     assert toy.regime_failures(shipped) == [] and shipped["regime"] is True
-    assert shipped["command"].startswith("python toy.py") and shipped["seed"] == 0 and shipped["torch"]
+    assert shipped["command"].startswith("python toy.py") and shipped["args"]["seed"] == 0 and shipped["torch"]
+    assert shipped["probe"]["steps"] == toy.PROBE["steps"] and shipped["probe"]["lr"] == toy.PROBE["lr"]
     model, processor = rollout.load_model(model_dir, "float32", "cpu")
     exs = data.load_jsonl(eval_path, report=lambda s: None)[:120]
     res = toy.diagnose(model, processor, exs, seed=0, tmp_dir=str(tmp_path))
@@ -138,24 +182,32 @@ def test_shipped_checkpoint_loads_and_matches_its_diagnostics(tmp_path):
             assert abs(res["by_bucket"][b][k] - shipped["by_bucket"][b][k]) <= 0.15, (b, k, res, shipped)
     trains = data.load_jsonl(train_path, report=lambda s: None)[:48]
     g = toy.group_regime(model, processor, trains, seed=0)
-    assert 0.15 <= g["all_fail"] <= 0.75 and g["tutor_on_all_fail"] >= 0.75, g
+    assert g["all_fail"] >= 0.1 and g["mixed"] >= 0.1 and g["tutor_on_all_fail"] >= 0.8, g
+    assert g["student_p_tutor_answer"] >= 0.01 and g["tutor_top_is_right"] >= 0.8, g
 
 
-def regime(easy_student=0.75, easy_blank=0.1, all_fail=0.45, tutor_on_all_fail=0.95):
+def regime(easy_student=0.97, easy_blank=0.1, all_fail=0.3, mixed=0.4, tutor_on_all_fail=0.95, student_p=0.08,
+           probe=0.7):
     return {"by_bucket": {"easy": {"student": easy_student, "tutor": 0.99, "blank": easy_blank},
                           "hard": {"student": 0.1, "tutor": 0.95, "blank": 0.1}},
-            "groups": {"all_fail": all_fail, "all_pass": 0.2, "mixed": 0.8 - all_fail,
-                       "tutor_on_all_fail": tutor_on_all_fail, "n_groups": 128, "group_size": 8}}
+            "groups": {"all_fail": all_fail, "all_pass": 1 - all_fail - mixed, "mixed": mixed,
+                       "tutor_on_all_fail": tutor_on_all_fail, "n_groups": 128, "group_size": 8,
+                       "student_p_tutor_answer": student_p, "failed_hard_rows": 100},
+            "probe": {"final": probe, "steps": 100, "batch_size": 8, "lr": 5e-4, "curve": {0: 0.1, 100: probe}}}
 
 
 def test_regime_check_names_what_is_missed():
     assert toy.regime_failures(regime()) == []
     toy.check_regime(regime())                               # met: returns quietly
     misses = {"blind student": regime(easy_student=0.15, easy_blank=0.1),
+              "easy not mastered": regime(easy_student=0.85),
               "too few all-fail groups": regime(all_fail=0.1),
-              "all fail everywhere": regime(all_fail=0.9),
+              "too few mixed groups": regime(mixed=0.1),
               "useless hint": regime(tutor_on_all_fail=0.5),
-              "no all-fail group to teach": regime(tutor_on_all_fail=float("nan"))}
+              "no all-fail group to teach": regime(tutor_on_all_fail=float("nan")),
+              "saturated student": regime(student_p=0.001),
+              "no failed hard rollout": regime(student_p=float("nan")),
+              "not learnable in the budget": regime(probe=0.3)}
     for name, res in misses.items():
         assert toy.regime_failures(res), name
         with pytest.raises(SystemExit) as e:
@@ -165,54 +217,25 @@ def test_regime_check_names_what_is_missed():
 
 def test_toy_build_exits_nonzero_when_the_regime_is_missed(tmp_path):
     """A 1-step warm start cannot read pictures: the build must say so and exit non-zero,
-    after writing its diagnostics."""
-    argv = ["--out_dir", str(tmp_path), "--steps", "1", "--n_train", "16", "--n_eval", "8", "--diag_n", "8",
-            "--group_n", "4", "--threads", "1"]
+    after writing its diagnostics (the probe included)."""
+    argv = ["--out_dir", str(tmp_path), "--steps", "1", "--n_train", "16", "--n_eval", "8", "--n_warm", "16",
+            "--diag_n", "8", "--group_n", "4", "--probe_steps", "2", "--probe_batch", "2", "--threads", "1"]
     with pytest.raises(SystemExit) as e:
         toy.main(argv)
     assert e.value.code not in (0, None)
     with open(tmp_path / "model" / "diagnostics.json") as f:
         diag = json.load(f)
-    assert diag["regime"] is False and diag["seed"] == 0 and diag["n"] == 8
+    assert diag["regime"] is False and diag["failures"] and diag["args"]["seed"] == 0 and diag["n"] == 8
     assert diag["command"] == "python toy.py " + " ".join(argv)
+    assert set(diag["probe"]["curve"]) == {"0", "2"} and diag["probe"]["n_eval"] == 4
     toy.main(argv + ["--no_check"])                          # the same build, told not to check
 
 
 def test_data_left_by_an_older_task_is_redrawn(tmp_path):
     data_dir = tmp_path / "data"
-    toy.build_data(str(data_dir), n_train=4, n_eval=4)
+    toy.build_data(str(data_dir), n_train=4, n_eval=4, n_warm=4)
     assert toy.data_is_current(str(data_dir))
     (data_dir / "task.json").write_text('{"version": 1}')
     assert not toy.data_is_current(str(data_dir))
     (data_dir / "task.json").unlink()
     assert not toy.data_is_current(str(data_dir))
-
-
-def colour_entropy(model_dir, train_path, n=8):
-    """Mean entropy of the answer token's distribution renormalised over the ten colours, on the
-    first n training examples' gold responses."""
-    model, processor = rollout.load_model(model_dir, "float32", "cpu")
-    tok = processor.tokenizer
-    eos = tok.convert_tokens_to_ids("<|im_end|>")
-    exs = data.load_jsonl(train_path, report=lambda s: None)[:n]
-    colour_ids = torch.tensor([tok(c)["input_ids"][0] for c in sorted(toy.COLOURS)])
-    resp, _, first = zip(*[toy.grounded_tokens(tok, ex, eos) for ex in exs])
-    ids, mask = rollout.pad_responses(list(resp), eos, tok.pad_token_id)
-    prompts = [rollout.encode(processor, ex["question"], data.open_images(ex)) for ex in exs]
-    out = rollout.score(model, prompts, ids, mask, support=colour_ids.expand(*ids.shape, -1))
-    logp = out["support_logp"][torch.arange(n), torch.tensor(first)].log_softmax(-1)
-    return -(logp.exp() * logp).sum(-1).mean().item()
-
-
-def test_answer_smoothing_makes_the_warm_started_student_less_sure_of_its_colour(tmp_path):
-    """Two warm starts from the same random weights on the same batches, one with the smoothing
-    term: the smoothed one spreads its answer over the colours more."""
-    train_path, _ = toy.build_data(str(tmp_path / "data"), n_train=16, n_eval=2)
-    entropy = {}
-    for w in (0.0, 1.0):
-        model_dir = str(tmp_path / f"model{w}")
-        toy.build_model(model_dir)
-        toy.warm_start(model_dir, train_path, steps=4, batch_size=4, lr=2e-2, warmup=1, threads=1,
-                       answer_smoothing=w)
-        entropy[w] = colour_entropy(model_dir, train_path)
-    assert entropy[1.0] > entropy[0.0] + 0.01, entropy
