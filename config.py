@@ -35,9 +35,9 @@ RESUME_KEYS = ("world_size", "model", "train_data", "algo", "group_size", "promp
 # paper's JSD: the demo's student is confidently wrong on its hard bucket, where the JSD's gradient
 # vanishes (README, Results). A flag given on the command line always wins.
 PAPER = {"ptd_coef": 0.05, "lr": 1e-6, "warmup_steps": 0, "max_new_tokens": 4096, "prompts_per_step": 384,
-         "minibatch_prompts": 128, "steps": 200, "eval_samples": 1, "divergence": "jsd"}
+         "minibatch_prompts": 128, "steps": 200, "eval_samples": 1, "divergence": "jsd", "eval_blank": 0}
 DEMO = {"ptd_coef": 2.0, "lr": 5e-4, "warmup_steps": 10, "max_new_tokens": 32, "prompts_per_step": 16,
-        "minibatch_prompts": 8, "steps": 100, "eval_samples": 8, "divergence": "fkl"}
+        "minibatch_prompts": 8, "steps": 60, "eval_samples": 8, "divergence": "fkl", "eval_blank": 1}
 
 DEMO_MODEL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "toy", "model")
 
@@ -175,6 +175,9 @@ def _system_and_logging(p):
     g.add_argument("--eval_n", type=NONNEG, default=200, help="held-out problems per evaluation (0: all)")
     g.add_argument("--eval_samples", type=POS, default=None,
                    help="samples per held-out problem: pass@1 = their mean, pass@n = any right (default 1; demo 8)")
+    g.add_argument("--eval_blank", type=int, choices=[0, 1], default=None,
+                   help="1: at the start and the end, also score the held-out prompts on white images of the same "
+                        "sizes, the chance line printed beside each pass@1 (default 0; demo 1)")
     g.add_argument("--save_every", type=NONNEG, default=20,
                    help="checkpoint interval in steps (0: only at the end)")
     g.add_argument("--keep", type=POS, default=2, help="checkpoints kept (the newest is never deleted)")

@@ -360,12 +360,6 @@ def check_lengths(examples, processor, limit, strict=False, report=print):
     return keep
 
 
-def open_images(ex):
-    """rollout.open_images, kept for toy.py until it calls that (delete then)."""
-    import rollout
-    return rollout.open_images(ex)
-
-
 def image_size(ex):
     return ex["image_size"]
 

@@ -149,12 +149,3 @@ def draw_focus(image, hint, width=3, colour=(0, 0, 0)):
             x1, y1, x2, y2 = r["box"]
             draw.rectangle([x1, y1, x2 - 1, y2 - 1], outline=colour, width=width)
     return out
-
-
-def __getattr__(name):
-    """EXPERT_PROMPT and find_spoiler moved to expert_hints.py; toy.py and tests/test_toy.py (being
-    rewritten elsewhere) still read them here. Delete this once they read expert_hints."""
-    if name in ("EXPERT_PROMPT", "find_spoiler"):
-        import expert_hints
-        return getattr(expert_hints, name)
-    raise AttributeError(f"module 'hints' has no attribute {name!r}")

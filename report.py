@@ -81,34 +81,71 @@ def pass_counts(model, processor, prompts, examples, n_samples, max_new_tokens, 
     return out
 
 
-def evaluate(model, processor, examples, args, rank, world, seed=2 ** 61 + 1234, fast=None):
+def evaluate(model, processor, examples, args, rank, world, seed=2 ** 61 + 1234, fast=None, blank=False):
     """Held-out pass@1 (the mean over n = --eval_samples samples), pass@n (any of the n right) and
     mean response length, no hints, split across ranks; the same per `category` when the data
-    has categories (the demo's buckets: eval_pass1/easy, eval_pass8/hard, ...)."""
+    has categories (the demo's buckets: eval_pass1/easy, eval_pass8/hard, ...), and what the
+    answers name where the records list the picture's objects (answer_class). blank=True scores
+    the same prompts on white images of the same sizes instead (eval_blank_pass1...): the chance
+    line of a model that does not read the picture."""
+    from PIL import Image
     idx = list(range(rank, len(examples), world))
     mine = [examples[i] for i in idx]
-    prompts = [rollout.encode(processor, ex["question"], rollout.open_images(ex)) for ex in mine]
+    images = [rollout.open_images(ex) for ex in mine]
+    if blank:
+        images = [[Image.new("RGB", im.size, (255, 255, 255)) for im in ims] for ims in images]
+    prompts = [rollout.encode(processor, ex["question"], ims) for ex, ims in zip(mine, images)]
     n = args.eval_samples
-    with waiting(len(prompts) * n, "held-out evaluation", rank) as bar:
+    with waiting(len(prompts) * n, "held-out evaluation" + (" (blank images)" if blank else ""), rank) as bar:
         res = pass_counts(model, processor, prompts, mine, n, args.max_new_tokens, args.temperature,
-                               args.top_p, args.kv_cache_gb, seed=seed, prompt_ids=idx, progress=bar, fast=fast)
+                          args.top_p, args.kv_cache_gb, seed=seed, prompt_ids=idx, progress=bar, fast=fast)
     cats = sorted({ex["category"] for ex in examples if ex.get("category")})   # the same on every rank
     groups = [""] + cats
-    sums = torch.zeros(len(groups), 4, dtype=torch.float64)     # correct, problems, any correct, length
+    scene = any("scene" in ex["record"] for ex in examples)                    # the same on every rank
+    # per group: correct, problems, any correct, length, then the answer classes' counts
+    sums = torch.zeros(len(groups), 4 + len(ANSWER_CLASSES), dtype=torch.float64)
+    classes = torch.zeros(len(mine), len(ANSWER_CLASSES), dtype=torch.float64)
+    if scene:
+        for i, t in enumerate(res["texts"]):
+            classes[i // n, ANSWER_CLASSES.index(answer_class(t, mine[i // n]["record"]))] += 1
     for j, c in enumerate(groups):
         sel = torch.tensor([not c or ex.get("category") == c for ex in mine], dtype=torch.bool)
-        sums[j] = torch.tensor([res["correct"][sel].sum().item(), sel.sum().item(),
-                                (res["correct"][sel] > 0).sum().item(), res["length"][sel].sum().item()])
+        sums[j, :4] = torch.tensor([res["correct"][sel].sum().item(), sel.sum().item(),
+                                    (res["correct"][sel] > 0).sum().item(), res["length"][sel].sum().item()])
+        sums[j, 4:] = classes[sel].sum(0)
     sums = all_sum(sums)
-    out = {}
+    out, head = {}, "eval_blank_pass" if blank else "eval_pass"
     for j, c in enumerate(groups):
         tail = f"/{c}" if c else ""
         problems = max(sums[j, 1].item(), 1.0)
-        out[f"eval_pass1{tail}"] = sums[j, 0].item() / (problems * n)
-        if n > 1:
-            out[f"eval_pass{n}{tail}"] = sums[j, 2].item() / problems
-    out["eval_len"] = sums[0, 3].item() / (max(sums[0, 1].item(), 1.0) * n)
+        out[f"{head}1{tail}"] = sums[j, 0].item() / (problems * n)
+        if n > 1 and not blank:
+            out[f"{head}{n}{tail}"] = sums[j, 2].item() / problems
+        if scene and not blank and c:
+            for k, name in enumerate(ANSWER_CLASSES):
+                out[f"eval_answers/{c}/{name}"] = sums[j, 4 + k].item() / (problems * n)
+    if not blank:
+        out["eval_len"] = sums[0, 3].item() / (max(sums[0, 1].item(), 1.0) * n)
     return out
+
+
+ANSWER_CLASSES = ("target", "other", "absent", "none")
+
+
+def answer_class(text, record):
+    """What a response names, for a problem whose record lists the picture's objects (the demo's
+    `scene`, each with its colour): 'target' (the right answer), 'other' (another object's colour
+    in the picture), 'absent' (a colour not in the picture) or 'none' (no answer). A student that
+    reads the picture says 'target' or 'other'; one that guesses says 'absent' most of the time."""
+    said = reward.extract_answer(text)
+    said = reward.normalize(said) if said else ""
+    if not said:
+        return "none"
+    if said == reward.normalize(record["answer"]):
+        return "target"
+    if said in {reward.normalize(o["colour"]) for o in record["scene"]}:
+        return "other"
+    return "absent"
 
 # -----------------------------------------------------------------------------
 # log lines, metrics.jsonl, the end of a run
@@ -121,6 +158,14 @@ def eval_text(m, n):
         cats = sorted(key.split("/", 1)[1] for key in m if key.startswith(f"eval_pass{k}/"))
         by = ", ".join(f"{c} {m[f'eval_pass{k}/{c}']:.3f}" for c in cats)
         parts.append(f"pass@{k} {m[f'eval_pass{k}']:.3f}" + (f" ({by})" if by else ""))
+    if "eval_blank_pass1" in m:   # the chance line
+        cats = sorted(key.split("/", 1)[1] for key in m if key.startswith("eval_blank_pass1/"))
+        by = ", ".join(f"{c} {m[f'eval_blank_pass1/{c}']:.3f}" for c in cats)
+        parts.append(f"blank image pass@1 {m['eval_blank_pass1']:.3f}" + (f" ({by})" if by else ""))
+    cats = sorted({key.split("/")[1] for key in m if key.startswith("eval_answers/")})
+    if cats:
+        parts.append(f"answers {'/'.join(ANSWER_CLASSES)}: " + ", ".join(
+            f"{c} " + "/".join(f"{m[f'eval_answers/{c}/{a}']:.2f}" for a in ANSWER_CLASSES) for c in cats))
     return "held-out " + " | ".join(parts)
 
 
@@ -186,14 +231,27 @@ def collapse_check(m, count):
 
 
 def summary(args, first, last, n_eval, seconds, world, device, collapsed):
+    """The run's before / after table, with the blank-image score beside each pass@1 (the chance
+    line: the same model shown a white picture) and, for the demo, what the answers name."""
     n = args.eval_samples
     print0(f"\nheld-out, no hints: {n_eval} problems x {n} samples, T={args.temperature}, top_p={args.top_p}")
-    print0(f"  {'':16s} {'before':>8s} {'after ' + str(args.steps) + ' steps':>16s}")
+    blank = any(k.startswith("eval_blank_pass1") for k in last)
+    print0(f"  {'':16s} {'before':>8s} {'after ' + str(args.steps) + ' steps':>16s}"
+           + (f" {'blank image (before / after)':>30s}" if blank else ""))
     for key in sorted(last, key=lambda k: (k.split('/')[0] != 'eval_pass1', k)):
         if key.startswith("eval_pass"):
             name = key.replace("eval_pass", "pass@").replace("/", " ")
             before = f"{first[key]:.3f}" if first and key in first else "-"
-            print0(f"  {name:16s} {before:>8s} {last[key]:>16.3f}")
+            chance = key.replace("eval_pass", "eval_blank_pass")
+            row = f"  {name:16s} {before:>8s} {last[key]:>16.3f}"
+            if chance in last:
+                row += f" {(first or {}).get(chance, float('nan')):>22.3f} / {last[chance]:.3f}"
+            print0(row)
+    cats = sorted({k.split("/")[1] for k in last if k.startswith("eval_answers/")})
+    for c in cats:
+        shares = " / ".join(f"{name} {(first or {}).get(f'eval_answers/{c}/{name}', float('nan')):.2f} -> "
+                            f"{last[f'eval_answers/{c}/{name}']:.2f}" for name in ANSWER_CLASSES)
+        print0(f"  {c} answers name: {shares}")
     print0(f"  training time: {seconds:.0f}s on {world} process(es), {device.type}")
     if not args.no_export:
         final = os.path.join(args.out_dir, "final")

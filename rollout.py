@@ -437,10 +437,3 @@ def score(model, prompts, response_ids, response_mask, support=None, union_with=
 
 # -----------------------------------------------------------------------------
 # moved
-
-
-def evaluate(*args, **kwargs):
-    """Moved to report.pass_counts (held-out grading belongs with the reward, not the sampler).
-    Kept only for toy.py, which calls rollout.evaluate; delete it once toy.py calls report."""
-    import report
-    return report.pass_counts(*args, **kwargs)

@@ -50,7 +50,9 @@ import torch
 from PIL import Image, ImageDraw
 
 import data
+import expert_hints
 import hints
+import report
 import reward
 import rollout
 
@@ -202,23 +204,6 @@ def data_is_current(data_dir):
         return False
 
 
-def answer_class(text, record):
-    """What a response to a demo problem names: 'target' (the right colour), 'other' (the colour of
-    another shape in the picture), 'absent' (a colour not in the picture) or 'none' (no answer).
-    Guessing over the 10 colours gives roughly 10 / 30 / 60 on a 4-shape scene."""
-    said = reward.extract_answer(text)
-    said = reward.normalize(said) if said else ""
-    if not said:
-        return "none"
-    if said == reward.normalize(record["answer"]):
-        return "target"
-    if said in {reward.normalize(o["colour"]) for o in record["scene"]}:
-        return "other"
-    return "absent"
-
-
-ANSWER_CLASSES = ("target", "other", "absent", "none")
-
 # -----------------------------------------------------------------------------
 # the tiny model
 
@@ -237,7 +222,7 @@ CHAT_TEMPLATE = (
 
 def tokenizer_corpus(rng):
     """Text the tokenizer is trained on: everything the demo's prompts and responses can say."""
-    lines = [rollout.FORMAT_PROMPT, hints.EXPERT_PROMPT, "Hint:", "Look at:", "Ignore:",
+    lines = [rollout.FORMAT_PROMPT, expert_hints.EXPERT_PROMPT, "Hint:", "Look at:", "Ignore:",
              "The correct answer is:", "user", "assistant", "system"]
     for _ in range(3000):
         _, ex = make_example(rng, rng.choice(sorted(BUCKETS)))
@@ -391,7 +376,7 @@ def sft_loss(model, prompts, tok, golds, answers, eos, answer_weight=1.0):
 
 
 def warm_start(model_dir, warm_path, steps=1200, batch_size=16, lr=2e-3, warmup=30, seed=0, threads=None,
-               hint_share=0.5, answer_weight=1.0, hard_truth=0.1):
+               hint_share=0.5, answer_weight=1.0, hard_truth=0.25):
     """Teach the random tiny model the task format, to read both marks, to read hints in context,
     and the misconception above. hint_share: share of prompts shown with the hint and its frame;
     answer_weight: weight of the answer-token term (above)."""
@@ -417,7 +402,7 @@ def warm_start(model_dir, warm_path, steps=1200, batch_size=16, lr=2e-3, warmup=
         batch = rng.sample(examples, batch_size)
         shown = [warm_target(ex, rng, hint_share, hard_truth) for ex in batch]
         prompts = [tutor.tutor_prompt(processor, ex, fmt) if hinted
-                   else rollout.encode(processor, ex["question"], data.open_images(ex))
+                   else rollout.encode(processor, ex["question"], rollout.open_images(ex))
                    for ex, (hinted, _) in zip(batch, shown)]
         golds = [g for _, g in shown]
         answers = [reward.extract_answer(g) for g in golds]
@@ -445,11 +430,11 @@ def probe(model_dir, train_examples, eval_examples, steps, batch_size, lr, warmu
     rng = random.Random(seed)
     torch.manual_seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
-    held = [rollout.encode(processor, ex["question"], data.open_images(ex)) for ex in eval_examples]
+    held = [rollout.encode(processor, ex["question"], rollout.open_images(ex)) for ex in eval_examples]
 
     def held_out():
         model.eval()
-        hits = rollout.evaluate(model, processor, held, eval_examples, 1, max_new_tokens, 1.0, seed=seed)["correct"]
+        hits = report.pass_counts(model, processor, held, eval_examples, 1, max_new_tokens, 1.0, seed=seed)["correct"]
         model.train()
         return hits.float().mean().item()
 
@@ -459,7 +444,7 @@ def probe(model_dir, train_examples, eval_examples, steps, batch_size, lr, warmu
         for g in opt.param_groups:
             g["lr"] = lr * min(1.0, (step + 1) / max(1, warmup))
         batch = rng.sample(train_examples, batch_size)
-        prompts = [rollout.encode(processor, ex["question"], data.open_images(ex)) for ex in batch]
+        prompts = [rollout.encode(processor, ex["question"], rollout.open_images(ex)) for ex in batch]
         loss = sft_loss(model, prompts, tok, [ex["record"]["gold_response"] for ex in batch],
                         [ex["answer"] for ex in batch], eos, answer_weight=0.0)[0]
         opt.zero_grad(set_to_none=True)
@@ -487,7 +472,7 @@ def prompts_of(processor, examples, variant, fmt, tmp_dir):
         return [tutor.tutor_prompt(processor, ex, fmt) for ex in examples]
     if variant == "blank":
         examples = [blank_like(ex, tmp_dir) for ex in examples]
-    return [rollout.encode(processor, ex["question"], data.open_images(ex)) for ex in examples]
+    return [rollout.encode(processor, ex["question"], rollout.open_images(ex)) for ex in examples]
 
 
 @torch.no_grad()
@@ -503,7 +488,7 @@ def diagnose(model, processor, examples, samples=1, temperature=1.0, max_new_tok
     res = {"by_bucket": {b: {} for b in buckets}}
     for name in ("student", "tutor", "blank"):
         prompts = prompts_of(processor, examples, name, fmt, tmp_dir)
-        out = rollout.evaluate(model, processor, prompts, examples, samples, max_new_tokens, temperature, seed=seed)
+        out = report.pass_counts(model, processor, prompts, examples, samples, max_new_tokens, temperature, seed=seed)
         hits = out["correct"] / samples
         res[name] = hits.mean().item()
         for b in buckets:
@@ -520,10 +505,10 @@ def diagnose(model, processor, examples, samples=1, temperature=1.0, max_new_tok
 
 
 def answer_shares(texts, examples):
-    """Share of each answer_class among responses (texts[i] answers examples[i])."""
-    counts = {c: 0 for c in ANSWER_CLASSES}
+    """Share of each report.answer_class among responses (texts[i] answers examples[i])."""
+    counts = {c: 0 for c in report.ANSWER_CLASSES}
     for t, ex in zip(texts, examples):
-        counts[answer_class(t, ex["record"])] += 1
+        counts[report.answer_class(t, ex["record"])] += 1
     return {c: n / max(1, len(texts)) for c, n in counts.items()}
 
 
@@ -557,7 +542,7 @@ def group_regime(model, processor, examples, group_size=8, temperature=1.0, max_
     res["tutor_on_all_fail"] = float("nan")
     if fail:
         hinted = prompts_of(processor, fail, "tutor", fmt, None)
-        out = rollout.evaluate(model, processor, hinted, fail, group_size, max_new_tokens, temperature, seed=seed + 1)
+        out = report.pass_counts(model, processor, hinted, fail, group_size, max_new_tokens, temperature, seed=seed + 1)
         res["tutor_on_all_fail"] = out["correct"].sum().item() / (group_size * len(fail))
     # the student's probability of the tutor's answer, failed hard rollouts
     tok = processor.tokenizer
@@ -617,7 +602,7 @@ def format_diagnostics(res, n):
 # and supervision with the answer learns the hard bucket in the main job's budget (the probe).
 # The probe's budget: the main job's (train.DEMO, a test checks): its steps, its hard prompts per
 # step (16 prompts, half of them hard) and its lr.
-PROBE = {"steps": 100, "batch": 8, "lr": 5e-4}
+PROBE = {"steps": 60, "batch": 8, "lr": 5e-4}
 REGIME = {"easy_student": 0.90, "easy_over_blank": 0.10, "all_fail_min": 0.20, "mixed_min": 0.20,
           "tutor_on_all_fail": 0.90, "student_p_min": 0.02, "probe_min": 0.60}
 
@@ -695,7 +680,7 @@ def main(argv=None):
                    help="warm start: share of prompts shown with the hint and its frame")
     p.add_argument("--answer_weight", type=float, default=1.0,
                    help="warm start: weight of the loss term on the answer tokens (0: plain SFT)")
-    p.add_argument("--hard_truth", type=float, default=0.1,
+    p.add_argument("--hard_truth", type=float, default=0.25,
                    help="warm start: share of un-hinted hard prompts answered right (the rest: the framed "
                         "shape's colour, the planted misconception)")
     p.add_argument("--n_train", type=int, default=4000, help="training problems")

@@ -265,11 +265,15 @@ def main(argv=None):
     fast = None if device.type != "cuda" or args.plain_generate else \
         decode.FastSampler(policy, rollout.resolve_dtype(args.dtype, device))
     emit = report.open_metrics(args, rank, start)
-    held_out = lambda: report.evaluate(policy, processor, eval_ex, args, rank, world, fast=fast)  # noqa: E731
+    def held_out(chance=False):   # chance: the blank-image score too (the run's start and end)
+        out = report.evaluate(policy, processor, eval_ex, args, rank, world, fast=fast)
+        if chance and args.eval_blank:
+            out.update(report.evaluate(policy, processor, eval_ex, args, rank, world, fast=fast, blank=True))
+        return out
     policy.eval()
     first = None
     if eval_ex and start == 0:
-        first = held_out()
+        first = held_out(chance=True)
         emit({"step": 0, **first})
         print0(f"step    0 | {report.eval_text(first, args.eval_samples)} (no hints, {len(eval_ex)} problems)")
     t_start, bad, collapsed = time.time(), 0, 0
@@ -293,7 +297,7 @@ def main(argv=None):
             sys.exit(1)
         if bad == 0 and args.save_every and (step + 1) % args.save_every == 0 and step + 1 < args.steps:
             checkpoint.save(args.out_dir, step + 1, policy, opt, args.keep)   # never after a bad step
-    last = held_out() if eval_ex else {}
+    last = held_out(chance=True) if eval_ex else {}
     if last:
         emit({"step": args.steps, **last, "final": True})
     if args.steps > start and bad == 0:

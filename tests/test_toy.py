@@ -9,7 +9,9 @@ import pytest
 import torch
 
 import data
+import expert_hints
 import hints
+import report
 import rollout
 import toy
 
@@ -113,11 +115,11 @@ def test_answer_classes_name_target_other_absent_and_none():
     other = next(c for c in sorted(in_picture) if c != rec["answer"])
     absent = next(c for c in sorted(toy.COLOURS) if c not in in_picture)
     say = lambda c: toy.response("on the tinted background", c)
-    assert toy.answer_class(say(rec["answer"]), rec) == "target"
-    assert toy.answer_class(say(rec["answer"].upper()), rec) == "target"
-    assert toy.answer_class(say(other), rec) == "other"
-    assert toy.answer_class(say(absent), rec) == "absent"
-    assert toy.answer_class("<think>I read the shape", rec) == "none"
+    assert report.answer_class(say(rec["answer"]), rec) == "target"
+    assert report.answer_class(say(rec["answer"].upper()), rec) == "target"
+    assert report.answer_class(say(other), rec) == "other"
+    assert report.answer_class(say(absent), rec) == "absent"
+    assert report.answer_class("<think>I read the shape", rec) == "none"
     shares = toy.answer_shares([say(rec["answer"]), say(other), say(other), "nothing"], [{"record": rec}] * 4)
     assert shares == {"target": 0.25, "other": 0.5, "absent": 0.0, "none": 0.25}
 
@@ -125,9 +127,9 @@ def test_answer_classes_name_target_other_absent_and_none():
 def test_the_probe_budget_is_the_main_jobs():
     """The learnability probe trains with the demo run's own budget: its steps, its hard prompts
     per step (prompts per step x the hard share) and its lr."""
-    import train
-    assert toy.PROBE["steps"] == train.DEMO["steps"] and toy.PROBE["lr"] == train.DEMO["lr"]
-    assert toy.PROBE["batch"] == round(train.DEMO["prompts_per_step"] * 0.5)   # the train split is half hard
+    import config
+    assert toy.PROBE["steps"] == config.DEMO["steps"] and toy.PROBE["lr"] == config.DEMO["lr"]
+    assert toy.PROBE["batch"] == round(config.DEMO["prompts_per_step"] * 0.5)   # the train split is half hard
 
 
 def test_each_scene_draws_its_shapes_in_their_colours_inside_their_cells():
@@ -146,8 +148,8 @@ def test_every_hint_of_1000_examples_is_spoiler_free_and_valid():
     for _ in range(1000):
         img, ex = toy.make_example(rng, rng.choice(sorted(toy.BUCKETS)))
         h = hints.validate_hint(ex["hint"], img.size)
-        assert hints.find_spoiler(hints.hint_words(h), ex["answer"]) is None
-        assert hints.find_spoiler(hints.render_hint(h, img.size), ex["answer"]) is None
+        assert expert_hints.find_spoiler(hints.hint_words(h), ex["answer"]) is None
+        assert expert_hints.find_spoiler(hints.render_hint(h, img.size), ex["answer"]) is None
         assert ex["answer"] in toy.COLOURS and ex["answer"] in ex["gold_response"]
 
 

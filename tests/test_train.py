@@ -59,3 +59,37 @@ def test_a_collapsed_policy_is_warned_about_once_after_three_steps(capsys):
     assert count == 5 and capsys.readouterr().out.count("WARNING: the policy has collapsed") == 1
     assert report.collapse_check({"reward": 0.1, "entropy": 0.0}, count) == 0
     assert report.collapse_check({"reward": 0.0, "entropy": 0.2}, 2) == 0
+
+
+def test_the_blank_evaluation_shows_the_same_prompts_on_white_pictures(tiny, examples, monkeypatch):
+    """report.evaluate(blank=True): the same questions, white images of the same sizes (the chance
+    line), keys eval_blank_pass1[/category]; the plain evaluation also classes the demo's answers."""
+    from PIL import Image
+    import rollout
+    model, processor, _ = tiny
+    seen = {}
+
+    def fake_counts(model, processor, prompts, exs, n, *a, **k):
+        seen.setdefault("prompts", []).append(prompts)
+        texts = [f"<answer>{ex['answer'] if i % 2 else 'nonsense'}</answer>" for ex in exs for i in range(n)]
+        return {"correct": torch.full((len(exs),), n / 2), "length": torch.ones(len(exs)), "texts": texts}
+
+    monkeypatch.setattr(report, "pass_counts", fake_counts)
+    monkeypatch.setattr(report, "all_sum", lambda t: t)
+    exs = examples[:6]
+    args = config.get_args(["--eval_samples", "2"])
+    plain = report.evaluate(model, processor, exs, args, 0, 1)
+    blank = report.evaluate(model, processor, exs, args, 0, 1, blank=True)
+    cats = sorted({ex["category"] for ex in exs})
+    assert set(blank) == {"eval_blank_pass1"} | {f"eval_blank_pass1/{c}" for c in cats}
+    assert blank["eval_blank_pass1"] == plain["eval_pass1"] == 0.5
+    for c in cats:   # one answer in two is the target, the other names nothing the picture shows
+        assert plain[f"eval_answers/{c}/target"] == 0.5 and plain[f"eval_answers/{c}/absent"] == 0.5
+    white = rollout.encode(processor, exs[0]["question"],
+                           [Image.new("RGB", rollout.open_images(exs[0])[0].size, "white")])
+    p_plain, p_blank = seen["prompts"][0][0], seen["prompts"][1][0]
+    assert torch.equal(p_blank["pixel_values"], white["pixel_values"])
+    assert not torch.equal(p_plain["pixel_values"], p_blank["pixel_values"])
+    assert torch.equal(p_plain["input_ids"], p_blank["input_ids"])
+    text = report.eval_text({**plain, **blank}, 2)
+    assert "blank image pass@1 0.500" in text and "answers target/other/absent/none" in text
