@@ -121,9 +121,10 @@ def _algorithm(p):
     g.add_argument("--divergence", default=None, choices=["jsd", "fkl", "rkl"],
                    help="distillation divergence: the paper's Top-K JSD, forward KL(tutor||student) or reverse "
                         "KL (default: jsd; the demo's own for --model toy: fkl)")
-    g.add_argument("--tutor_context", default="hint", choices=["hint", "answer", "none"],
-                   help="what the tutor reads: the hint; the gold answer (leaky baseline); or none (the "
-                        "control: the frozen model on the student's own prompt, same gate and rows)")
+    g.add_argument("--tutor_context", default="hint", choices=["hint", "answer", "none", "unanswer"],
+                   help="what the tutor reads: the hint; the gold answer (leaky baseline); none (a control: the "
+                        "frozen model on the student's own prompt, same gate and rows); unanswer (a control: the "
+                        "same, with the rollout's own unsure tokens removed and the rest renormalised)")
     g.add_argument("--hint_style", default="structured", choices=["structured", "text"],
                    help="how the tutor reads a hint: regions with boxes and numbered steps, or the same hint as "
                         "one paragraph of prose (the paper's structured vs unstructured ablation)")

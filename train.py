@@ -8,7 +8,7 @@ train.py: PTD-PO (and plain GRPO) on FSDP2, one flat loop.
                                                       # a real model gets the paper's settings
 
 The method's flags: --algo ptdpo|grpo, --group_size G, --tau, --topk K, --ptd_coef (lambda),
---kl_coef, --divergence jsd|fkl|rkl, --tutor_context hint|answer|none, --distill_all; the rest, and
+--kl_coef, --divergence jsd|fkl|rkl, --tutor_context hint|answer|none|unanswer, --distill_all; the rest, and
 the paper's and the demo's presets, are in config.py (`python train.py --help`). train_step is the
 method, read top to bottom; main() at the end is the loop; report.py measures and writes.
 Left out on purpose: vLLM rollouts, sequence packing, tensor/context parallelism, LoRA.

@@ -16,6 +16,12 @@ answer-conditioned self-distillation baseline the paper compares against (kept f
 context="none" is the control: the tutor reads the student's own prompt and pixels (no hint, no
 frame), so the divergence pulls toward the frozen model itself. Same gate, same rows, same
 divergence: what PTD-PO gains over it is what the hint teaches, not the anchoring.
+context="unanswer" is the break-the-answer control: the same, with the rollout's own decisions
+broken. Wherever the frozen model gave the sampled token less than UNSURE, that token gets ~0
+(log-prob -30) and the rest of the frozen model's distribution is renormalised; elsewhere (the
+format, which the frozen model is sure of) the target is the frozen model itself, as in "none".
+It pushes a failed rollout away from its own answer toward the model's other candidates, with no
+hint; what PTD-PO gains over it is what the hint's content teaches.
 The gate (train.py) distils only rows whose example has a hint (can_teach). Left out on purpose: a separate,
 larger teacher model (the point of the method is that none is needed).
 """
@@ -28,7 +34,7 @@ import rollout
 def tutor_extra(ex, context, box_format, resized=None, hint_style="structured"):
     """The text the tutor reads and the student does not, or None when there is none.
     hint_style "text" renders a structured hint as one paragraph of prose (an ablation)."""
-    if context == "none":
+    if context in ("none", "unanswer"):
         return ""
     if context == "answer":
         return f"The correct answer is: {ex['answer']}."
@@ -50,7 +56,7 @@ def tutor_prompt(processor, ex, box_format="norm1000", context="hint", hint_styl
     extra = tutor_extra(ex, context, box_format, resized, hint_style)
     if extra is None:
         return None
-    if context == "none":   # the control: exactly the student's prompt
+    if context in ("none", "unanswer"):   # the controls: exactly the student's prompt
         return rollout.encode(processor, ex["question"], images)
     return rollout.encode(processor, ex["question"], tutor_images(ex, context, images), extra)
 
@@ -65,7 +71,7 @@ def tutor_images(ex, context="hint", images=None):
 
 def can_teach(ex, context="hint"):
     """Whether the tutor has something to read for this example (the gate needs it). The
-    control (context "none") gates on the hint too, so it distils exactly PTD-PO's rows."""
+    controls ("none", "unanswer") gate on the hint too, so they distil exactly PTD-PO's rows."""
     return context == "answer" or ex.get("hint_text") is not None or bool(ex.get("hint"))
 
 
@@ -106,4 +112,22 @@ def teach(ref_model, processor, examples, rows, response_ids, response_mask, dis
     out["support_ids"][idx] = scored["support_ids"].cpu()
     out["support_mask"][idx] = scored["support_mask"].cpu() & response_mask[idx].unsqueeze(-1)
     out["tutor_logp"][idx] = scored["support_logp"].float().cpu()
+    if context == "unanswer":
+        out["tutor_logp"][idx] = unanswer(out["tutor_logp"][idx], out["support_ids"][idx], response_ids[idx],
+                                          scored["logp"].float().cpu())
     return out
+
+
+UNSURE = 0.99   # the break-the-answer control breaks the tokens the frozen model gave less than this
+
+
+def unanswer(logp, support_ids, response_ids, sampled_logp):
+    """The break-the-answer target: logp (N, R, M) on support_ids, with the sampled token
+    (response_ids (N, R), its log-prob sampled_logp (N, R)) set to -30 and the rest renormalised
+    (divided by 1 - p_sampled), at positions where p_sampled < UNSURE; unchanged elsewhere.
+    (A sampled token outside the support keeps its mass in the tail: rare at K = 100.)"""
+    unsure = (sampled_logp < torch.log(torch.tensor(UNSURE))).unsqueeze(-1)      # (N, R, 1)
+    is_sampled = support_ids == response_ids.unsqueeze(-1)                        # (N, R, M)
+    rest = logp - torch.log1p(-sampled_logp.exp().clamp(max=1 - 1e-6)).unsqueeze(-1)
+    broken = torch.where(is_sampled, torch.full_like(logp, -30.0), rest)
+    return torch.where(unsure, broken, logp)

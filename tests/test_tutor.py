@@ -183,3 +183,40 @@ def test_the_no_hint_control_teaches_the_reference_distribution(tiny, examples):
     m = none["support_mask"]
     assert torch.allclose(none["tutor_logp"][m], ref["support_logp"][m].float(), atol=1e-5)
     assert not torch.allclose(none["tutor_logp"][m], hint["tutor_logp"][m], atol=1e-3)
+
+
+def test_the_break_the_answer_target_removes_the_unsure_sampled_token_and_renormalises():
+    """tutor.unanswer on a hand-made distribution: where the frozen model gave the sampled token
+    p < UNSURE, that token gets ~0 and every other probability (tail included) is divided by
+    1 - p; where it was sure, the target is untouched."""
+    probs = torch.tensor([[[0.6, 0.2, 0.1, 0.05], [0.995, 0.002, 0.001, 0.001]]])   # (1, 2, 4), tails .05, .001
+    support = torch.tensor([[[7, 3, 9, 4], [5, 3, 9, 4]]])
+    sampled = torch.tensor([[7, 5]])
+    out = tutor.unanswer(probs.log(), support, sampled, torch.tensor([[0.6, 0.995]]).log()).exp()
+    assert out[0, 0, 0] < 1e-12
+    assert torch.allclose(out[0, 0, 1:], probs[0, 0, 1:] / 0.4)
+    assert torch.allclose(1 - out[0, 0].sum(), torch.tensor(0.05 / 0.4), atol=1e-6)   # the tail, renormalised
+    assert torch.allclose(out[0, 1], probs[0, 1])                                     # sure: unchanged
+
+
+def test_the_break_the_answer_control_reads_the_students_prompt_and_breaks_its_own_tokens(tiny, examples):
+    """--tutor_context unanswer: the no-hint control's target (same prompt, rows and support),
+    with the rollout's own unsure tokens removed; no hint and no frame reach the tutor."""
+    model, processor, _ = tiny
+    exs = examples[:2]
+    prompts = [rollout.encode(processor, ex["question"], rollout.open_images(ex)) for ex in exs]
+    ids, mask = rollout.sample(model, processor, prompts, 1, 6, temperature=0)   # greedy: in the support
+    top = student_topk(model, processor, exs, ids, mask)
+    every = torch.ones(2, dtype=torch.bool)
+    none = tutor.teach(model, processor, exs, torch.arange(2), ids, mask, every, top, topk=5, context="none")
+    broken = tutor.teach(model, processor, exs, torch.arange(2), ids, mask, every, top, topk=5, context="unanswer")
+    assert torch.equal(none["support_ids"], broken["support_ids"]) and torch.equal(none["support_mask"],
+                                                                                   broken["support_mask"])
+    p_sampled = rollout.score(model, prompts, ids, mask)["logp"].exp()
+    expected = tutor.unanswer(none["tutor_logp"], none["support_ids"], ids, p_sampled.log())
+    m = none["support_mask"]
+    assert torch.allclose(broken["tutor_logp"][m], expected[m], atol=1e-4)
+    hit = (none["support_ids"] == ids.unsqueeze(-1)) & m & (p_sampled < tutor.UNSURE).unsqueeze(-1)
+    assert hit.any() and (broken["tutor_logp"][hit] <= -29).all()                   # the sampled tokens: ~0
+    assert tutor.can_teach(examples[0], "unanswer") and tutor.tutor_prompt(
+        processor, examples[0], rollout.box_format(model), context="unanswer")["input_ids"].equal(prompts[0]["input_ids"])
