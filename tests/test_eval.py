@@ -64,3 +64,21 @@ def test_a_missing_model_path_is_named_not_a_missing_data_flag(tmp_path):
             eval_py.main(argv + ["--threads", "1"])
         assert isinstance(e.value.code, str) and missing in e.value.code and "no such" in e.value.code, argv
         assert "--data is required" not in e.value.code and "\n" not in e.value.code
+
+
+def test_diagnose_classes_the_demos_answers_per_bucket(tiny, toy_data, tmp_path, capsys):
+    """eval.py --diagnose on demo problems: per bucket, what the student's answers name (the
+    target's colour, another shape's, a colour absent from the picture, none), shares summing to 1."""
+    import json
+    _, _, model_dir = tiny
+    out = tmp_path / "diag.json"
+    eval_py.main(["--model", model_dir, "--data", toy_data[2], "--diagnose", "--limit", "6", "--n_samples", "2",
+                  "--max_new_tokens", "24",
+                  "--threads", "1", "--out", str(out)])
+    printed = capsys.readouterr().out
+    res = json.loads(out.read_text())
+    for bucket, r in res["by_bucket"].items():
+        assert set(r["answers"]) == {"target", "other", "absent", "none"}
+        assert abs(sum(r["answers"].values()) - 1) < 1e-9
+        assert f"{bucket:5s}: student" in printed
+    assert printed.count("student names: target") == len(res["by_bucket"])
