@@ -277,7 +277,7 @@ class FastSampler:
             R, L = rows, length
         self.rows, self.length, (_, hkv, d), dev = R, L, self.heads, self.device
         self.graphs = None if self.graphs is None else {}
-        self.pool = torch.cuda.graph_pool_handle() if self.graphs is not None else None
+        self.pool = None                                                  # made by the first capture
         self.k = self.v = None                                           # free the old cache first
         self.k = torch.zeros(len(self.layers), R, hkv, L, d, dtype=self.dtype, device=dev)
         self.v = torch.zeros_like(self.k)
@@ -372,6 +372,7 @@ class FastSampler:
     def _record(self, w):
         """This step as a CUDA graph. Recording runs nothing, so the state does not advance."""
         graph = torch.cuda.CUDAGraph()
+        self.pool = self.pool or torch.cuda.graph_pool_handle()          # one memory pool per cache
         # thread_local: other threads (NCCL's watchdog under torchrun) may touch CUDA meanwhile
         with torch.cuda.graph(graph, pool=self.pool, capture_error_mode="thread_local"):
             self._decode(w)
