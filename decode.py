@@ -20,13 +20,13 @@ tokens:
 - Grouped KV heads: the g query heads that share a KV head attend as g query rows of that head,
   so K and V are read once and never copied per query head.
 - The sampler is sampler.py's, called without host syncs (sampler.choose): every row makes all
-  its draws and gets the exact nucleus check. A row still without a token after `tries` draws
+  its draws at once and gets the exact nucleus check. A row still without a token after `tries` draws
   (probability (1 - top_p)^8 per token) is reported, and rollout.sample re-runs that batch with HF
   generate() on the same copy. Tokens are the plain path's: the same streams (row key, tokens so
   far) and the same draws; tests/test_decode.py checks tokens and per-step logits on CPU.
 - The copy holds the policy's parameters cast to the compute dtype (what generate() sees through
-  rollout.gathered), refreshed by copy_ from the gathered full tensors: no FSDP hook runs inside a
-  graph and no parameter address ever changes. Memory: 2 bytes x parameters (3.4 GB for a 2B
+  rollout.gathered), refreshed one FSDP unit at a time (gathered in bf16, copied in): no FSDP hook
+  runs inside a graph and no parameter address ever changes. Memory: 2 bytes x parameters (3.4 GB for a 2B
   model) plus the static cache (rows x length x rollout.kv_bytes_per_token), both held for the run;
   rows x length stays within --kv_cache_gb and FREE_SHARE of the free memory.
 - Fallbacks, each a one-line warning (once) and a note in `status`: a step that fails to compile runs
