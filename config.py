@@ -76,6 +76,11 @@ FLAGS = {
     "--token_budget": dict(type=POS, default=16384, help="padded tokens per scoring micro-batch"),
     "--dtype": dict(default="auto", choices=["auto", "float32", "bfloat16"],
                     help="compute dtype: auto (bf16 on CUDA, fp32 on CPU)"),
+    "--plain_generate": dict(action="store_true",
+                             help="sample with HF generate() on CUDA too (the reference path; default: decode.py's)"),
+    "--no_compile": dict(action="store_true", help="decode.py's steps without torch.compile (bisecting a GPU run)"),
+    "--no_cuda_graphs": dict(action="store_true",
+                             help="decode.py's steps run eagerly, no CUDA graphs captured (bisecting a GPU run)"),
     "--seed": dict(type=NONNEG, default=0, help="seed for data order and sampling"),
     "--threads": dict(type=NONNEG, default=0, help="torch CPU threads per process (0: default)"),
 }
@@ -142,9 +147,7 @@ def _sampling_and_optimisation(p):
                    help="rollout temperature")
     add_flags(g, "--top_p")
     g.add_argument("--max_new_tokens", type=POS, default=None, help="response length cap (default 4096; demo 32)")
-    add_flags(g, "--kv_cache_gb")
-    g.add_argument("--plain_generate", action="store_true",
-                   help="sample with HF generate() on CUDA too (the reference path; default: decode.py's)")
+    add_flags(g, "--kv_cache_gb", "--plain_generate", "--no_compile", "--no_cuda_graphs")
     g = p.add_argument_group("optimisation")
     g.add_argument("--steps", type=NONNEG, default=None,
                    help="training steps, one rollout batch each (default 200: ~2 epochs of ViRL39K; demo 60)")
@@ -187,6 +190,8 @@ def _system_and_logging(p):
     g.add_argument("--allow_config_change", action="store_true",
                    help="resume even if the data order or algorithm settings differ from the saved config.json")
     g.add_argument("--no_export", action="store_true", help="skip the final Hugging Face export")
+    g.add_argument("--no_checkpoints", action="store_true",
+                   help="save no checkpoint, not even the last (timing runs: a 2B save is ~21 GB)")
     g.add_argument("--wandb", default="", help="wandb project name (optional; needs `pip install wandb`)")
 
 

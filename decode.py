@@ -20,14 +20,20 @@ tokens:
 - Grouped KV heads: the g query heads that share a KV head attend as g query rows of that head,
   so K and V are read once and never copied per query head.
 - The sampler is sampler.py's, called without host syncs (sampler.choose): every row makes all
-  its draws and gets the exact nucleus check. A row still without a token after `tries` draws
+  its draws at once and gets the exact nucleus check. A row still without a token after `tries` draws
   (probability (1 - top_p)^8 per token) is reported, and rollout.sample re-runs that batch with HF
   generate() on the same copy. Tokens are the plain path's: the same streams (row key, tokens so
   far) and the same draws; tests/test_decode.py checks tokens and per-step logits on CPU.
 - The copy holds the policy's parameters cast to the compute dtype (what generate() sees through
-  rollout.gathered), refreshed by copy_ from the gathered full tensors: no FSDP hook runs inside a
-  graph and no parameter address ever changes. Memory: 2 bytes x parameters (3.4 GB for a 2B
-  model) plus the static cache (rows x length x rollout.kv_bytes_per_token), both held for the run.
+  rollout.gathered), refreshed one FSDP unit at a time (gathered in bf16, copied in): no FSDP hook
+  runs inside a graph and no parameter address ever changes. Memory: 2 bytes x parameters (3.4 GB for a 2B
+  model) plus the static cache (rows x length x rollout.kv_bytes_per_token), both held for the run;
+  rows x length stays within --kv_cache_gb and FREE_SHARE of the free memory.
+- Fallbacks, each a one-line warning (once) and a note in `status`: a step that fails to compile runs
+  eagerly; a failed graph capture leaves the steps eager (still far faster than generate()); an
+  exception in generate() hands that batch and the rest of the run to HF generate() on the copy;
+  a sampler that cannot be built leaves the run on the plain path (for_run). --no_compile and
+  --no_cuda_graphs turn the two features off for bisecting.
 Left out: paged or continuous batching (a finished row keeps its slot until the batch ends; the
 loop stops once every row has finished, looked at every CHECK_EVERY steps), a split-KV
 (flash-decoding) attention kernel (attention is PyTorch's SDPA over the window), speculative
@@ -35,6 +41,7 @@ decoding, sliding-window layers and RoPE types other than the default (Qwen2.5-V
 neither).
 Run: tests/test_decode.py (CPU), tests/test_cuda.py and scripts/gpu_check.sh (GPU, timings).
 """
+import contextlib
 import copy
 import warnings
 
@@ -46,6 +53,9 @@ from sampler import choose
 
 WINDOW = 128       # attention windows are multiples of this many cache columns
 CHECK_EVERY = 16   # decode steps between the host's looks at "has every row finished?" (a sync)
+FREE_SHARE = 0.5   # the static cache takes at most this share of the GPU memory free when it grows
+SDPA_BACKENDS = [torch.nn.attention.SDPBackend.EFFICIENT_ATTENTION,   # the decode step's attention on
+                 torch.nn.attention.SDPBackend.MATH]                  # CUDA: pinned, never left to chance
 
 # -----------------------------------------------------------------------------
 # one decode step, as pure functions of tensors (what torch.compile fuses on CUDA)
@@ -82,19 +92,28 @@ def attn_out_mlp(x, o, w, eps):
     return x + F.linear(F.silu(gate) * up, w["down"])
 
 
-def compiled(fn):
-    """torch.compile(fn) with static shapes; fn itself, with a warning, if compiling fails (an op
-    Inductor lacks, no working Triton): slower, same numbers."""
+def capturing():
+    """True while this thread's CUDA stream is recording a graph."""
+    return torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
+
+
+def compiled(fn, failed):
+    """torch.compile(fn) with static shapes; fn itself if compiling fails (an op Inductor lacks, no
+    working Triton): slower, same numbers, reported once through failed(what, error, then).
+    An error while a graph is being recorded is re-raised: eager code cannot rescue a capture that
+    is already broken, and the capture's own fallback (FastSampler.advance) takes over."""
     fast = torch.compile(fn, dynamic=False)
 
     def call(*args):
         nonlocal fast
+        if fast is fn:
+            return fn(*args)
         try:
             return fast(*args)
         except Exception as e:   # compile errors surface at the first call
-            if fast is fn:
+            if capturing():
                 raise
-            warnings.warn(f"decode.py: torch.compile({fn.__name__}) failed, running it eagerly: {e}")
+            failed(f"torch.compile({fn.__name__})", e, "running it eagerly")
             fast = fn
             return fn(*args)
     return call
@@ -158,10 +177,30 @@ def check_supported(text, config):
 # the sampler
 
 
-class FastSampler:
-    """A generation copy of the policy, a static KV cache and the captured decode steps."""
+def for_run(model, args, device):
+    """train.py's and eval.py's sampler: None (HF generate()) off CUDA or with --plain_generate, else a
+    FastSampler with the run's switches; None, with a one-line warning, if it cannot be built.
+    Under FSDP2 every rank must agree: a failure here (an unsupported model) is the same on all."""
+    if device.type != "cuda" or args.plain_generate:
+        return None
+    try:
+        return FastSampler(model, rollout.resolve_dtype(args.dtype, device), compile=not args.no_compile,
+                           graphs=not args.no_cuda_graphs)
+    except Exception as e:
+        warnings.warn(f"decode.py: building the fast sampler failed ({one_line(e)}); sampling with HF generate()")
+        return None
 
-    def __init__(self, model, dtype, compile=None, tries=8):
+
+def one_line(e):
+    return f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:200]}"
+
+
+class FastSampler:
+    """A generation copy of the policy, a static KV cache and the captured decode steps.
+    compile, graphs: None = on CUDA only (the switches turn them off; graphs need CUDA).
+    status: what ran (graphs captured and replayed, eager steps) and which fallbacks were taken."""
+
+    def __init__(self, model, dtype, compile=None, graphs=None, tries=8):
         self.model = generation_copy(model, dtype)
         text, c = self.model.model.language_model, self.model.config.get_text_config()
         check_supported(text, c)
@@ -173,10 +212,14 @@ class FastSampler:
         self.head = self.model.lm_head.weight.detach()
         self.inv_freq, self.rope_scale = text.rotary_emb.inv_freq, text.rotary_emb.attention_scaling
         self.device = self.embed.device
+        self.kv_bytes = rollout.kv_bytes_per_token(self.model)
         cuda = self.device.type == "cuda"
-        wrap = compiled if (cuda if compile is None else compile) else (lambda f: f)
+        self.status = {"captured": 0, "replayed": 0, "eager_steps": 0, "fallbacks": []}
+        self.broken = False            # set by a failed generate(): HF generate() from then on
+        wrap = (lambda f: compiled(f, self.failed)) if (cuda if compile is None else compile) else (lambda f: f)
         self._attn_in, self._attn_out_mlp, self._choose = wrap(attn_in), wrap(attn_out_mlp), wrap(choose)
-        self.graphs = {} if cuda else None      # None: eager steps (the CPU path the tests run)
+        self.graphs = {} if cuda and graphs is not False else None   # None: eager steps (CPU, the switch)
+        self.attention = (lambda: torch.nn.attention.sdpa_kernel(SDPA_BACKENDS)) if cuda else contextlib.nullcontext
         self.rows = self.length = self.allocations = 0
         self.banned = {}
         mine = {n for n, _ in self.model.named_parameters()}
@@ -185,25 +228,56 @@ class FastSampler:
             raise ValueError(f"generation copy and policy name different parameters: {sorted(mine ^ theirs)[:5]}")
         self.refresh(model)
 
+    def failed(self, what, error, then):
+        """A fallback taken: one warning line the first time `what` fails, and a note in status."""
+        if what not in self.status["fallbacks"]:
+            self.status["fallbacks"].append(what)
+            warnings.warn(f"decode.py: {what} failed ({one_line(error)}); {then}")
+
     @torch.no_grad()
     def refresh(self, policy):
-        """Copy the policy's weights in, one gathered tensor at a time (under FSDP2 every rank must
-        call this: full_tensor() is a collective). copy_ casts the fp32 master to this copy's dtype,
-        as FSDP2's mixed precision does for the plain path; no address changes, so graphs stay valid."""
+        """Copy the policy's weights in, one FSDP unit at a time: each unit's unshard() all-gathers its
+        parameters in FSDP2's param_dtype (bf16 on CUDA, one collective per unit, so every rank must
+        call this), then copy_ casts them to this copy's dtype. No address changes: graphs stay valid."""
+        from torch.distributed.fsdp import FSDPModule
+        from torch.distributed.tensor import DTensor
         mine = dict(self.model.named_parameters())
-        for name, p in policy.named_parameters():
-            mine[name].copy_(p.full_tensor() if hasattr(p, "full_tensor") else p)
+        units = [(n, m) for n, m in policy.named_modules() if isinstance(m, FSDPModule)] or [("", None)]
+        for prefix, unit in units:
+            if unit is not None:
+                unit.unshard()
+            for name, p in (policy if unit is None else unit).named_parameters(prefix=prefix):
+                if unit is None or not isinstance(p, DTensor):   # a DTensor belongs to another unit
+                    mine[name].copy_(p)
+            if unit is not None:
+                unit.reshard()
 
-    def _reserve(self, rows, length):
-        """The static cache and step state for rows x length (length rounded up to WINDOW).
-        Allocated once, grown only when a call needs more; growing drops the captured graphs."""
-        length = -(-length // WINDOW) * WINDOW
+    def padded(self, length):
+        """A cache length in whole attention windows."""
+        return -(-length // WINDOW) * WINDOW
+
+    def token_budget(self, tokens):
+        """At most `tokens` cache tokens (rows x length), and on CUDA at most FREE_SHARE of the memory
+        free now (the allocator's idle blocks and this cache count as free: it is dropped first)."""
+        if self.device.type != "cuda":
+            return tokens
+        idle = torch.cuda.memory_reserved(self.device) - torch.cuda.memory_allocated(self.device)
+        free = torch.cuda.mem_get_info(self.device)[0] + idle + self.rows * self.length * self.kv_bytes
+        return min(tokens, int(FREE_SHARE * free / self.kv_bytes))
+
+    def _reserve(self, rows, length, max_tokens):
+        """The static cache and step state for rows x length (length in whole windows), allocated
+        once and grown only when a call needs more: to the larger rows and the larger length where
+        their product fits max_tokens, else to this call's own. Growing drops the captured graphs."""
+        length = self.padded(length)
         if rows <= self.rows and length <= self.length:
             return
-        self.rows, self.length = max(rows, self.rows), max(length, self.length)
-        R, L, (_, hkv, d), dev = self.rows, self.length, self.heads, self.device
+        R, L = max(rows, self.rows), max(length, self.length)
+        if R * L > max_tokens:
+            R, L = rows, length
+        self.rows, self.length, (_, hkv, d), dev = R, L, self.heads, self.device
         self.graphs = None if self.graphs is None else {}
-        self.pool = torch.cuda.graph_pool_handle() if self.graphs is not None else None
+        self.pool = None                                                  # made by the first capture
         self.k = self.v = None                                           # free the old cache first
         self.k = torch.zeros(len(self.layers), R, hkv, L, d, dtype=self.dtype, device=dev)
         self.v = torch.zeros_like(self.k)
@@ -217,10 +291,10 @@ class FastSampler:
         self.allocations += 1
 
     @torch.no_grad()
-    def start(self, batch, keys, max_new_tokens, temperature, top_p, banned, eos):
+    def start(self, batch, keys, max_new_tokens, temperature, top_p, banned, eos, max_tokens=2 ** 62):
         """Prefill one left-padded batch with HF's forward, fill the static state, draw token 0."""
         B, P = batch["input_ids"].shape
-        self._reserve(B, P + max_new_tokens)
+        self._reserve(B, P + max_new_tokens, max_tokens)
         out = self.model(**batch, use_cache=True, logits_to_keep=1)
         cache = out.cache if hasattr(out, "cache") else out.past_key_values   # transformers 5.24 / earlier
         for i, layer in enumerate(cache.layers):
@@ -274,50 +348,89 @@ class FastSampler:
             self.k[i].index_copy_(2, self.col, k.unsqueeze(2))
             self.v[i].index_copy_(2, self.col, v.unsqueeze(2))
             # (R, Hkv, g, d) queries against (R, Hkv, w, d) keys: grouped heads, nothing copied
-            o = F.scaled_dot_product_attention(q.reshape(R, hkv, hq // hkv, d), self.k[i, :, :, :w],
-                                               self.v[i, :, :, :w], attn_mask=bias)
+            with self.attention():
+                o = F.scaled_dot_product_attention(q.reshape(R, hkv, hq // hkv, d), self.k[i, :, :, :w],
+                                                   self.v[i, :, :, :w], attn_mask=bias)
             x = self._attn_out_mlp(x, o.reshape(R, hq * d), lw, self.eps)
         self.logits.copy_(F.linear(rms_norm(x, self.norm, self.eps), self.head))
         self.col += 1
         self.pos += 1
         self._pick()
 
-    def _capture(self, w):
-        """Run this step eagerly on a side stream (it warms up cuBLAS and compiles on first use),
-        then record it as a graph for the later steps with this window. Recording runs nothing,
-        so the state advances once."""
+    def _warm_up(self, w):
+        """One eager step (it warms up cuBLAS and compiles on first use), on a side stream on CUDA as
+        graph capture wants."""
+        self.status["eager_steps"] += 1
+        if self.device.type != "cuda":
+            return self._decode(w)
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
             self._decode(w)
         torch.cuda.current_stream().wait_stream(side)
+
+    def _record(self, w):
+        """This step as a CUDA graph. Recording runs nothing, so the state does not advance."""
         graph = torch.cuda.CUDAGraph()
+        self.pool = self.pool or torch.cuda.graph_pool_handle()          # one memory pool per cache
         # thread_local: other threads (NCCL's watchdog under torchrun) may touch CUDA meanwhile
         with torch.cuda.graph(graph, pool=self.pool, capture_error_mode="thread_local"):
             self._decode(w)
         return graph
 
     def advance(self):
-        """One decode step: the captured graph for this step's window, or an eager step on CPU."""
+        """One decode step: the captured graph for this step's window, else an eager step that is
+        then recorded for the later steps with this window (or stays eager: CPU, the switch, a
+        capture that failed)."""
         col = self.width + self.n - 1                       # the cache column this step's input fills
         w = min(self.length, (col // WINDOW + 1) * WINDOW)
-        if self.graphs is None:
+        key = (w, self.rule)
+        if self.graphs is not None and key in self.graphs:
+            self.graphs[key].replay()
+            self.status["replayed"] += 1
+        elif self.graphs is None:
+            self.status["eager_steps"] += 1
             self._decode(w)
-        elif (w, self.rule) in self.graphs:
-            self.graphs[w, self.rule].replay()
         else:
-            self.graphs[w, self.rule] = self._capture(w)
+            self._warm_up(w)
+            try:
+                self.graphs[key] = self._record(w)
+                self.status["captured"] += 1
+            except Exception as e:
+                self.failed("CUDA graph capture", e, "decoding with eager steps for the rest of the run")
+                self.graphs = None
         self.n += 1
 
-    @torch.no_grad()
-    def generate(self, batch, keys, max_new_tokens, temperature, top_p, banned, eos):
-        """(B, n) tokens of one left-padded batch (n <= max_new_tokens: the loop stops once every row
-        has drawn EOS), or None if a row drew no token in `tries` draws: rollout.sample then runs
-        the batch through HF generate() (sample_rows' sorted fallback)."""
-        B = batch["input_ids"].shape[0]
-        self.start(batch, keys, max_new_tokens, temperature, top_p, banned, eos)
-        while self.n < max_new_tokens:
-            if self.n % CHECK_EVERY == 0 and bool(self.done.all()):   # the loop's only host sync
-                break
+    def steps(self, k):
+        """k decode steps with no host sync (tests/test_cuda.py checks that with sync debug mode)."""
+        for _ in range(k):
             self.advance()
+
+    @torch.no_grad()
+    def generate(self, batch, keys, max_new_tokens, temperature, top_p, banned, eos, max_tokens=2 ** 62):
+        """(B, n) tokens of one left-padded batch (n <= max_new_tokens: the loop stops once every row
+        has drawn EOS), or None, and rollout.sample runs the batch through HF generate() on the copy:
+        when a row drew no token in `tries` draws (sample_rows' sorted fallback), when the batch needs
+        more than max_tokens cache tokens, and after an exception here (then for the rest of the run)."""
+        B, P = batch["input_ids"].shape
+        if self.broken:
+            return None
+        if B * self.padded(P + max_new_tokens) > max_tokens:
+            self.failed("fitting the KV budget", MemoryError(f"{B} rows x {P + max_new_tokens} tokens"),
+                        "sampling such calls with HF generate()")
+            return None
+        try:
+            return self._generate(batch, keys, max_new_tokens, temperature, top_p, banned, eos, max_tokens)
+        except Exception as e:
+            self.failed("the fast decode loop", e, "sampling with HF generate() on the copy for the rest of the run")
+            self.broken = True
+            return None
+
+    def _generate(self, batch, keys, max_new_tokens, temperature, top_p, banned, eos, max_tokens):
+        B = batch["input_ids"].shape[0]
+        self.start(batch, keys, max_new_tokens, temperature, top_p, banned, eos, max_tokens)
+        while self.n < max_new_tokens:
+            self.steps(min(CHECK_EVERY - self.n % CHECK_EVERY, max_new_tokens - self.n))
+            if self.n < max_new_tokens and bool(self.done.all()):   # the loop's only host sync
+                break
         return None if bool(self.unlucky.any()) else self.out[:B, :self.n].clone()   # out is reused

@@ -24,6 +24,7 @@ import torch
 import checkpoint
 import config
 import data
+import decode
 import report
 import rollout
 import tutor
@@ -47,8 +48,8 @@ def get_args(argv=None):
     p.add_argument("--with_hints", action="store_true", help="evaluate the hinted tutor (hint in context)")
     p.add_argument("--diagnose", action="store_true",
                    help="demo diagnostics: student, tutor, blank image, majority")
-    add_flags(p, "--token_budget", "--kv_cache_gb", "--max_prompt_tokens", "--dtype", "--seed", "--threads",
-              seed=1234)
+    add_flags(p, "--token_budget", "--kv_cache_gb", "--plain_generate", "--no_compile", "--no_cuda_graphs",
+              "--max_prompt_tokens", "--dtype", "--seed", "--threads", seed=1234)
     p.add_argument("--out", default="", help="write the results as JSON here")
     p.add_argument("--compare", nargs="+", default=None,
                    help="run directories whose metrics.jsonl to compare")
@@ -96,8 +97,9 @@ def load(args, device):
     return model, processor
 
 
-def evaluate(model, processor, examples, args, rank=0, world=1):
-    """Per-problem correct counts, lengths and entropies; summed over ranks."""
+def evaluate(model, processor, examples, args, rank=0, world=1, fast=None):
+    """Per-problem correct counts, lengths and entropies; summed over ranks. fast: a decode.FastSampler
+    (decode.for_run: on CUDA unless --plain_generate), as in train.py."""
     fmt = rollout.box_format(model)
     mine = list(range(rank, len(examples), world))
     prompts = []
@@ -107,7 +109,7 @@ def evaluate(model, processor, examples, args, rank=0, world=1):
         prompts.append(p or rollout.encode(processor, ex["question"], rollout.open_images(ex)))
     res = report.pass_counts(model, processor, prompts, [examples[i] for i in mine], args.n_samples,
                            args.max_new_tokens, args.temperature, args.top_p, args.kv_cache_gb, args.token_budget,
-                           seed=args.seed, prompt_ids=mine, entropy=True)
+                           seed=args.seed, prompt_ids=mine, entropy=True, fast=fast)
     correct, length, entropy = (torch.zeros(len(examples), dtype=torch.float64) for _ in range(3))
     for j, i in enumerate(mine):
         correct[i], length[i], entropy[i] = res["correct"][j], res["length"][j], res["entropy"][j]
@@ -231,7 +233,8 @@ def main(argv=None):
                            max_new_tokens=args.max_new_tokens, seed=args.seed)
         print0(toy.format_diagnostics(res, len(examples)))
     else:
-        res = summarise(examples, *evaluate(model, processor, examples, args, rank, world), args)
+        fast = decode.for_run(model, args, device)   # the train loop's fast sampler on CUDA
+        res = summarise(examples, *evaluate(model, processor, examples, args, rank, world, fast), args)
         if rank == 0:
             print_table(res)
     if args.out and rank == 0:

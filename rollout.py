@@ -309,11 +309,13 @@ def sample(model, processor, prompts, group_size, max_new_tokens, temperature=1.
     # the fast path samples from its own copy of the weights: no shard to gather
     with gathered(model) if fast is None else contextlib.nullcontext(), plain_generation(gen_model):
         budget = int(kv_cache_gb * 2 ** 30 / kv_bytes_per_token(gen_model))
+        if fast is not None:   # its static cache: whole attention windows, within the free memory too
+            budget, lengths = fast.token_budget(budget), [fast.padded(n) for n in lengths]
         for idx in micro_batches(lengths, budget):
             batch = collate([rows[i] for i in idx], pad, device=device)
             call = (batch, keys[idx], max_new_tokens, temperature, top_p, banned, eos)
-            gen = fast.generate(*call) if fast is not None else None
-            if gen is None:   # the plain path (or, ~1e-16 per token, a row the fast one hands back)
+            gen = fast.generate(*call, max_tokens=budget) if fast is not None else None
+            if gen is None:   # the plain path, or a batch the fast one hands back (decode.FastSampler.generate)
                 gen = hf_generate(gen_model, *call, pad)
             out += list(gen.cpu())
             if progress is not None:

@@ -262,8 +262,7 @@ def main(argv=None):
     if args.resume and start == 0:
         print0(f"--resume: no valid checkpoint in {os.path.join(args.out_dir, 'checkpoints')}; starting at step 0")
     # rollouts on CUDA: decode.py's fast loop over a bf16 copy of the (resumed) policy
-    fast = None if device.type != "cuda" or args.plain_generate else \
-        decode.FastSampler(policy, rollout.resolve_dtype(args.dtype, device))
+    fast = decode.for_run(policy, args, device)
     emit = report.open_metrics(args, rank, start)
     def held_out(chance=False):   # chance: the blank-image score too (the run's start and end)
         out = report.evaluate(policy, processor, eval_ex, args, rank, world, fast=fast)
@@ -295,12 +294,13 @@ def main(argv=None):
             print0(f"train.py: stopped at step {step + 1}: {bad} steps in a row with a non-finite loss or "
                    f"gradient (diverged; try a lower --lr). Nothing exported. {where}")
             sys.exit(1)
-        if bad == 0 and args.save_every and (step + 1) % args.save_every == 0 and step + 1 < args.steps:
+        if bad == 0 and args.save_every and (step + 1) % args.save_every == 0 and step + 1 < args.steps \
+                and not args.no_checkpoints:
             checkpoint.save(args.out_dir, step + 1, policy, opt, args.keep)   # never after a bad step
     last = held_out(chance=True) if eval_ex else {}
     if last:
         emit({"step": args.steps, **last, "final": True})
-    if args.steps > start and bad == 0:
+    if args.steps > start and bad == 0 and not args.no_checkpoints:
         checkpoint.save(args.out_dir, args.steps, policy, opt, args.keep)
     if not args.no_export:
         checkpoint.export_hf(policy, processor, os.path.join(args.out_dir, "final"))

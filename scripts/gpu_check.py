@@ -34,6 +34,10 @@ SHAPES = {
                num_key_value_heads=8, head_dim=128, tie_word_embeddings=True),
     "tiny": {},
 }
+VARIANTS = (("fast: eager steps", dict(compile=False, graphs=False)),
+            ("fast: compile", dict(compile=True, graphs=False)),
+            ("fast: graphs", dict(compile=False, graphs=True)),
+            ("fast: graphs + compile", dict(compile=True, graphs=True)))
 PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12}   # dense bf16 FLOP/s
 
 
@@ -107,7 +111,7 @@ def demo_prompts(processor, n):
 
 def decode_bench(model_dir, rows, new_tokens, long_tokens):
     """ms per decode step on one batch (rows = 8 prompts x G): HF generate() (the plain path) and
-    decode.py's loop, its steps as CUDA graphs of eager kernels and of torch.compile'd ones."""
+    decode.py's loop with and without torch.compile and CUDA graphs. Returns how many variants failed."""
     cuda = torch.cuda.is_available()
     model, processor = rollout.load_model(model_dir, "bfloat16" if cuda else "float32")
     G = max(1, rows // 8)
@@ -124,20 +128,34 @@ def decode_bench(model_dir, rows, new_tokens, long_tokens):
     print(f"  weights {w / 1e9:.2f} GB, mean filled KV {kv / 1e9:.2f} GB over {new_tokens} steps: floor {fl:.2f} ms")
     print(f"  {'path':<28s} {'new tokens':>10s} {'ms/step':>8s} {'x floor':>8s} {'speed-up':>8s} {'same 1st':>8s}")
     print(f"  {'plain: HF generate()':<28s} {new_tokens:10d} {plain_ms:8.2f} {plain_ms / fl:8.1f} {1.0:8.1f} {'':>8s}")
-    for name, comp in (("fast: graphs", False), ("fast: graphs + compile", True)):
-        if comp and not cuda:
-            continue
-        fast = decode.FastSampler(model, next(model.parameters()).dtype, compile=comp)
-        _, warm = timed(lambda: run(fast)(long_tokens if comp else new_tokens))   # compiles, captures
-        for n in ((new_tokens, long_tokens) if comp else (new_tokens,)):
-            ms, (ids, _) = per_step_ms(run(fast), n)
-            f = floor_ms(model, G * len(prompts), P, n, bw)[0]
-            same = (ids[:, 0] == plain[:, 0]).float().mean().item() if n == new_tokens else float("nan")
-            print(f"  {name:<28s} {n:10d} {ms:8.2f} {ms / f:8.1f} {plain_ms / ms:8.1f} {same:8.0%}"
-                  f"   (floor {f:.2f} ms; warm-up {warm:.0f} s)")
-        del fast
+    failures = 0
+    for name, kw in VARIANTS:
+        if not cuda and (kw["compile"] or kw["graphs"]):
+            continue                                    # CPU: the eager steps only (graphs need CUDA)
+        try:                                            # one failing variant must not lose the others' rows
+            failures += not fast_rows(model, run, name, kw, plain, plain_ms, new_tokens, long_tokens, bw, P)
+        except Exception as e:
+            print(f"  {name:<28s} FAILED: {decode.one_line(e)}")
+            failures += 1
+        if cuda:
+            torch.cuda.empty_cache()
     print("  (random weights: rows never end early; plain and fast share the prefill, so the first tokens agree;"
           " later ones part where bf16 rounding moves a draw)")
+    return failures
+
+
+def fast_rows(model, run, name, kw, plain, plain_ms, new_tokens, long_tokens, bw, P):
+    """One fast variant's rows (a graph variant also at long_tokens); False if it took a fallback."""
+    fast = decode.FastSampler(model, next(model.parameters()).dtype, **kw)
+    n_all = (new_tokens, long_tokens) if kw["graphs"] else (new_tokens,)
+    _, warm = timed(lambda: run(fast)(n_all[-1]))       # compiles, captures
+    for n in n_all:
+        ms, (ids, _) = per_step_ms(run(fast), n)
+        f = floor_ms(model, len(ids), P, n, bw)[0]
+        same = (ids[:, 0] == plain[:, 0]).float().mean().item() if n == new_tokens else float("nan")
+        print(f"  {name:<28s} {n:10d} {ms:8.2f} {ms / f:8.1f} {plain_ms / ms:8.1f} {same:8.0%}"
+              f"   (floor {f:.2f} ms; warm-up {warm:.0f} s; {fast.status})")
+    return not fast.status["fallbacks"]
 
 
 def update_bench(model_dir, rows, new_tokens, budgets, chunk):
@@ -224,7 +242,7 @@ def main():
     if a.what == "build":
         build(a.shape, a.out)
     elif a.what == "decode":
-        decode_bench(a.model, a.rows, a.new_tokens, a.long_tokens)
+        sys.exit(1 if decode_bench(a.model, a.rows, a.new_tokens, a.long_tokens) else 0)
     elif a.what == "update":
         update_bench(a.model, a.rows, a.new_tokens, a.budgets, a.chunk)
     else:

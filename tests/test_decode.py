@@ -120,13 +120,16 @@ def test_the_loop_stops_when_every_row_has_ended(tiny, examples, tmp_path):
     assert (want == eos).any(1).all() and got.shape[1] < 64
 
 
-def test_the_bf16_copy_follows_an_fsdp2_policy_in_place(tiny, examples):
+@pytest.mark.parametrize("param_dtype", [torch.float32, torch.bfloat16])
+def test_the_bf16_copy_follows_an_fsdp2_policy_in_place(tiny, examples, monkeypatch, param_dtype):
     """After an optimiser step, refresh() makes the copy equal the policy's gathered weights (cast
-    to bf16) without moving any storage (captured graphs keep pointing at the right memory)."""
+    to bf16) without moving any storage (captured graphs keep pointing at the right memory). It
+    gathers one FSDP unit at a time in FSDP2's param_dtype (bf16 on CUDA), never tensor by tensor."""
+    from torch.distributed.tensor import DTensor
     dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
     try:
         policy, processor = rollout.load_model(tiny[2], "float32", "cpu")
-        policy = train.shard(policy, torch.float32)
+        policy = train.shard(policy, param_dtype)
         p = rollout.encode(processor, examples[0]["question"], rollout.open_images(examples[0]))
         r_ids = torch.tensor([[20, 21, 22, 23]])
         batch = rollout.collate([p], 0, r_ids, torch.ones_like(r_ids, dtype=torch.bool))
@@ -140,7 +143,9 @@ def test_the_bf16_copy_follows_an_fsdp2_policy_in_place(tiny, examples):
         out = getattr(policy, rollout.SCORER)(batch, r_ids, torch.ones_like(r_ids, dtype=torch.bool))
         out["logp"].sum().backward()
         opt.step()
-        fast.refresh(policy)
+        with monkeypatch.context() as m:
+            m.setattr(DTensor, "full_tensor", lambda self: 1 / 0)        # no per-tensor gathers
+            fast.refresh(policy)
         moved = 0
         for n, t in policy.named_parameters():
             assert torch.equal(params[n], t.full_tensor().detach().to(torch.bfloat16)), n
@@ -176,3 +181,165 @@ def test_compiled_steps_trace_whole_once_for_every_layer(tiny, examples, tmp_pat
         assert counters["stats"]["unique_graphs"] == 4       # attn_in, attn_out_mlp, choose x 2 rules
     finally:
         torch._dynamo.reset()
+
+# -----------------------------------------------------------------------------
+# fallbacks and switches: what a first GPU run must survive, simulated on CPU
+
+
+def sample_both(model, processor, prompts, fast, **kw):
+    kw = dict(temperature=1.0, top_p=0.9, seed=3, **kw)
+    return rollout.sample(model, processor, prompts, 2, 20, **kw), rollout.sample(model, processor, prompts, 2, 20,
+                                                                                  fast=fast, **kw)
+
+
+class ReplayedStep:
+    """A stand-in for a captured CUDA graph on CPU: replay() runs the step it recorded."""
+    def __init__(self, step):
+        self.replay = step
+
+
+def test_captured_steps_are_counted_and_replay_what_the_eager_steps_draw(tiny, examples, tmp_path, monkeypatch):
+    monkeypatch.setattr(decode, "WINDOW", 16)                          # several windows in 20 steps
+    model, processor, _ = tiny
+    prompts = varied_prompts(processor, examples, tmp_path)
+    fast = decode.FastSampler(model, torch.float32)
+    fast.graphs = {}                                                    # as on CUDA
+    monkeypatch.setattr(fast, "_record", lambda w: ReplayedStep(lambda: fast._decode(w)))   # records, runs nothing
+    plain, got = sample_both(model, processor, prompts, fast)
+    assert torch.equal(plain[0], got[0])
+    s = fast.status
+    assert s["captured"] == len(fast.graphs) >= 2 and s["replayed"] > s["captured"] and not s["fallbacks"]
+    assert s["eager_steps"] == s["captured"]                           # only the warm-ups ran eagerly
+
+
+def test_a_failed_graph_capture_warns_once_and_decodes_eagerly(tiny, examples, tmp_path, monkeypatch):
+    model, processor, _ = tiny
+    prompts = varied_prompts(processor, examples, tmp_path)
+    fast = decode.FastSampler(model, torch.float32)
+    fast.graphs = {}
+
+    def broken(w):
+        raise RuntimeError("operation not permitted when stream is capturing (simulated)")
+    monkeypatch.setattr(fast, "_record", broken)
+    with pytest.warns(UserWarning) as caught:
+        plain, got = sample_both(model, processor, prompts, fast)
+        again = rollout.sample(model, processor, prompts, 2, 20, temperature=1.0, top_p=0.9, seed=3, fast=fast)
+    assert torch.equal(plain[0], got[0]) and torch.equal(plain[0], again[0])
+    assert fast.graphs is None and fast.status["fallbacks"] == ["CUDA graph capture"]
+    lines = [str(w.message) for w in caught if "decode.py" in str(w.message)]
+    assert len(lines) == 1 and "CUDA graph capture failed" in lines[0] and "\n" not in lines[0]
+
+
+def test_an_exception_in_the_fast_loop_hands_the_run_to_hf_generate_on_the_copy(tiny, examples, tmp_path,
+                                                                              monkeypatch):
+    model, processor, _ = tiny
+    prompts = varied_prompts(processor, examples, tmp_path)
+    fast = decode.FastSampler(model, torch.float32)
+    monkeypatch.setattr(fast, "_decode", lambda w: 1 / 0)
+    used = []
+    real = rollout.hf_generate
+    monkeypatch.setattr(rollout, "hf_generate", lambda m, *a: used.append(m) or real(m, *a))
+    with pytest.warns(UserWarning, match="the fast decode loop failed") as caught:
+        plain, got = sample_both(model, processor, prompts, fast)
+        rollout.sample(model, processor, prompts, 2, 20, fast=fast)
+    assert torch.equal(plain[0], got[0]) and fast.broken
+    assert len([w for w in caught if "decode.py" in str(w.message)]) == 1
+    assert used.count(fast.model) >= 2                                 # both calls on the copy
+
+
+def test_a_sampler_that_cannot_be_built_leaves_the_run_on_the_plain_path(tiny, monkeypatch):
+    import config
+    import eval as eval_py
+    model = tiny[0]
+    cuda = torch.device("cuda")
+    built = []
+    monkeypatch.setattr(decode, "FastSampler", lambda m, dtype, **kw: built.append(kw) or "fast")
+    args = config.get_args(["--no_compile", "--no_cuda_graphs"])
+    assert decode.for_run(model, args, cuda) == "fast" and built[-1] == {"compile": False, "graphs": False}
+    assert decode.for_run(model, config.get_args([]), cuda) == "fast" and built[-1] == {"compile": True,
+                                                                                          "graphs": True}
+    eargs = eval_py.get_args(["--plain_generate", "--no_compile"])
+    assert decode.for_run(model, eargs, cuda) is None and decode.for_run(model, args, torch.device("cpu")) is None
+
+    def fails(m, dtype, **kw):
+        raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+    monkeypatch.setattr(decode, "FastSampler", fails)
+    with pytest.warns(UserWarning, match="building the fast sampler failed .*OutOfMemoryError.*HF generate"):
+        assert decode.for_run(model, args, cuda) is None
+
+
+def test_the_switches_turn_compile_and_graphs_off(tiny):
+    fast = decode.FastSampler(tiny[0], torch.float32, compile=False, graphs=False)
+    assert fast._attn_in is decode.attn_in and fast._choose is sampler.choose and fast.graphs is None
+    assert decode.FastSampler(tiny[0], torch.float32, compile=True)._attn_in is not decode.attn_in
+
+
+def test_a_compile_error_during_a_capture_is_raised_not_swallowed(monkeypatch):
+    """Eager code inside a broken capture would record garbage and turn compile off for good: while
+    a capture is on, the error goes to the capture's own fallback; outside one, fn runs eagerly."""
+    def fn(x):
+        return x + 1
+
+    def broken(f, dynamic):
+        def run(*a):
+            raise RuntimeError("Inductor failed (simulated)")
+        return run
+    monkeypatch.setattr(torch, "compile", broken)
+    failures = []
+    step = decode.compiled(fn, lambda what, e, then: failures.append(what))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: True)
+    with pytest.raises(RuntimeError, match="simulated"):
+        step(1)
+    assert not failures
+    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: False)
+    assert step(1) == 2 and step(2) == 3 and failures == ["torch.compile(fn)"]   # eager from now on, said once
+
+
+# -----------------------------------------------------------------------------
+# the static cache's size
+
+
+def test_the_cache_keeps_rows_times_length_within_the_budget(tiny, examples, tmp_path):
+    """A call with more rows and one with a longer length: never the larger rows x the larger length
+    beyond the budget; a budget under two rows splits the calls; under one row, HF generate() takes it."""
+    model, processor, _ = tiny
+    prompts = varied_prompts(processor, examples, tmp_path)
+    fast = decode.FastSampler(model, torch.float32)
+    gb = lambda tokens: tokens * fast.kv_bytes / 2 ** 30                    # noqa: E731
+    budget = 6 * 256
+    for n_prompts, new in ((3, 10), (1, 300)):                              # 6 rows x 128, then 2 x 384+
+        kw = dict(temperature=1.0, top_p=0.9, seed=3)
+        want = rollout.sample(model, processor, prompts[:n_prompts], 2, new, **kw)[0]
+        got = rollout.sample(model, processor, prompts[:n_prompts], 2, new, kv_cache_gb=gb(budget), fast=fast,
+                             **kw)[0]
+        assert torch.equal(want, got) and fast.rows * fast.length <= budget, (fast.rows, fast.length)
+    assert (fast.rows, fast.allocations) == (2, 2)
+    fast = decode.FastSampler(model, torch.float32)
+    kw = dict(temperature=1.0, top_p=0.9, seed=4)
+    want = rollout.sample(model, processor, prompts, 2, 10, **kw)[0]
+    assert torch.equal(want, rollout.sample(model, processor, prompts, 2, 10, kv_cache_gb=gb(256), fast=fast,
+                                            **kw)[0])
+    assert fast.rows == 2 and not fast.status["fallbacks"]                 # split: 2 rows x 128 a call
+    with pytest.warns(UserWarning, match="fitting the KV budget failed"):
+        assert torch.equal(want, rollout.sample(model, processor, prompts, 2, 10, kv_cache_gb=gb(100), fast=fast,
+                                                **kw)[0])
+
+
+def test_the_vectorised_draws_are_the_one_at_a_time_draws():
+    """choose() makes all its draws at once; a loop over attempts with a per-row nucleus check (the
+    sampler before vectorising) must pick the same tokens and report the same rows."""
+    g = torch.Generator().manual_seed(2)
+    logits = torch.randn(48, 3000, generator=g) * 4
+    keys = torch.arange(48) * 104729 + 5
+    for top_p, tries in ((0.9, 8), (0.5, 8), (0.2, 2), (0.99, 1)):
+        e, bsum, bcdf, Z = cdf = sampler.block_cdf(logits, logits.amax(-1, keepdim=True), 1024)
+        want, todo = torch.zeros_like(keys), torch.ones_like(keys, dtype=torch.bool)
+        for attempt in range(tries):
+            tok = sampler.draw(e, bsum, bcdf, Z, keys, torch.tensor([7]), attempt, 1024)[0][:, 0]
+            ok = torch.tensor([bool(sampler.mass_above_row(e[r], tok[r]).double() / Z[r, 0] < top_p)
+                               for r in range(len(keys))])
+            want = torch.where(todo & ok, tok, want)
+            todo &= ~ok
+        got, unlucky = sampler.accept(cdf, keys, torch.tensor([7]), top_p, tries, 1024, sync=False)
+        assert torch.equal(got, want) and torch.equal(unlucky, todo), top_p
