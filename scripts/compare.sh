@@ -8,7 +8,7 @@
 #   PHASE=dev bash scripts/compare.sh        # seed 100, dev split: GRPO lr, JSD lambda, forward-KL lambda
 #   PHASE=eval bash scripts/compare.sh       # seeds 1-5: grpo, ptdpo, ptdpo_other, control, unanswer
 #   PHASE=ablations bash scripts/compare.sh  # the paper's ablations of PTD-PO, seeds 1-2
-#   PHASE=summary bash scripts/compare.sh    # results/compare.txt, results/compare*.png, results/runs/
+#   PHASE=summary bash scripts/compare.sh    # results/runs/ (one file per run), results/compare.txt, .png
 #
 # The choice rule, fixed before the development runs: for each knob, the value with the highest
 # mean held-out hard pass@1 over the evaluations at steps 20, 40 and 60 (the area under the
@@ -31,7 +31,7 @@ DIV=${DIV:-jsd}                 # the main job's divergence; OTHER is the other 
 OTHER=${OTHER:-fkl}
 LAMBDA=${LAMBDA:-8}             # lambda of DIV (the main job's) and of the controls
 OTHER_LAMBDA=${OTHER_LAMBDA:-1} # lambda of OTHER
-COMMON="--steps $STEPS --eval_every 20 --save_every 0 --no_export --threads 1"
+COMMON="--steps $STEPS --eval_every 20 --save_every 0 --no_checkpoints --no_export --threads 1"
 HELD="--eval_n 400 --eval_samples 8 --eval_blank 1"      # pass@1, pass@8, the chance line at both ends
 DEV="--eval_data toy/data/dev.jsonl --eval_n 400 --eval_samples 4 --eval_blank 0"   # what the rule reads
 PTD="--algo ptdpo --lr $PTD_LR"
@@ -69,5 +69,5 @@ xargs -r -P "$JOBS" -L 1 sh -c '"$0" train.py '"$COMMON"' "$@" > "$(echo "$@" | 
   "$PY" < "$jobs_file"
 echo "phase ${PHASE:-dev} done in $(( $(date +%s) - start ))s"
 if [ "${PHASE:-dev}" = summary ]; then
-  "$PY" scripts/summarise.py "$OUT" --png results/compare.png --runs results/runs | tee results/compare.txt
+  "$PY" scripts/summarise.py --pack "$OUT" results/runs --png results/compare.png | tee results/compare.txt
 fi

@@ -1,112 +1,176 @@
-"""Tables and curves of a compare.sh directory: held-out pass@1 / pass@8 per bucket at the start
-and the end (mean ± std over seeds), the paired differences the verdict rests on, entropy and
-all-fail share over training, and the figures.
-    python scripts/summarise.py runs/compare --png results/compare.png"""
+"""Tables and curves of the demo's comparison (scripts/compare.sh), from one compact file per run.
+
+    python scripts/summarise.py --pack runs/compare results/runs   # run dirs -> results/runs/<run>.json
+    python scripts/summarise.py results/runs --png results/compare.png
+
+--pack keeps, per run, its settings and every number it logged that a table or figure uses (each
+step's training metrics, each held-out evaluation), so results/runs/ is committed and every table
+and figure here is recomputed from it. The tables: the development seed's runs with the choice
+rule's number (mean held-out hard pass@1 over the evaluations after step 0); per method on the
+evaluation seeds, each bucket at the start and the end with the blank-image score (the chance
+line), pass@1 and pass@8, the learning curve, entropy, all-fail and mixed shares, format
+collapses and what the answers name; and the paired differences per seed with 95% intervals from
+the t distribution with seeds - 1 degrees of freedom.
+"""
 import argparse
 import glob
+import json
 import math
 import os
 import statistics
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import report  # noqa: E402  (the one reader of metrics.jsonl)
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import report  # noqa: E402  (the one reader of a metrics file)
 
-MAIN = ("grpo", "ptdpo", "ptdpo_jsd", "control")
-COLOURS = {"grpo": "tab:blue", "ptdpo": "tab:red", "ptdpo_jsd": "tab:orange", "control": "tab:grey"}
+MAIN = ("grpo", "ptdpo", "ptdpo_other", "control", "unanswer")
+COLOURS = {"grpo": "tab:blue", "ptdpo": "tab:red", "ptdpo_other": "tab:orange", "control": "tab:grey",
+           "unanswer": "tab:purple"}
+TRAIN_KEYS = ("step", "reward", "format", "entropy", "kl", "jsd", "fkl", "rkl", "distilled_frac", "all_fail_frac",
+              "all_pass_frac", "mixed_group_frac", "resp_len", "skipped")
+SETTINGS = ("algo", "divergence", "ptd_coef", "lr", "tutor_context", "tau", "distill_all", "seed", "steps",
+            "prompts_per_step", "eval_data", "eval_n", "eval_samples")
+T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
+COLLAPSE = 0.5   # a format collapse: a step where fewer than half the rollouts keep the answer format
 
 
-def load(run):
-    ms = report.read_jsonl(os.path.join(run, "metrics.jsonl"))
-    ev = [m for m in ms if "eval_pass1" in m]
-    tr = [m for m in ms if "reward" in m]
+def pack(root, out):
+    """One compact JSON per finished run directory of root, written to out."""
+    os.makedirs(out, exist_ok=True)
+    for run in sorted(glob.glob(os.path.join(root, "*"))):
+        path = os.path.join(run, "metrics.jsonl")
+        if not os.path.exists(path):
+            continue
+        recs = report.read_jsonl(path)
+        if not recs or not recs[-1].get("final"):
+            print(f"(not packed, not finished: {run})")
+            continue
+        with open(os.path.join(run, "config.json")) as f:
+            cfg = json.load(f)
+        rec = {"name": os.path.basename(run), "settings": {k: cfg.get(k) for k in SETTINGS},
+               "train": [{k: m[k] for k in TRAIN_KEYS if k in m} for m in recs if "reward" in m],
+               "evals": [{k: v for k, v in m.items() if k == "step" or k.startswith("eval_")}
+                         for m in recs if "eval_pass1" in m]}
+        with open(os.path.join(out, rec["name"] + ".json"), "w") as f:
+            json.dump(rec, f, separators=(",", ":"))
+    print(f"packed into {out}")
+
+
+def load(path):
+    with open(path) as f:
+        r = json.load(f)
+    tr, ev = r["train"], r["evals"]
     tail = tr[-max(1, len(tr) // 5):]
-    div = next((k for k in ("jsd", "fkl", "rkl") if tr and k in tr[0]), None)
-    return {"ev": ev, "tr": tr, "start": ev[0], "end": ev[-1], "steps": tr[-1]["step"] if tr else 0,
-            "entropy": statistics.mean(m["entropy"] for m in tail),
-            "all_fail": statistics.mean(m["all_fail_frac"] for m in tr),
-            "all_fail_end": statistics.mean(m["all_fail_frac"] for m in tail),
-            "distilled": statistics.mean(m["distilled_frac"] for m in tr),
-            "div": statistics.mean(m[div] for m in tr) if div else 0.0,
-            "seconds": sum(m["t_rollout"] + m["t_old"] + m["t_ref_tutor"] + m["t_update"] for m in tr)}
+    r.update(start=ev[0], end=ev[-1], mean=lambda key, rs=tr: statistics.mean(m[key] for m in rs),
+             tail=tail, curve={m["step"]: m for m in ev})
+    r["auc_hard"] = statistics.mean(m["eval_pass1/hard"] for m in ev[1:])     # the choice rule's number
+    r["min_easy"] = min(m["eval_pass1/easy"] for m in ev[1:])
+    r["collapse"] = next((m["step"] for m in tr if m["format"] < COLLAPSE), None)
+    return r
 
 
 def groups_of(root):
-    """{method: {seed: run}} from directories named <method>_s<seed> (or <name>: one run, seed -1)."""
+    """{method: {seed: run}} from files named <method>_s<seed>.json (other names: one run, seed -1)."""
     out = {}
-    for run in sorted(glob.glob(os.path.join(root, "*"))):
-        if not os.path.exists(os.path.join(run, "metrics.jsonl")):
-            continue
-        method, _, seed = os.path.basename(run).rpartition("_s")
+    for path in sorted(glob.glob(os.path.join(root, "*.json"))):
+        name = os.path.basename(path)[:-5]
+        method, _, seed = name.rpartition("_s")
         if not (method and seed.isdigit()):
-            method, seed = os.path.basename(run), "-1"
-        r = load(run)
-        if r["tr"] and r["end"].get("final"):      # finished runs only (the last record is the final eval)
-            out.setdefault(method, {})[int(seed)] = r
-        else:
-            print(f"(skipped, not finished: {run})")
+            method, seed = name, "-1"
+        out.setdefault(method, {})[int(seed)] = load(path)
     return out
 
 
-def ms(vals, pct=True):
-    k = 100 if pct else 1
+def pct(vals):
+    vals = [v for v in vals if v is not None and not math.isnan(v)]
+    if not vals:
+        return "-"
     if len(vals) == 1:
-        return f"{vals[0] * k:.1f}" if pct else f"{vals[0]:.3f}"
-    m, s = statistics.mean(vals) * k, statistics.stdev(vals) * k
-    return f"{m:.1f} ± {s:.1f}" if pct else f"{m:.3f} ± {s:.3f}"
+        return f"{100 * vals[0]:.1f}"
+    return f"{100 * statistics.mean(vals):.1f} ± {100 * statistics.stdev(vals):.1f}"
 
 
-def table(groups, names):
-    keys = [("end", "eval_pass1", "pass@1"), ("end", "eval_pass1/easy", "easy"), ("end", "eval_pass1/hard", "hard"),
-            ("end", "eval_pass8/hard", "hard pass@8")]
-    print("| run | seeds | steps | start pass@1 (easy / hard) | end pass@1 | end easy | end hard | end hard pass@8 | "
-          "entropy (last 20%) | all-fail groups (mean / last 20%) | rows distilled | divergence | train s |")
-    print("|" + "---|" * 13)
+def num(vals):
+    return f"{statistics.mean(vals):.3f}" + (f" ± {statistics.stdev(vals):.3f}" if len(vals) > 1 else "")
+
+
+def dev_table(groups, names):
+    print("| run | lr | divergence | lambda | hard pass@1 at steps 20 / 40 / 60 | rule: mean hard | lowest easy |")
+    print("|---|---|---|---|---|---|---|")
+    for name in names:
+        r = groups[name][-1]
+        s = r["settings"]
+        curve = " / ".join(f"{100 * m['eval_pass1/hard']:.1f}" for m in r["evals"][1:])
+        lam = "-" if s["algo"] == "grpo" else s["ptd_coef"]
+        print(f"| {name} | {s['lr']:g} | {'-' if s['algo'] == 'grpo' else s['divergence']} | {lam} | {curve} | "
+              f"{100 * r['auc_hard']:.1f} | {100 * r['min_easy']:.1f} |")
+
+
+def eval_tables(groups, names):
+    first = next(iter(groups[names[0]].values()))
+    steps = [m["step"] for m in first["evals"]]
+    print("Held-out pass@1 per bucket (mean ± std over seeds); blank: the same model on white pictures.\n")
+    print("| method | seeds | bucket | start | " + " | ".join(f"step {s}" for s in steps[1:]) +
+          " | end pass@8 | end blank | start blank |")
+    print("|---|---|---|---|" + "---|" * (len(steps) - 1) + "---|---|---|")
     for name in names:
         rs = list(groups[name].values())
-        st = rs[0]["start"]
-        cells = [ms([r[w].get(k, float("nan")) for r in rs]) for w, k, _ in keys]
-        print(f"| {name} | {len(rs)} | {rs[0]['steps']} | {100 * st['eval_pass1']:.1f} ({100 * st.get('eval_pass1/easy', math.nan):.1f}"
-              f" / {100 * st.get('eval_pass1/hard', math.nan):.1f}) | " + " | ".join(cells)
-              + f" | {ms([r['entropy'] for r in rs], False)} | {ms([r['all_fail'] for r in rs], False)} / "
-              f"{ms([r['all_fail_end'] for r in rs], False)} | {ms([r['distilled'] for r in rs], False)} | "
-              f"{ms([r['div'] for r in rs], False)} | {statistics.mean(r['seconds'] for r in rs):.0f} |")
+        for b in ("easy", "hard"):
+            k = f"eval_pass1/{b}"
+            cells = [pct([r["curve"].get(s, {}).get(k) for r in rs]) for s in steps[1:]]
+            print(f"| {name} | {len(rs)} | {b} | {pct([r['start'][k] for r in rs])} | " + " | ".join(cells) +
+                  f" | {pct([r['end'].get(f'eval_pass8/{b}') for r in rs])} | "
+                  f"{pct([r['end'].get(f'eval_blank_pass1/{b}') for r in rs])} | "
+                  f"{pct([r['start'].get(f'eval_blank_pass1/{b}') for r in rs])} |")
+    print("\nTraining: entropy and group shares (mean over the run / over its last 20% of steps); format "
+          f"collapses: runs with a step where fewer than {COLLAPSE:.0%} of rollouts kept the answer format.\n")
+    print("| method | entropy (last 20%) | all-fail groups | mixed groups | rows distilled | format collapses | "
+          "hard answers at the end: target / other shape / absent / none |")
+    print("|---|---|---|---|---|---|---|")
+    for name in names:
+        rs = list(groups[name].values())
+        ent = num([r["mean"]("entropy", r["tail"]) for r in rs])
+        af = f"{num([r['mean']('all_fail_frac') for r in rs])} / {num([r['mean']('all_fail_frac', r['tail']) for r in rs])}"
+        mx = f"{num([r['mean']('mixed_group_frac') for r in rs])} / {num([r['mean']('mixed_group_frac', r['tail']) for r in rs])}"
+        col = [f"s{s}@{r['collapse']}" for s, r in sorted(groups[name].items()) if r["collapse"]]
+        ans = " / ".join(pct([r["end"].get(f"eval_answers/hard/{a}") for r in rs])
+                         for a in ("target", "other", "absent", "none"))
+        print(f"| {name} | {ent} | {af} | {mx} | {num([r['mean']('distilled_frac') for r in rs])} | "
+              f"{len(col)} {' '.join(col)} | {ans} |")
 
 
-def paired(groups, a, b, key):
-    """Mean, standard error and n of (a - b) over the seeds both ran, in points."""
+def paired(groups, a, b, value):
+    """(mean, half-width of the 95% t interval, n) of value(run_a) - value(run_b) over shared seeds, in points."""
     seeds = sorted(set(groups.get(a, {})) & set(groups.get(b, {})))
-    d = [100 * (groups[a][s]["end"][key] - groups[b][s]["end"][key]) for s in seeds]
+    d = [100 * (value(groups[a][s]) - value(groups[b][s])) for s in seeds]
     if len(d) < 2:
         return None
-    return statistics.mean(d), statistics.stdev(d) / math.sqrt(len(d)), len(d)
+    return statistics.mean(d), T95[len(d) - 1] * statistics.stdev(d) / math.sqrt(len(d)), len(d)
 
 
 def verdict(groups):
-    for a, b in (("ptdpo", "grpo"), ("ptdpo", "control"), ("ptdpo", "ptdpo_jsd"), ("ptdpo_jsd", "grpo"),
-                 ("control", "grpo")):
-        for key in ("eval_pass1/hard", "eval_pass1/easy", "eval_pass1"):
-            p = paired(groups, a, b, key)
-            if p:
-                m, se, n = p
-                print(f"{a} - {b}, {key.replace('eval_', '')}: {m:+.1f} points (SE {se:.1f}, {n} seeds; "
-                      f"{'> 2 SE' if abs(m) > 2 * se else 'within 2 SE'})")
+    print("\nPaired differences, per evaluation seed (95% interval, t with seeds - 1 degrees of freedom):\n")
+    measures = (("hard, mean over evaluations after step 0", lambda r: r["auc_hard"]),
+                ("hard at step 20", lambda r: r["curve"].get(20, {}).get("eval_pass1/hard", math.nan)),
+                ("hard at the end", lambda r: r["end"]["eval_pass1/hard"]),
+                ("easy, lowest over the run", lambda r: r["min_easy"]))
+    print("| difference | " + " | ".join(m for m, _ in measures) + " |")
+    print("|---|" + "---|" * len(measures))
+    for a, b in (("ptdpo", "grpo"), ("ptdpo", "control"), ("ptdpo", "unanswer"), ("ptdpo", "ptdpo_other"),
+                 ("unanswer", "control"), ("control", "grpo")):
+        cells = []
+        for _, value in measures:
+            p = paired(groups, a, b, value)
+            cells.append("-" if p is None else f"{p[0]:+.1f} [{p[0] - p[1]:+.1f}, {p[0] + p[1]:+.1f}] (n={p[2]})")
+        if any(c != "-" for c in cells):
+            print(f"| {a} - {b} | " + " | ".join(cells) + " |")
 
 
-def band(ax, runs, key, colour, label):
-    steps = [m["step"] for m in runs[0]["ev"]]
-    vals = [[m.get(key, math.nan) for m in r["ev"]] for r in runs if len(r["ev"]) == len(steps)]
+def band(ax, runs, get, steps, colour, label=None):
+    vals = [[get(r, s) for s in steps] for r in runs]
     cols = list(zip(*vals))
-    ax.plot(steps, [statistics.mean(c) for c in cols], color=colour, marker="o", label=label)
-    ax.fill_between(steps, [min(c) for c in cols], [max(c) for c in cols], color=colour, alpha=0.15)
-
-
-def train_band(ax, runs, key, colour, window=10):
-    n = min(len(r["tr"]) for r in runs)
-    smooth = [[statistics.mean(m[key] for m in r["tr"][max(0, i - window + 1):i + 1]) for i in range(n)] for r in runs]
-    cols = list(zip(*smooth))
-    steps = [m["step"] for m in runs[0]["tr"][:n]]
-    ax.plot(steps, [statistics.mean(c) for c in cols], color=colour)
+    ax.plot(steps, [statistics.mean(c) for c in cols], color=colour, marker="o" if len(steps) < 10 else None,
+            label=label)
     ax.fill_between(steps, [min(c) for c in cols], [max(c) for c in cols], color=colour, alpha=0.15)
 
 
@@ -114,49 +178,65 @@ def figure(groups, names, png, title):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    panels = [("eval_pass1", "held-out pass@1, all"), ("eval_pass1/easy", "held-out pass@1, easy"),
-              ("eval_pass1/hard", "held-out pass@1, hard"), ("all_fail_frac", "all-fail groups (train, 10-step mean)"),
-              ("entropy", "policy entropy (train, 10-step mean)")]
+    first = next(iter(groups[names[0]].values()))
+    esteps = [m["step"] for m in first["evals"]]
+    n = min(len(r["train"]) for name in names for r in groups[name].values())
+    tsteps = [m["step"] for m in first["train"][:n]]
+
+    def smooth(key, w=5):
+        return lambda r, s: statistics.mean(m[key] for m in r["train"][max(0, s - w):s])
+    panels = [("held-out pass@1, hard", lambda r, s: r["curve"][s]["eval_pass1/hard"], esteps),
+              ("held-out pass@1, easy", lambda r, s: r["curve"][s]["eval_pass1/easy"], esteps),
+              ("all-fail groups (train, 5-step mean)", smooth("all_fail_frac"), tsteps),
+              ("mixed groups (train, 5-step mean)", smooth("mixed_group_frac"), tsteps),
+              ("policy entropy (train, 5-step mean)", smooth("entropy"), tsteps)]
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6))
-    palette = plt.get_cmap("tab10")
     for i, name in enumerate(names):
         runs = list(groups[name].values())
-        colour = COLOURS.get(name, palette(i))
-        label = f"{name} ({len(runs)} seeds)"
-        for ax, (key, t) in zip(axes, panels):
-            (band(ax, runs, key, colour, label) if key.startswith("eval") else train_band(ax, runs, key, colour))
+        colour = COLOURS.get(name, plt.get_cmap("tab10")(i))
+        for j, (ax, (t, get, steps)) in enumerate(zip(axes, panels)):
+            band(ax, runs, get, steps, colour, f"{name} ({len(runs)} seeds)" if j == 0 else None)
             ax.set_title(t, fontsize=10)
             ax.set_xlabel("step")
-    axes[0].legend(fontsize=8)
+    blank = [r["end"].get("eval_blank_pass1/hard") for name in names for r in groups[name].values()]
+    if all(v is not None for v in blank):
+        axes[0].axhline(statistics.mean(blank), color="k", ls=":", lw=1, label="blank image (end, mean)")
+    axes[0].legend(fontsize=7)
     fig.suptitle(title + " (line: seed mean; band: min-max over seeds)", fontsize=11)
     fig.tight_layout()
     fig.savefig(png, dpi=110)
     print(f"curves written to {png}")
 
 
-def main():
+def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("root", nargs="?", default="runs/compare")
+    p.add_argument("root", nargs="?", default="results/runs", help="a folder of packed runs (<run>.json)")
+    p.add_argument("--pack", nargs=2, metavar=("RUNS", "OUT"), help="pack run directories first, then summarise OUT")
     p.add_argument("--png", default="", help="also draw the curves here (and <png>_ablations.png)")
-    args = p.parse_args()
+    args = p.parse_args(argv)
+    if args.pack:
+        pack(*args.pack)
+        args.root = args.pack[1]
     groups = groups_of(args.root)
     if not groups:
-        raise SystemExit(f"summarise.py: no runs with metrics in {args.root}")
+        raise SystemExit(f"summarise.py: no packed runs in {args.root}")
     dev = sorted(n for n in groups if n.startswith("dev_"))
     main_runs = [n for n in MAIN if n in groups]
     abl = sorted(n for n in groups if n.startswith("abl_"))
-    for title, names in (("Development seed (settings chosen here)", dev), ("Evaluation seeds", main_runs),
-                         ("Ablations (PTD-PO with one change)", abl)):
-        if names:
+    if dev:
+        print("\nDevelopment seed, development split (settings chosen here; rule in scripts/compare.sh)\n")
+        dev_table(groups, dev)
+    for title, names in (("Evaluation seeds, held-out split", main_runs),
+                         ("Ablations (PTD-PO with one change), held-out split", ["ptdpo"] * bool(abl) + abl)):
+        if names and all(n in groups for n in names):
             print(f"\n{title}\n")
-            table(groups, names)
-    print()
-    verdict(groups)
+            eval_tables(groups, names)
+    if main_runs:
+        verdict(groups)
     if args.png and main_runs:
-        figure(groups, main_runs, args.png, "GRPO vs PTD-PO (fkl; JSD) vs no-hint control on the demo")
+        figure(groups, main_runs, args.png, "GRPO vs PTD-PO vs the controls on the demo")
     if args.png and abl:
-        figure(groups, ["ptdpo"] * ("ptdpo" in groups) + abl, args.png.replace(".png", "_ablations.png"),
-               "PTD-PO ablations")
+        figure(groups, ["ptdpo"] + abl, args.png.replace(".png", "_ablations.png"), "PTD-PO ablations")
 
 
 if __name__ == "__main__":
