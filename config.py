@@ -72,7 +72,7 @@ FLAGS = {
                                      "train.py --no_spoiler_filter)"),
     "--top_p": dict(type=PROB, default=0.99, help="nucleus (0.99 everywhere: one pass@1 definition)"),
     "--kv_cache_gb": dict(type=ranged(float, 0, open_lo=True), default=32.0,
-                          help="KV-cache memory per generate() call; it sets the rows per call (see README)"),
+                          help="KV-cache memory per generate() call; it sets the rows per call (docs/ENGINEERING.md)"),
     "--token_budget": dict(type=POS, default=16384, help="padded tokens per scoring micro-batch"),
     "--dtype": dict(default="auto", choices=["auto", "float32", "bfloat16"],
                     help="compute dtype: auto (bf16 on CUDA, fp32 on CPU)"),

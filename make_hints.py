@@ -103,7 +103,7 @@ def generate_hints(args):
 def main(argv=None):
     p = argparse.ArgumentParser(description="Generate privileged hints with an expert VLM.")
     p.add_argument("--model", required=True, help="expert model: hub id, local directory, or 'toy'")
-    p.add_argument("--data", required=True, help="input JSONL (the shared format, see README)")
+    p.add_argument("--data", required=True, help="input JSONL (the shared format: docs/ENGINEERING.md)")
     p.add_argument("--out", required=True, help="output JSONL; ids already there are skipped")
     p.add_argument("--batch_size", type=POS, default=8, help="prompts per generate() call")
     p.add_argument("--retries", type=NONNEG, default=2, help="new tries for a rejected hint")

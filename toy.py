@@ -600,7 +600,7 @@ def format_diagnostics(res, n):
 # are mixed (GRPO learns there); the tutor, the same weights with the hint, solves the all-fail
 # problems; the student is unsure on its failures, not saturated (the JSD has a gradient to give);
 # and supervision with the answer learns the hard bucket in the main job's budget (the probe).
-# The probe's budget: the main job's (train.DEMO, a test checks): its steps, its hard prompts per
+# The probe's budget: the main job's (config.DEMO, a test checks): its steps, its hard prompts per
 # step (16 prompts, half of them hard) and its lr.
 PROBE = {"steps": 60, "batch": 8, "lr": 5e-4}
 REGIME = {"easy_student": 0.90, "easy_over_blank": 0.10, "all_fail_min": 0.20, "mixed_min": 0.20,

@@ -44,7 +44,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import data  # noqa: E402
 import reward  # noqa: E402
 
-# Column names as the datasets' cards give them (README: "Preparing a dataset" says which cards).
+# Column names as the datasets' cards give them (docs/ENGINEERING.md, "Public datasets", says which cards).
 # question, answer, images, id, category, choices; "a.b" reads field b of struct column a.
 PRESETS = {
     "virl39k": dict(question="problem", answer="answer", images="images", id="qid", category="category",

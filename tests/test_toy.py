@@ -1,5 +1,5 @@
 """toy.py: a deterministic task, clean hints, a frame only where the hint points, and a
-shipped checkpoint whose diagnostics match the README."""
+shipped checkpoint whose diagnostics meet the regime (docs/DEMO.md)."""
 import json
 import os
 import random
