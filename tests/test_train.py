@@ -16,7 +16,7 @@ def test_a_real_model_gets_the_papers_settings_and_the_demo_its_own():
     for k, v in config.DEMO.items():
         assert getattr(demo, k) == v, k
     by_path = config.get_args(["--model", os.path.join(os.path.dirname(config.__file__), "toy", "model")])
-    assert (by_path.lr, by_path.divergence) == (config.DEMO["lr"], "fkl")     # the shipped demo model by its path
+    assert (by_path.lr, by_path.divergence) == (config.DEMO["lr"], config.DEMO["divergence"])   # by its path
     assert real.divergence == "jsd"
     given = config.get_args(["--model", "some/model", "--lr", "3e-6", "--ptd_coef", "0.5", "--steps", "7"])
     assert (given.lr, given.ptd_coef, given.steps, given.max_new_tokens) == (3e-6, 0.5, 7, 4096)
