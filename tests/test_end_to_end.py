@@ -92,12 +92,14 @@ def test_grpo_learns_where_its_groups_are_mixed(tmp_path):
 
 
 def test_only_the_hinted_tutor_teaches_problems_every_rollout_fails(tmp_path):
-    """The mechanism on 8 hard problems the student never solves: sampled at T = 0.5 its ~8% on
-    the right colour becomes <1%, so every group all fails. GRPO has no signal and stays near 0,
-    the tutor without the hint (the control) anchors the student to its own wrong answer, and
-    PTD-PO with the hinted tutor lifts pass@1 by at least 15 points."""
+    """The mechanism on 8 hard problems the student never solves: sampled with top_p 0.5, only its
+    most likely answer (the framed shape's colour, ~85%) is ever drawn, so every group all fails,
+    while its full distribution (what the divergence reads) still puts ~8% on the right colour.
+    GRPO has no signal and stays at 0, the tutor without the hint (the control) anchors the
+    student to its own wrong answer, and PTD-PO with the hinted tutor lifts pass@1 by at least
+    15 points."""
     hard = held_out_copy(tmp_path / "hard.jsonl", 8, category="hard")
-    cold = ("--temperature", "0.5")
+    cold = ("--top_p", "0.5")
     grpo = train_and_eval(tmp_path, hard, "grpo", "--algo", "grpo", *cold)
     control = train_and_eval(tmp_path, hard, "control", "--algo", "ptdpo", "--tutor_context", "none", *cold)
     ptdpo = train_and_eval(tmp_path, hard, "ptdpo", "--algo", "ptdpo", *cold)
