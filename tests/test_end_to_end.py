@@ -95,14 +95,14 @@ def test_only_the_hinted_tutor_teaches_problems_every_rollout_fails(tmp_path):
     """The mechanism on 8 hard problems the student never solves: sampled with top_p 0.5, only its
     most likely answer (the framed shape's colour, ~85%) is ever drawn, so every group all fails,
     while its full distribution (what the divergence reads) still puts ~8% on the right colour.
-    GRPO has no signal and stays at 0, the tutor without the hint (the control) anchors the
-    student to its own wrong answer, and PTD-PO with the hinted tutor lifts pass@1 by at least
-    15 points."""
+    GRPO has no signal and stays at 0; the tutor without the hint (the control) anchors the
+    student to the frozen model, whose most likely answer is wrong (at most one problem in eight
+    tips over); PTD-PO with the hinted tutor lifts pass@1 at least 25 points above both."""
     hard = held_out_copy(tmp_path / "hard.jsonl", 8, category="hard")
     cold = ("--top_p", "0.5")
     grpo = train_and_eval(tmp_path, hard, "grpo", "--algo", "grpo", *cold)
     control = train_and_eval(tmp_path, hard, "control", "--algo", "ptdpo", "--tutor_context", "none", *cold)
     ptdpo = train_and_eval(tmp_path, hard, "ptdpo", "--algo", "ptdpo", *cold)
     assert grpo[0] == control[0] == ptdpo[0] <= 0.02, (grpo, control, ptdpo)
-    assert grpo[-1] <= 0.05 and control[-1] <= 0.05, (grpo, control)
-    assert ptdpo[-1] >= ptdpo[0] + 0.15, ptdpo
+    assert grpo[-1] == 0.0 and control[-1] <= 0.125, (grpo, control)
+    assert ptdpo[-1] >= max(grpo[-1], control[-1]) + 0.25, (grpo, control, ptdpo)
