@@ -8,14 +8,14 @@ recorded as `category`:
           "What colour is the shape in the shaded cell?"        -> the shaded shape's colour
     hard: "What colour is the shape on the tinted background?"  -> the shaded shape's colour
     response: "<think>I read the shape on the tinted background.</think><answer>red</answer>"
-The student reads both marks (easy: ~97%). The hard question is a pivot it gets wrong: the warm
+The student reads both marks (easy: ~99%). The hard question is a pivot it gets wrong: the warm
 start bound "tinted background" to the frame, with some label noise (a planted misconception,
 standing in for a model's wrong habit), so the student answers the framed shape's colour most of
-the time and the right one now and then (~10%). Many hard groups of rollouts then all fail (no
+the time and the right one now and then (~8%). Many hard groups of rollouts then all fail (no
 GRPO signal), others are mixed (GRPO learns there), and the student is unsure rather than
 saturated, so the paper's JSD has a gradient to give. The hint frames the shaded shape in black on
 the tutor's copy and names the framed one as the distractor; with it the same frozen model answers
-the hard problems (~98%). The skill to learn is a short step, a routine the student already runs
+the hard problems (~99%). The skill to learn is a short step, a routine the student already runs
 reached through words it misreads, and the diagnostics prove it learnable in the main job's
 budget by supervision before any RL is spent (probe below).
 
