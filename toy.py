@@ -669,6 +669,19 @@ def run_diagnostics(args, model, processor, model_dir, train_path, eval_path):
     return res
 
 
+def write_diagnostics(res, args, argv, model_dir, train_seconds, seconds):
+    """<model_dir>/diagnostics.json: the numbers, whether the regime is met, and how it was built."""
+    failures = regime_failures(res)
+    argv_shown = sys.argv[1:] if argv is None else list(argv)
+    with open(os.path.join(model_dir, "diagnostics.json"), "w") as f:
+        json.dump({**res, "regime": not failures, "failures": failures,
+                   "command": " ".join(["python", "toy.py", *argv_shown]),
+                   "args": {k: v for k, v in vars(args).items() if k not in ("out_dir", "threads")},
+                   "torch": torch.__version__, "threads": torch.get_num_threads(),
+                   "build_seconds": round(train_seconds, 1), "seconds": round(seconds, 1),
+                   "built": time.strftime("%Y-%m-%d %H:%M:%S %Z")}, f, indent=1)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description="Build the embedded demo: task data, tiny model, warm start.")
     p.add_argument("--out_dir", default=DEFAULT_DIR, help="writes <out_dir>/data and <out_dir>/model")
@@ -719,15 +732,7 @@ def main(argv=None):
                                       hard_truth=args.hard_truth)
         train_seconds = time.time() - t0
         res = run_diagnostics(args, model, processor, model_dir, train_path, eval_path)
-        failures = regime_failures(res)
-        argv_shown = sys.argv[1:] if argv is None else list(argv)
-        with open(os.path.join(model_dir, "diagnostics.json"), "w") as f:
-            json.dump({**res, "regime": not failures, "failures": failures,
-                       "command": " ".join(["python", "toy.py", *argv_shown]),
-                       "args": {k: v for k, v in vars(args).items() if k not in ("out_dir", "threads")},
-                       "torch": torch.__version__, "threads": torch.get_num_threads(),
-                       "build_seconds": round(train_seconds, 1), "seconds": round(time.time() - t0, 1),
-                       "built": time.strftime("%Y-%m-%d %H:%M:%S %Z")}, f, indent=1)
+        write_diagnostics(res, args, argv, model_dir, train_seconds, time.time() - t0)
         if not args.no_check:
             check_regime(res)
     print(f"done in {time.time() - t0:.1f}s")
