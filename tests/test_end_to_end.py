@@ -4,6 +4,7 @@ import os
 
 import pytest
 
+import config
 import toy
 from test_distributed import run
 
@@ -20,12 +21,14 @@ def test_demo_train_then_eval(tmp_path):
     steps = [m for m in lines if "reward" in m]
     assert [m["step"] for m in steps] == [1, 2]
     for m in steps:
-        for k in ("reward", "entropy", "kl", "fkl", "distilled_frac", "clip_frac_low", "t_rollout", "tok_per_s",
-                  "all_fail_frac", "all_pass_frac"):
+        for k in ("reward", "entropy", "kl", config.DEMO["divergence"], "distilled_frac", "clip_frac_low", "t_rollout",
+                  "tok_per_s", "all_fail_frac", "all_pass_frac"):
             assert k in m
         assert "groups fail/pass" in log
-    first = lines[0]                                         # step 0: per bucket
-    assert first["step"] == 0 and {"eval_pass1/easy", "eval_pass1/hard"} <= set(first)
+    first, last = lines[0], lines[-1]                        # step 0 and the end: per bucket, the chance line
+    for m in (first, last):
+        assert {"eval_pass1/easy", "eval_pass1/hard", "eval_blank_pass1/hard", "eval_answers/hard/absent"} <= set(m)
+    assert first["step"] == 0 and last["final"] and "blank image (before / after)" in log
     assert os.path.exists(os.path.join(out, "final", "model.safetensors"))
     # the summary's eval command runs as printed
     printed = next(x for x in log.splitlines() if "python eval.py" in x)
