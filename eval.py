@@ -17,7 +17,6 @@ import json
 import math
 import os
 import sys
-from collections import defaultdict
 
 import torch
 
@@ -125,11 +124,9 @@ def summarise(examples, correct, length, entropy, args):
     for k in args.k:
         if k <= n:
             res[f"pass@{k}"] = sum(pass_at_k(n, int(c), k) for c in correct.tolist()) / len(examples)
-    cats = defaultdict(list)
-    for ex, c in zip(examples, correct.tolist()):
-        cats[str(ex["record"].get("category", "all"))].append(c / n)
+    cats = report.by_category((correct / n).tolist(), examples)
     if len(cats) > 1:
-        res["by_category"] = {k: sum(v) / len(v) for k, v in sorted(cats.items())}
+        res["by_category"] = cats
     return res
 
 

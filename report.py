@@ -129,6 +129,16 @@ def evaluate(model, processor, examples, args, rank, world, seed=2 ** 61 + 1234,
     return out
 
 
+def by_category(values, examples):
+    """{category: mean of values over its examples}, sorted; examples without one count as "all".
+    The one per-category mean of eval.py and the demo's diagnostics (train.py's held-out evaluation
+    sums across ranks first, above)."""
+    cats = {}
+    for v, ex in zip(values, examples):
+        cats.setdefault(ex.get("category") or "all", []).append(float(v))
+    return {c: sum(v) / len(v) for c, v in sorted(cats.items())}
+
+
 ANSWER_CLASSES = ("target", "other", "absent", "none")
 
 

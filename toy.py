@@ -491,9 +491,8 @@ def diagnose(model, processor, examples, samples=1, temperature=1.0, max_new_tok
         out = report.pass_counts(model, processor, prompts, examples, samples, max_new_tokens, temperature, seed=seed)
         hits = out["correct"] / samples
         res[name] = hits.mean().item()
-        for b in buckets:
-            sel = torch.tensor([(ex.get("category") or "all") == b for ex in examples])
-            res["by_bucket"][b][name] = hits[sel].mean().item()
+        for b, v in report.by_category(hits.tolist(), examples).items():
+            res["by_bucket"][b][name] = v
         if name == "student":
             for b in buckets:
                 res["by_bucket"][b]["answers"] = answer_shares(

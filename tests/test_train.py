@@ -93,3 +93,8 @@ def test_the_blank_evaluation_shows_the_same_prompts_on_white_pictures(tiny, exa
     assert torch.equal(p_plain["input_ids"], p_blank["input_ids"])
     text = report.eval_text({**plain, **blank}, 2)
     assert "blank image pass@1 0.500" in text and "answers target/other/absent/none" in text
+
+
+def test_by_category_means_each_category_and_counts_the_rest_as_all():
+    exs = [{"category": "a"}, {"category": "a"}, {"category": "b"}, {"category": None}]
+    assert report.by_category([1, 0, 1, 0.5], exs) == {"a": 0.5, "all": 0.5, "b": 1.0}
