@@ -201,10 +201,11 @@ def bench_rollout(a):
     import data
     import rollout
     import sampler
+    import tiny_model
     import toy
     torch.set_num_threads(a.threads)
     model_dir, train_path, _ = toy.ensure()
-    wide = toy.widen(model_dir, tempfile.mkdtemp())
+    wide = tiny_model.widen(model_dir, tempfile.mkdtemp())
     model, processor = rollout.load_model(wide, "float32", "cpu")
     exs = data.load_jsonl(train_path, report=lambda *x: None)[:a.rows]
     prompts = [rollout.encode(processor, ex["question"], rollout.open_images(ex)) for ex in exs]

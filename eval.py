@@ -107,8 +107,9 @@ def evaluate(model, processor, examples, args, rank=0, world=1, fast=None):
         p = tutor.tutor_prompt(processor, ex, fmt) if args.with_hints else None
         prompts.append(p or rollout.encode(processor, ex["question"], rollout.open_images(ex)))
     res = report.pass_counts(model, processor, prompts, [examples[i] for i in mine], args.n_samples,
-                           args.max_new_tokens, args.temperature, args.top_p, args.kv_cache_gb, args.token_budget,
-                           seed=args.seed, prompt_ids=mine, entropy=True, fast=fast)
+                             args.max_new_tokens, args.temperature, seed=args.seed, entropy=True,
+                             token_budget=args.token_budget, top_p=args.top_p, kv_cache_gb=args.kv_cache_gb,
+                             prompt_ids=mine, fast=fast)
     correct, length, entropy = (torch.zeros(len(examples), dtype=torch.float64) for _ in range(3))
     for j, i in enumerate(mine):
         correct[i], length[i], entropy[i] = res["correct"][j], res["length"][j], res["entropy"][j]

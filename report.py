@@ -59,14 +59,14 @@ def step_metrics(step, rewards, well_formed, truncated, mask, entropy, ptd_group
 
 
 @torch.no_grad()
-def pass_counts(model, processor, prompts, examples, n_samples, max_new_tokens, temperature=1.0, top_p=1.0,
-                kv_cache_gb=32.0, token_budget=16384, seed=0, prompt_ids=None, entropy=False, fast=None,
-                progress=None):
+def pass_counts(model, processor, prompts, examples, n_samples, max_new_tokens, temperature=1.0, seed=0,
+                entropy=False, token_budget=16384, **sample_kw):
     """pass counts of n_samples responses per prompt (prompts[i] asks examples[i]).
     Returns dict of (B,) tensors: correct (0..n_samples), length (tokens, summed over samples),
-    and entropy (summed over tokens) when asked; plus the texts. fast, progress: as for rollout.sample()."""
-    ids, mask = rollout.sample(model, processor, prompts, n_samples, max_new_tokens, temperature, top_p,
-                               kv_cache_gb, seed=seed, prompt_ids=prompt_ids, progress=progress, fast=fast)
+    and entropy (summed over tokens) when asked; plus the texts. sample_kw: top_p, kv_cache_gb,
+    prompt_ids, progress, fast, as for rollout.sample()."""
+    ids, mask = rollout.sample(model, processor, prompts, n_samples, max_new_tokens, temperature, seed=seed,
+                               **sample_kw)
     texts = rollout.decode(processor, ids, mask)
     hits = torch.tensor([reward.reward(t, examples[i // n_samples]) for i, t in enumerate(texts)], dtype=torch.float)
     B, R = len(prompts), mask.shape[1]
@@ -81,6 +81,12 @@ def pass_counts(model, processor, prompts, examples, n_samples, max_new_tokens, 
     return out
 
 
+def blank_images(images):
+    """White pictures of the same sizes: what a model that does not read the picture sees."""
+    from PIL import Image
+    return [Image.new("RGB", im.size, (255, 255, 255)) for im in images]
+
+
 def evaluate(model, processor, examples, args, rank, world, seed=2 ** 61 + 1234, fast=None, blank=False):
     """Held-out pass@1 (the mean over n = --eval_samples samples), pass@n (any of the n right) and
     mean response length, no hints, split across ranks; the same per `category` when the data
@@ -88,17 +94,16 @@ def evaluate(model, processor, examples, args, rank, world, seed=2 ** 61 + 1234,
     answers name where the records list the picture's objects (answer_class). blank=True scores
     the same prompts on white images of the same sizes instead (eval_blank_pass1...): the chance
     line of a model that does not read the picture."""
-    from PIL import Image
     idx = list(range(rank, len(examples), world))
     mine = [examples[i] for i in idx]
     images = [rollout.open_images(ex) for ex in mine]
     if blank:
-        images = [[Image.new("RGB", im.size, (255, 255, 255)) for im in ims] for ims in images]
+        images = [blank_images(ims) for ims in images]
     prompts = [rollout.encode(processor, ex["question"], ims) for ex, ims in zip(mine, images)]
     n = args.eval_samples
     with waiting(len(prompts) * n, "held-out evaluation" + (" (blank images)" if blank else ""), rank) as bar:
-        res = pass_counts(model, processor, prompts, mine, n, args.max_new_tokens, args.temperature,
-                          args.top_p, args.kv_cache_gb, seed=seed, prompt_ids=idx, progress=bar, fast=fast)
+        res = pass_counts(model, processor, prompts, mine, n, args.max_new_tokens, args.temperature, seed=seed,
+                          top_p=args.top_p, kv_cache_gb=args.kv_cache_gb, prompt_ids=idx, progress=bar, fast=fast)
     cats = sorted({ex["category"] for ex in examples if ex.get("category")})   # the same on every rank
     groups = [""] + cats
     scene = any("scene" in ex["record"] for ex in examples)                    # the same on every rank

@@ -437,5 +437,23 @@ def score(model, prompts, response_ids, response_mask, support=None, union_with=
                                          entropy=entropy))
     return {k: (None if parts[0][k] is None else torch.cat([p[k] for p in parts])) for k in parts[0]}
 
+
+def score_rows(model, prompts, response_ids, response_mask, rows, union_with=None, **kw):
+    """score() on the rows where rows (N,) is True, placed in full-size zero tensors (N, R[, M]);
+    None where score() gives None (nothing of that kind asked, or no row wanted here). prompts,
+    union_with: per row (N). Every rank calls it, even with no row wanted here: the scoring takes
+    part in FSDP's gathering collectives, and a rank that skipped it would hang the others."""
+    sel = rows.nonzero().squeeze(-1)
+    part = score(model, [prompts[i] for i in sel.tolist()], response_ids[sel], response_mask[sel],
+                 union_with=None if union_with is None else union_with[sel], **kw)
+    out = {}
+    for k, v in part.items():
+        if v is not None:
+            out[k] = torch.zeros((len(rows), *v.shape[1:]), dtype=v.dtype)
+            out[k][sel] = v.cpu()
+        else:
+            out[k] = None
+    return out
+
 # -----------------------------------------------------------------------------
 # moved

@@ -19,10 +19,8 @@ the hard problems (~99%). The skill to learn is a short step, a routine the stud
 reached through words it misreads, and the diagnostics prove it learnable in the main job's
 budget by supervision before any RL is spent (probe below).
 
-The model: a real Qwen3-VL (or Qwen2.5-VL) architecture from a hand-written config, ~1M
-parameters, a byte-level BPE tokenizer trained here with the Qwen special tokens and chat
-template, and an image-only processor (no torchvision needed). Saved with save_pretrained, so
-rollout.load_model reads it exactly as it reads a real checkpoint.
+The model: tiny_model.py's ~1M-parameter Qwen3-VL (or Qwen2.5-VL), its tokenizer trained on
+the text this task can say, then warm-started here on the task's problems.
 
     python toy.py --threads 1     # data + tiny model + warm start -> toy/ (deterministic)
     python toy.py --steps 0       # random weights only (what the model-side tests use)
@@ -32,10 +30,7 @@ tutor and blank image; the step-0 shares of all-fail and mixed groups on trainin
 tutor's score on the all-fail ones and the student's probability of the tutor's answer on its
 failures; the learnability probe) and exits non-zero when the model misses the regime (REGIME).
 The warm start draws its own problems (toy/data/warm.jsonl), so the training split is unseen.
-Left out on purpose: cells named in words ("the top left cell": in 2,000 warm-start steps this
-model never learnt to find a cell from its name), "the shape outside the frame" (a new perception
-routine: supervision needs thousands of labelled problems at a high lr to teach it, far beyond a
-demo run), digits and counting; video.
+The tasks tried before this one, and why they were left: docs/DEMO.md.
 """
 import argparse
 import json
@@ -55,6 +50,7 @@ import hints
 import report
 import reward
 import rollout
+import tiny_model
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_DIR = os.path.join(HERE, "toy")
@@ -205,20 +201,7 @@ def data_is_current(data_dir):
 
 
 # -----------------------------------------------------------------------------
-# the tiny model
-
-SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
-           "<|image_pad|>", "<|video_pad|>"]
-
-CHAT_TEMPLATE = (
-    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' }}"
-    "{% if message['content'] is string %}{{ message['content'] }}"
-    "{% else %}{% for part in message['content'] %}"
-    "{% if part['type'] == 'image' %}{{ '<|vision_start|><|image_pad|><|vision_end|>' }}"
-    "{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}"
-    "{% endfor %}{% endif %}{{ '<|im_end|>\n' }}{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
-
+# the tiny model: tiny_model.py, its tokenizer trained on what the task can say
 
 def tokenizer_corpus(rng):
     """Text the tokenizer is trained on: everything the demo's prompts and responses can say."""
@@ -231,97 +214,10 @@ def tokenizer_corpus(rng):
     return lines
 
 
-def build_tokenizer(vocab_size=1024, seed=0):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    tok.train_from_iterator(tokenizer_corpus(random.Random(seed)), trainer)
-    t = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
-                                extra_special_tokens={"image_token": "<|image_pad|>", "video_token": "<|video_pad|>",
-                                                      "vision_bos_token": "<|vision_start|>",
-                                                      "vision_eos_token": "<|vision_end|>"})
-    t.chat_template = CHAT_TEMPLATE
-    return t
-
-
-def build_config(tok, family="qwen3"):
-    ids = {t: tok.convert_tokens_to_ids(t) for t in SPECIAL}
-    common = dict(image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
-                  vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
-                  tie_word_embeddings=True)
-    text = dict(vocab_size=len(tok), hidden_size=128, intermediate_size=384, num_hidden_layers=4,
-                num_attention_heads=4, num_key_value_heads=2, head_dim=32, max_position_embeddings=2048,
-                bos_token_id=ids["<|im_start|>"], eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"],
-                rms_norm_eps=1e-6, tie_word_embeddings=True)
-    if family == "qwen3":
-        from transformers import Qwen3VLConfig
-        text["rope_parameters"] = {"rope_type": "default", "rope_theta": 10000.0,
-                                   "mrope_section": [6, 5, 5], "mrope_interleaved": True}
-        vision = dict(depth=2, hidden_size=64, intermediate_size=128, num_heads=4, out_hidden_size=128,
-                      patch_size=16, spatial_merge_size=2, temporal_patch_size=2, num_position_embeddings=64,
-                      deepstack_visual_indexes=[1])
-        return Qwen3VLConfig(text_config=text, vision_config=vision, **common)
-    if family == "qwen2.5":
-        from transformers import Qwen2_5_VLConfig
-        text["rope_parameters"] = {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [6, 5, 5]}
-        vision = dict(depth=2, hidden_size=64, intermediate_size=128, num_heads=4, out_hidden_size=128,
-                      patch_size=14, spatial_merge_size=2, temporal_patch_size=2, window_size=56,
-                      fullatt_block_indexes=[1])
-        return Qwen2_5_VLConfig(text_config=text, vision_config=vision, **common)
-    raise ValueError(f"family must be qwen3 or qwen2.5, got {family!r}")
-
-
-def build_processor(tok, family="qwen3"):
-    from transformers import Qwen2_5_VLProcessor, Qwen2VLImageProcessorPil, Qwen3VLProcessor
-    patch = 16 if family == "qwen3" else 14
-    # small images stay small: 64..256 merged tokens' worth of pixels
-    side = patch * 2
-    ip = Qwen2VLImageProcessorPil(patch_size=patch, merge_size=2, temporal_patch_size=2,
-                                  size={"shortest_edge": 4 * side * side, "longest_edge": 64 * side * side},
-                                  image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5])
-    cls = Qwen3VLProcessor if family == "qwen3" else Qwen2_5_VLProcessor
-    return rollout.image_only_processor(cls, ip, tok, CHAT_TEMPLATE)
-
-
 def build_model(out_dir, family="qwen3", seed=0):
-    """A random-weight tiny model, tokenizer and processor, saved to out_dir."""
-    from transformers import AutoModelForImageTextToText
-    torch.manual_seed(seed)
-    tok = build_tokenizer(seed=seed)
-    config = build_config(tok, family)
-    model = AutoModelForImageTextToText.from_config(config, dtype=torch.float32)
-    os.makedirs(out_dir, exist_ok=True)
-    model.save_pretrained(out_dir)
-    rollout.save_processor(build_processor(tok, family), out_dir)
-    return out_dir
-
-
-REAL_VOCAB = 151_936   # rows of a real Qwen2.5-VL / Qwen3-VL lm-head
-THINKING_TEMPLATE = CHAT_TEMPLATE.replace("'<|im_start|>assistant\n'", "'<|im_start|>assistant\n<think>\n'")
-
-
-def widen(model_dir, out_dir, vocab_size=REAL_VOCAB, thinking=False, seed=0):
-    """A copy of a tiny model with a real-size vocabulary (and a Thinking chat template): the
-    costs and tails of a 152k-token softmax without any download. The trained rows are kept;
-    the new ones get small random embeddings (half the trained rows' std), so the model puts a
-    few percent of its mass on them, as a real model spreads mass over rare tokens."""
-    model, processor = rollout.load_model(model_dir, dtype="float32", device="cpu")
-    old = model.get_input_embeddings().weight.data
-    g = torch.Generator().manual_seed(seed)
-    new = torch.randn(vocab_size - old.shape[0], old.shape[1], generator=g) * old.std() * 0.5
-    model.resize_token_embeddings(vocab_size, mean_resizing=False)
-    model.get_input_embeddings().weight.data[:] = torch.cat([old, new])
-    model.tie_weights()
-    os.makedirs(out_dir, exist_ok=True)
-    model.save_pretrained(out_dir)
-    if thinking:
-        processor.tokenizer.chat_template = processor.chat_template = THINKING_TEMPLATE
-    rollout.save_processor(processor, out_dir)
-    return out_dir
+    """The demo's random-weight tiny model (tiny_model.build_model), its tokenizer trained on the
+    task's text."""
+    return tiny_model.build_model(out_dir, tokenizer_corpus(random.Random(seed)), family, seed)
 
 
 # -----------------------------------------------------------------------------
@@ -456,38 +352,29 @@ def probe(model_dir, train_examples, eval_examples, steps, batch_size, lr, warmu
     return curve
 
 
-def blank_like(ex, out_dir):
-    """The example with a plain white image of the same size (the 'is it reading?' control)."""
-    path = os.path.join(out_dir, "blank_%dx%d.png" % tuple(ex["image_size"]))
-    if not os.path.exists(path):
-        Image.new("RGB", tuple(ex["image_size"]), (255, 255, 255)).save(path)
-    return {**ex, "images": [path]}
-
-
-def prompts_of(processor, examples, variant, fmt, tmp_dir):
+def prompts_of(processor, examples, variant, fmt):
     """Encoded prompts of one diagnostic variant: student (no hint), tutor (hint + frame), or
-    blank (the student's prompt on a white image)."""
+    blank (the student's prompt on white images of the same sizes, report.blank_images)."""
     import tutor
     if variant == "tutor":
         return [tutor.tutor_prompt(processor, ex, fmt) for ex in examples]
+    images = [rollout.open_images(ex) for ex in examples]
     if variant == "blank":
-        examples = [blank_like(ex, tmp_dir) for ex in examples]
-    return [rollout.encode(processor, ex["question"], rollout.open_images(ex)) for ex in examples]
+        images = [report.blank_images(ims) for ims in images]
+    return [rollout.encode(processor, ex["question"], ims) for ex, ims in zip(examples, images)]
 
 
 @torch.no_grad()
-def diagnose(model, processor, examples, samples=1, temperature=1.0, max_new_tokens=32, seed=0, tmp_dir=None):
+def diagnose(model, processor, examples, samples=1, temperature=1.0, max_new_tokens=32, seed=0):
     """Held-out pass@1 of the student (no hint), the tutor (hint + frame), the student on a blank
     image, and the majority-answer baseline: overall and per bucket (`category`); and what the
     student's answers name per bucket (answer_class)."""
-    import tempfile
     from collections import Counter
     fmt = rollout.box_format(model)
-    tmp_dir = tmp_dir or tempfile.mkdtemp()
     buckets = sorted({ex.get("category") or "all" for ex in examples})
     res = {"by_bucket": {b: {} for b in buckets}}
     for name in ("student", "tutor", "blank"):
-        prompts = prompts_of(processor, examples, name, fmt, tmp_dir)
+        prompts = prompts_of(processor, examples, name, fmt)
         out = report.pass_counts(model, processor, prompts, examples, samples, max_new_tokens, temperature, seed=seed)
         hits = out["correct"] / samples
         res[name] = hits.mean().item()
@@ -529,7 +416,7 @@ def group_regime(model, processor, examples, group_size=8, temperature=1.0, max_
     from the paper's divergence."""
     import tutor
     fmt = rollout.box_format(model)
-    plain = prompts_of(processor, examples, "student", fmt, None)
+    plain = prompts_of(processor, examples, "student", fmt)
     ids, mask = rollout.sample(model, processor, plain, group_size, max_new_tokens, temperature, seed=seed)
     texts = rollout.decode(processor, ids, mask)
     ok = torch.tensor([reward.reward(t, examples[i // group_size]) for i, t in enumerate(texts)])
@@ -540,7 +427,7 @@ def group_regime(model, processor, examples, group_size=8, temperature=1.0, max_
     res["mixed"] = 1.0 - res["all_fail"] - res["all_pass"]
     res["tutor_on_all_fail"] = float("nan")
     if fail:
-        hinted = prompts_of(processor, fail, "tutor", fmt, None)
+        hinted = prompts_of(processor, fail, "tutor", fmt)
         out = report.pass_counts(model, processor, hinted, fail, group_size, max_new_tokens, temperature, seed=seed + 1)
         res["tutor_on_all_fail"] = out["correct"].sum().item() / (group_size * len(fail))
     # the student's probability of the tutor's answer, failed hard rollouts

@@ -59,22 +59,21 @@ def train_step(step, policy, ref, processor, opt, examples, args, rank, world, f
     t1 = time.time()
     # 5. old-policy log-probs, entropy and the student's top-K ids (no grad)
     topk = args.topk if args.topk > 0 else policy.get_output_embeddings().weight.shape[0]
+    score_kw = dict(temperature=args.temperature, token_budget=args.token_budget, chunk_size=args.chunk_size)
     old_scores = rollout.score(policy, row_prompts, ids, mask, topk=topk if distil.any() else 0, entropy=True,
-                               temperature=args.temperature, token_budget=args.token_budget,
-                               chunk_size=args.chunk_size)
+                               **score_kw)
     t2 = time.time()
     # 6. reference log-probs for the k3 KL, rows outside PTD groups (no grad)
     ref_scores = None
     if args.kl_coef > 0:
-        ref_scores = {"logp": reference_logp(ref, row_prompts, ids, mask, ~ptd_group, args), "wanted": ~ptd_group}
+        ref_logp = rollout.score_rows(ref, row_prompts, ids, mask, ~ptd_group, **score_kw)["logp"]
+        ref_scores = {"logp": ref_logp.float(), "wanted": ~ptd_group}
     # 7. the tutor: the same frozen model with the hint in context, on the distilled rows (no grad)
     tutor_scores = None
     if args.algo == "ptdpo":
         tutor_scores = tutor.teach(ref, processor, exs, rows=row_example, response_ids=ids, response_mask=mask,
                                    distil=distil, student_topk=old_scores["topk_ids"], topk=topk,
-                                   context=args.tutor_context, temperature=args.temperature,
-                                   token_budget=args.token_budget, chunk_size=args.chunk_size,
-                                   hint_style=args.hint_style)
+                                   context=args.tutor_context, hint_style=args.hint_style, **score_kw)
     t3 = time.time()
     # 8. the update: clipped surrogate + kl_coef * k3 KL + ptd_coef * divergence, per mini-batch
     policy.train()
@@ -103,17 +102,6 @@ def rewards_of(processor, ids, mask, exs, row_example):
     opened = "<think>\n" if rollout.opens_think(processor) else ""   # Thinking templates open it
     well_formed = torch.tensor([reward.format_reward(opened + t) for t in texts])
     return correct, well_formed, truncated
-
-
-def reference_logp(ref, row_prompts, ids, mask, wanted, args):
-    """The frozen reference's log-probs on the rows where `wanted` (N,) is True (zeros elsewhere),
-    for the k3 KL."""
-    out = torch.zeros(ids.shape)
-    sel = wanted.nonzero().squeeze(-1)   # may be empty here and not on another rank: score anyway
-    out[sel] = rollout.score(ref, [row_prompts[i] for i in sel.tolist()], ids[sel], mask[sel],
-                             temperature=args.temperature, token_budget=args.token_budget,
-                             chunk_size=args.chunk_size)["logp"].float().cpu()
-    return out
 
 
 def update(policy, opt, batch, args, world):
@@ -160,8 +148,7 @@ def update(policy, opt, batch, args, world):
 
 
 def microbatch_loss(policy, batch, micro, n_tok, n_div, args):
-    """The loss of one micro-batch (`micro`: its row indices), already divided by the global
-    normalisers, and its parts."""
+    """The loss of one micro-batch (`micro`: its rows), divided by the global normalisers; its parts."""
     dev = next(policy.parameters()).device
     ref_scores, tutor_scores, distil = batch["ref"], batch["tutor"], batch["distil"]
     m = batch["mask"][micro].to(dev)
@@ -270,9 +257,8 @@ def main(argv=None):
             out.update(report.evaluate(policy, processor, eval_ex, args, rank, world, fast=fast, blank=True))
         return out
     policy.eval()
-    first = None
-    if eval_ex and start == 0:
-        first = held_out(chance=True)
+    first = held_out(chance=True) if eval_ex and start == 0 else None
+    if first:
         emit({"step": 0, **first})
         print0(f"step    0 | {report.eval_text(first, args.eval_samples)} (no hints, {len(eval_ex)} problems)")
     t_start, bad, collapsed = time.time(), 0, 0

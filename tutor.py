@@ -77,44 +77,43 @@ def can_teach(ex, context="hint"):
 
 @torch.no_grad()
 def teach(ref_model, processor, examples, rows, response_ids, response_mask, distil, student_topk, topk=100,
-          context="hint", temperature=1.0, token_budget=16384, chunk_size=256, hint_style="structured"):
+          context="hint", hint_style="structured", **score_kw):
     """The tutor's side of Top-K JSD for the distilled rollouts.
 
     examples: the step's examples; rows: (N,) index of each rollout's example; response_ids,
     response_mask: (N, R); distil: (N,) bool, the rows to teach (each must can_teach);
     student_topk: (N, R, K) ids from the old-policy pass (None when nothing is distilled).
     hint_style: "structured" (regions with boxes, then numbered steps) or "text" (the same hint as
-    prose, hints.render_hint_text: the unstructured-hint ablation).
+    prose, hints.render_hint_text: the unstructured-hint ablation). score_kw: temperature,
+    token_budget, chunk_size, as for rollout.score.
     Returns dict of full-size buffers, zeros / False on rows not distilled and on padding:
     support_ids, support_mask, tutor_logp (N, R, K + topk).
     """
     N, R = response_ids.shape
     M = (student_topk.shape[-1] if student_topk is not None else topk) + topk
-    out = {"support_ids": torch.zeros((N, R, M), dtype=torch.long),
-           "support_mask": torch.zeros((N, R, M), dtype=torch.bool),
-           "tutor_logp": torch.zeros((N, R, M), dtype=torch.float32)}
-    idx = distil.nonzero().squeeze(-1)   # may be empty here and not on another rank: score anyway
     if student_topk is None:
         student_topk = torch.zeros((N, R, M - topk), dtype=torch.long)
     fmt = rollout.box_format(ref_model)
-    cache = {}
-    for i in rows[idx].tolist():
+    prompts, cache = [None] * N, {}
+    for r in distil.nonzero().squeeze(-1).tolist():
+        i = rows[r].item()
         if i not in cache:
             cache[i] = tutor_prompt(processor, examples[i], fmt, context, hint_style)
             if cache[i] is None:
                 raise ValueError(f"tutor.teach: example {examples[i].get('id')} has no hint; gate on can_teach")
-    prompts = [cache[i] for i in rows[idx].tolist()]
-    scored = rollout.score(ref_model, prompts, response_ids[idx], response_mask[idx],
-                           union_with=student_topk[idx].cpu(), topk=topk, temperature=temperature,
-                           token_budget=token_budget, chunk_size=chunk_size)
-    if len(idx) == 0:
-        return out
-    out["support_ids"][idx] = scored["support_ids"].cpu()
-    out["support_mask"][idx] = scored["support_mask"].cpu() & response_mask[idx].unsqueeze(-1)
-    out["tutor_logp"][idx] = scored["support_logp"].float().cpu()
+        prompts[r] = cache[i]
+    scored = rollout.score_rows(ref_model, prompts, response_ids, response_mask, distil,
+                                union_with=student_topk.cpu(), topk=topk, **score_kw)
+    if scored["support_ids"] is None:   # nothing distilled on this rank
+        return {"support_ids": torch.zeros((N, R, M), dtype=torch.long),
+                "support_mask": torch.zeros((N, R, M), dtype=torch.bool),
+                "tutor_logp": torch.zeros((N, R, M), dtype=torch.float32)}
+    out = {"support_ids": scored["support_ids"], "support_mask": scored["support_mask"] & response_mask.unsqueeze(-1),
+           "tutor_logp": scored["support_logp"].float()}
     if context == "unanswer":
+        idx = distil.nonzero().squeeze(-1)
         out["tutor_logp"][idx] = unanswer(out["tutor_logp"][idx], out["support_ids"][idx], response_ids[idx],
-                                          scored["logp"].float().cpu())
+                                          scored["logp"][idx].float())
     return out
 
 

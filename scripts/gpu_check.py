@@ -18,6 +18,7 @@ plus the filled part of every row's KV cache) over the copy bandwidth measured o
 import argparse
 import json
 import os
+import random
 import sys
 import time
 
@@ -27,6 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import data  # noqa: E402
 import decode  # noqa: E402
 import rollout  # noqa: E402
+import tiny_model  # noqa: E402
 import toy  # noqa: E402
 
 SHAPES = {
@@ -44,12 +46,12 @@ PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12}   # dense bf16 FLOP
 def build(shape, out):
     """A random model of the given shape, saved with the demo's tokenizer and processor."""
     from transformers import AutoModelForImageTextToText
-    tok = toy.build_tokenizer()
-    config = toy.build_config(tok, "qwen3")
+    tok = tiny_model.build_tokenizer(toy.tokenizer_corpus(random.Random(0)))
+    config = tiny_model.build_config(tok, "qwen3")
     text = config.text_config
     for k, v in SHAPES[shape].items():
         setattr(text, k, v)
-    text.vocab_size = toy.REAL_VOCAB
+    text.vocab_size = tiny_model.REAL_VOCAB
     if shape == "2b":
         text.rope_parameters["mrope_section"] = [24, 20, 20]   # sums to head_dim / 2
         config.vision_config.out_hidden_size = text.hidden_size
@@ -60,7 +62,7 @@ def build(shape, out):
                                                         torch.float32)
     os.makedirs(out, exist_ok=True)
     model.save_pretrained(out)
-    rollout.save_processor(toy.build_processor(tok, "qwen3"), out)
+    rollout.save_processor(tiny_model.build_processor(tok, "qwen3"), out)
     n = sum(p.numel() for p in model.parameters())
     print(f"built a random {shape} Qwen3-VL: {n / 1e9:.2f}B parameters -> {out}")
 

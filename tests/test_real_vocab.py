@@ -11,6 +11,7 @@ import torch
 import data
 import loss
 import rollout
+import tiny_model
 import toy
 import train
 import tutor
@@ -23,14 +24,14 @@ pytestmark = pytest.mark.skipif(not os.path.exists(os.path.join(toy.DEFAULT_DIR,
 @pytest.fixture(scope="module")
 def wide(tmp_path_factory):
     d = str(tmp_path_factory.mktemp("wide"))
-    toy.widen(os.path.join(toy.DEFAULT_DIR, "model"), d, thinking=True)
+    tiny_model.widen(os.path.join(toy.DEFAULT_DIR, "model"), d, thinking=True)
     model, processor = rollout.load_model(d, "float32", "cpu")
     return model, processor, d
 
 
 def test_the_fixture_has_real_shapes_and_a_thinking_template(wide):
     model, processor, _ = wide
-    assert model.get_output_embeddings().weight.shape[0] == toy.REAL_VOCAB
+    assert model.get_output_embeddings().weight.shape[0] == tiny_model.REAL_VOCAB
     assert rollout.opens_think(processor)
     text = rollout.prompt_text(processor, "What colour is the circle?")
     assert text.endswith("<think>\n") and rollout.FORMAT_PROMPT_THINKING in text

@@ -168,7 +168,7 @@ def test_framed_copy_differs_only_around_the_focus_region():
 
 @pytest.mark.skipif(not os.path.exists(os.path.join(toy.DEFAULT_DIR, "model", "diagnostics.json")),
                     reason="the shipped demo checkpoint is missing")
-def test_shipped_checkpoint_loads_and_matches_its_diagnostics(tmp_path):
+def test_shipped_checkpoint_loads_and_matches_its_diagnostics():
     model_dir, train_path, eval_path = toy.ensure()
     with open(os.path.join(model_dir, "diagnostics.json")) as f:
         shipped = json.load(f)
@@ -178,7 +178,7 @@ def test_shipped_checkpoint_loads_and_matches_its_diagnostics(tmp_path):
     assert shipped["probe"]["steps"] == toy.PROBE["steps"] and shipped["probe"]["lr"] == toy.PROBE["lr"]
     model, processor = rollout.load_model(model_dir, "float32", "cpu")
     exs = data.load_jsonl(eval_path, report=lambda s: None)[:120]
-    res = toy.diagnose(model, processor, exs, seed=0, tmp_dir=str(tmp_path))
+    res = toy.diagnose(model, processor, exs, seed=0)
     for b in ("easy", "hard"):                               # 60 problems a bucket: ~6 points of noise
         for k in ("student", "tutor", "blank"):
             assert abs(res["by_bucket"][b][k] - shipped["by_bucket"][b][k]) <= 0.15, (b, k, res, shipped)
