@@ -1,6 +1,6 @@
 """decode.py on CPU (fp32, eager steps): the fast path samples the plain path's tokens, its per-step
-logits are a full forward's, its sampler is sample_rows without host syncs, and the generation copy
-follows an FSDP2 policy in place. tests/test_cuda.py checks the same in bf16 with CUDA graphs."""
+logits are a full forward's, and the generation copy follows an FSDP2 policy in place (its sampler:
+tests/test_sampler.py). tests/test_cuda.py checks the same in bf16 with CUDA graphs."""
 import pytest
 import torch
 import torch.distributed as dist
@@ -62,31 +62,6 @@ def test_each_decode_step_scores_like_a_full_forward(family, examples, tmp_path,
                          pixel_values=p["pixel_values"], image_grid_thw=p["image_grid_thw"]).logits[0]
         want = full[-steps - 1:-1].log_softmax(-1)
         assert (got[i] - want).abs().max() < 1e-4, (i, (got[i] - want).abs().max())
-
-
-@pytest.mark.parametrize("top_p", [1.0, 0.9, 0.5])
-def test_sync_free_sampler_draws_what_sample_rows_draws(top_p):
-    g = torch.Generator().manual_seed(0)
-    logits = torch.randn(64, 5000, generator=g) * 3                   # 5 blocks, the last one partial
-    banned = torch.tensor([3, 17, 4999])
-    keys = torch.arange(64) * 7919 + 11
-    want_logits = logits.clone()
-    want_logits[:, banned] = float("-inf")
-    for step in (0, 9):
-        want = sampler.sample_rows(want_logits / 0.8, keys, step, top_p)
-        got, unlucky = sampler.choose(logits, keys, torch.tensor([step]), banned, 0.8, top_p)
-        assert torch.equal(got, want) and not unlucky.any()
-    # with one draw a row often stays without a token: reported, and the others are sample_rows' own
-    got, unlucky = sampler.choose(logits, keys, torch.tensor([4]), banned, 1.0, 0.2, tries=1)
-    want = sampler.sample_rows(want_logits, keys, 4, 0.2, tries=1)
-    assert unlucky.any() and torch.equal(got[~unlucky], want[~unlucky])
-
-
-def test_sync_free_sampler_survives_non_finite_logits():
-    logits = torch.randn(4, 50)
-    logits[0, 3], logits[1], logits[2, 7] = float("nan"), float("nan"), float("inf")
-    got, _ = sampler.choose(logits, torch.arange(4), torch.tensor([0]), torch.arange(5), 1.0, 0.9)
-    assert ((got >= 5) & (got < 50)).all() and got[2] == 7
 
 
 def test_a_batch_with_a_row_left_without_a_token_goes_to_the_plain_path(tiny, examples, tmp_path):
@@ -324,22 +299,3 @@ def test_the_cache_keeps_rows_times_length_within_the_budget(tiny, examples, tmp
     with pytest.warns(UserWarning, match="fitting the KV budget failed"):
         assert torch.equal(want, rollout.sample(model, processor, prompts, 2, 10, kv_cache_gb=gb(100), fast=fast,
                                                 **kw)[0])
-
-
-def test_the_vectorised_draws_are_the_one_at_a_time_draws():
-    """choose() makes all its draws at once; a loop over attempts with a per-row nucleus check (the
-    sampler before vectorising) must pick the same tokens and report the same rows."""
-    g = torch.Generator().manual_seed(2)
-    logits = torch.randn(48, 3000, generator=g) * 4
-    keys = torch.arange(48) * 104729 + 5
-    for top_p, tries in ((0.9, 8), (0.5, 8), (0.2, 2), (0.99, 1)):
-        e, bsum, bcdf, Z = cdf = sampler.block_cdf(logits, logits.amax(-1, keepdim=True), 1024)
-        want, todo = torch.zeros_like(keys), torch.ones_like(keys, dtype=torch.bool)
-        for attempt in range(tries):
-            tok = sampler.draw(e, bsum, bcdf, Z, keys, torch.tensor([7]), attempt, 1024)[0][:, 0]
-            ok = torch.tensor([bool(sampler.mass_above_row(e[r], tok[r]).double() / Z[r, 0] < top_p)
-                               for r in range(len(keys))])
-            want = torch.where(todo & ok, tok, want)
-            todo &= ~ok
-        got, unlucky = sampler.accept(cdf, keys, torch.tensor([7]), top_p, tries, 1024, sync=False)
-        assert torch.equal(got, want) and torch.equal(unlucky, todo), top_p

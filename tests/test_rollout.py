@@ -4,7 +4,6 @@ import torch
 
 import data
 import rollout
-import sampler
 
 
 def varied_prompts(processor, examples, tmp_path):
@@ -114,59 +113,6 @@ def test_the_models_generation_config_cannot_change_what_is_sampled(tiny, exampl
     b = rollout.sample(penalised, processor, prompts, 4, 16, seed=3)
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
     assert penalised.generation_config.repetition_penalty == 3.0       # restored afterwards
-
-
-def nucleus(probs, top_p):
-    """The exact top-p distribution by brute force (sorted, ties kept together)."""
-    keep = torch.tensor([probs[probs > p].sum() < top_p for p in probs])
-    q = probs * keep
-    return q / q.sum()
-
-
-@pytest.mark.parametrize("top_p,tries", [(1.0, 8), (0.8, 8), (0.3, 1)])
-def test_sampled_frequencies_match_the_exact_top_p_distribution(top_p, tries):
-    """50,000 rows with their own keys, the same logits: the empirical distribution is within
-    sampling noise of the exact nucleus (tries=1 forces the sorted fallback path often)."""
-    g = torch.Generator().manual_seed(0)
-    logits = torch.randn(12, generator=g) * 1.5
-    logits[3] = logits[7]                                             # a tie, kept or dropped together
-    n = 50_000
-    keys = torch.arange(n, dtype=torch.long) * 7_919 + 5
-    got = sampler.sample_rows(logits.expand(n, -1).contiguous(), keys, step=4, top_p=top_p, tries=tries)
-    freq = torch.bincount(got, minlength=12).double() / n
-    want = nucleus(torch.softmax(logits.double(), -1), top_p)
-    assert (freq[want == 0] == 0).all()
-    tv = 0.5 * (freq - want).abs().sum().item()
-    assert tv < 0.01, (tv, freq, want)
-    chi2 = (n * (freq - want) ** 2 / want.clamp(min=1e-12))[want > 0].sum().item()
-    assert chi2 < 40                                                 # df <= 11: p ~ 4e-5
-
-
-def test_the_sampler_survives_non_finite_logits():
-    """A diverged model must reach train.py's divergence stop, not crash the sampler."""
-    logits = torch.randn(4, 50)
-    logits[0, 3] = float("nan")
-    logits[1] = float("nan")
-    logits[:, :5] = float("-inf")                     # suppressed tokens stay suppressed
-    logits[2, 7] = float("inf")
-    got = sampler.sample_rows(logits, torch.arange(4), step=0, top_p=0.9)
-    assert ((got >= 5) & (got < 50)).all() and got[2] == 7
-
-
-def test_row_keys_never_collide_and_uniforms_use_all_key_bits():
-    keys = torch.cat([sampler.row_keys(seed, list(range(500)), 8) for seed in (0, 1, 1234, 2 ** 61 + 1234)])
-    assert len(set(keys.tolist())) == len(keys)                      # 16,000 streams, all distinct
-    a, b = torch.tensor([5, 123456]), torch.tensor([5 + 2 ** 40, 123456 + 2 ** 33])
-    assert not torch.equal(sampler.uniforms(a, 7), sampler.uniforms(b, 7))
-
-
-def test_uniforms_are_keyed_by_row_and_step_only():
-    keys = torch.tensor([1, 2, 3, 2 ** 40 + 1])
-    a, b = sampler.uniforms(keys, 5), sampler.uniforms(keys[[3, 1]], 5)
-    assert torch.equal(a[[3, 1]], b) and ((a >= 0) & (a < 1)).all()
-    assert not torch.equal(a, sampler.uniforms(keys, 6)) and len(set(a.tolist())) == 4
-    u = sampler.uniforms(torch.arange(100_000), 0)
-    assert abs(u.mean().item() - 0.5) < 0.005 and abs(u.var().item() - 1 / 12) < 0.002
 
 
 def test_micro_batches_respect_the_token_budget():
