@@ -397,3 +397,19 @@ def test_no_prompt_within_the_limit_is_a_clear_error(tiny, examples):
     _, processor, _ = tiny
     with pytest.raises(data.DataError, match="has no example whose prompt fits in 5 tokens"):
         data.check_lengths(examples[:2], processor, 5, report=lambda s: None)
+
+
+def test_the_documented_example_record_loads_with_its_hint(tmp_path):
+    """The JSONL example in docs/ENGINEERING.md ("The format") is a record data.py accepts whole."""
+    doc = open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs",
+                            "ENGINEERING.md")).read()
+    block = doc.split("```json\n", 1)[1].split("```", 1)[0]
+    record = json.loads(block)
+    (tmp_path / "images").mkdir()
+    Image.new("RGB", (320, 200), (255, 255, 255)).save(tmp_path / "images" / "17.png")
+    path = tmp_path / "d.jsonl"
+    path.write_text(json.dumps(record) + "\n")
+    msgs = []
+    exs = data.load_jsonl(str(path), strict=True, report=msgs.append)
+    assert len(exs) == 1 and exs[0]["id"] == "geo-17", msgs
+    assert [r["role"] for r in exs[0]["hint"]["regions"]] == ["focus", "distractor"] and exs[0]["hint"]["steps"]
