@@ -126,7 +126,7 @@ def _algorithm(p):
                    help="distil every rollout of a PTD group, not only failed ones")
     g.add_argument("--divergence", default=None, choices=["jsd", "fkl", "rkl"],
                    help="distillation divergence: the paper's Top-K JSD, forward KL(tutor||student) or reverse "
-                        "KL (default: jsd; the demo's own for --model toy: fkl)")
+                        "KL (default: jsd, the paper's and the demo's)")
     g.add_argument("--tutor_context", default="hint", choices=["hint", "answer", "none", "unanswer"],
                    help="what the tutor reads: the hint; the gold answer (leaky baseline); none (a control: the "
                         "frozen model on the student's own prompt, same gate and rows); unanswer (a control: the "
@@ -261,9 +261,12 @@ def start_run(argv):
     torch.manual_seed(args.seed)
     os.makedirs(args.out_dir, exist_ok=True)
     print0("config:\n" + json.dumps(vars(args), indent=1))
+    torch.distributed.barrier()   # every rank has read the old config.json (--resume) before it is replaced
     if rank == 0:
-        with open(os.path.join(args.out_dir, "config.json"), "w") as f:
+        path = os.path.join(args.out_dir, "config.json")
+        with open(path + ".tmp", "w") as f:
             json.dump(config, f, indent=1)
+        os.replace(path + ".tmp", path)   # a reader never sees half a file
     return args, rank, world, device
 
 
