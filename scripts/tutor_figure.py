@@ -18,7 +18,7 @@ For the first --n held-out problems (in file order) that have a hint and a faile
 The tutor is the same weights as the student unless --tutor names another checkpoint (a trained
 policy as the student against its frozen initial model, as in training). Long responses are shown
 as a window of --show tokens around the largest divergence. Left out on purpose: the
-answer-conditioned tutor (scripts/tutor_gap.py measures it) and successful rollouts (PTD-PO
+answer-conditioned tutor (--tutor_context answer in train.py) and successful rollouts (PTD-PO
 distils only failed ones). matplotlib is optional for the project; this script needs it.
 """
 import argparse
