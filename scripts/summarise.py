@@ -26,6 +26,7 @@ import report  # noqa: E402  (the one reader of a metrics file)
 MAIN = ("grpo", "ptdpo", "ptdpo_other", "control", "unanswer")
 COLOURS = {"grpo": "tab:blue", "ptdpo": "tab:red", "ptdpo_other": "tab:orange", "control": "tab:grey",
            "unanswer": "tab:purple"}
+EXTRA = ("tab:green", "tab:brown", "tab:pink", "tab:olive", "tab:cyan")   # other runs: none of the above
 TRAIN_KEYS = ("step", "reward", "format", "entropy", "kl", "jsd", "fkl", "rkl", "distilled_frac", "all_fail_frac",
               "all_pass_frac", "mixed_group_frac", "resp_len", "skipped")
 SETTINGS = ("algo", "divergence", "ptd_coef", "lr", "kl_coef", "tutor_context", "tau", "distill_all", "seed",
@@ -193,9 +194,10 @@ def figure(groups, names, png, title):
               ("mixed groups (train, 5-step mean)", smooth("mixed_group_frac"), tsteps),
               ("policy entropy (train, 5-step mean)", smooth("entropy"), tsteps)]
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6))
-    for i, name in enumerate(names):
+    others = [n for n in names if n not in COLOURS]
+    for name in names:
         runs = list(groups[name].values())
-        colour = COLOURS.get(name, plt.get_cmap("tab10")(i))
+        colour = COLOURS.get(name) or EXTRA[others.index(name) % len(EXTRA)]
         for j, (ax, (t, get, steps)) in enumerate(zip(axes, panels)):
             band(ax, runs, get, steps, colour, f"{name} ({len(runs)} seeds)" if j == 0 else None)
             ax.set_title(t, fontsize=10)
