@@ -146,6 +146,7 @@ def paired(groups, a, b, value):
     """(mean, half-width of the 95% t interval, n) of value(run_a) - value(run_b) over shared seeds, in points."""
     seeds = sorted(set(groups.get(a, {})) & set(groups.get(b, {})))
     d = [100 * (value(groups[a][s]) - value(groups[b][s])) for s in seeds]
+    d = [x for x in d if not math.isnan(x)]        # a measure a run does not have (no step-20 evaluation)
     if len(d) < 2:
         return None
     return statistics.mean(d), T95[len(d) - 1] * statistics.stdev(d) / math.sqrt(len(d)), len(d)

@@ -1,0 +1,58 @@
+"""scripts/summarise.py: packing keeps what the tables need and skips unfinished runs; the tables'
+means and the paired 95% t intervals equal a hand computation."""
+import json
+import math
+import os
+import statistics
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts"))
+import summarise  # noqa: E402
+
+HARD = {("grpo", 1): (0.50, 0.90), ("grpo", 2): (0.60, 0.70), ("grpo", 3): (0.40, 0.95),
+        ("ptdpo", 1): (0.80, 0.97), ("ptdpo", 2): (0.90, 0.99), ("ptdpo", 3): (0.70, 0.96)}
+
+
+def write_run(root, name, algo, seed, hard, finished=True):
+    d = root / name
+    d.mkdir()
+    (d / "config.json").write_text(json.dumps({"algo": algo, "divergence": "jsd", "ptd_coef": 32.0, "lr": 5e-4,
+                                               "kl_coef": 0.01, "seed": seed, "steps": 4, "eval_n": 8}))
+    recs = [{"step": 0, "eval_pass1": 0.5, "eval_pass1/easy": 1.0, "eval_pass1/hard": 0.1,
+             "eval_blank_pass1/hard": 0.12}]
+    for step in range(1, 5):
+        recs.append({"step": step, "reward": 0.5, "format": 0.2 if (algo == "grpo" and seed == 2 and step == 3)
+                     else 1.0, "entropy": 0.01 * step, "kl": 0.0, "distilled_frac": 0.3, "all_fail_frac": 0.2,
+                     "all_pass_frac": 0.5, "mixed_group_frac": 0.3, "resp_len": 20.0, "skipped": 0,
+                     "t_rollout": 1.0})
+        if step == 2:
+            recs[-1].update({"eval_pass1": 0.7, "eval_pass1/easy": 0.9, "eval_pass1/hard": hard[0]})
+    if finished:
+        recs.append({"step": 4, "eval_pass1": 0.9, "eval_pass1/easy": 0.95, "eval_pass1/hard": hard[1],
+                     "eval_blank_pass1/hard": 0.11, "final": True})
+    (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+
+
+def test_pack_and_tables_match_a_hand_computation(tmp_path, capsys):
+    runs, out = tmp_path / "runs", tmp_path / "packed"
+    runs.mkdir()
+    for (method, seed), hard in HARD.items():
+        write_run(runs, f"{method}_s{seed}", method, seed, hard)
+    write_run(runs, "ptdpo_s4", "ptdpo", 4, (0.0, 0.0), finished=False)     # cut short: not packed
+    summarise.main(["--pack", str(runs), str(out)])
+    text = capsys.readouterr().out
+    assert sorted(os.listdir(out)) == sorted(f"{m}_s{s}.json" for m, s in HARD)
+    packed = json.load(open(out / "grpo_s1.json"))
+    assert packed["settings"]["kl_coef"] == 0.01 and "t_rollout" not in packed["train"][0]
+    assert [e["step"] for e in packed["evals"]] == [0, 2, 4]
+    # the evaluation table: mean ± std over seeds, in points
+    end = [HARD["ptdpo", s][1] * 100 for s in (1, 2, 3)]
+    assert f"| ptdpo | 3 | hard | 10.0 ± 0.0 | 80.0 ± 10.0 | {statistics.mean(end):.1f} ± {statistics.stdev(end):.1f} |" \
+        in text
+    assert "| grpo | " in text and "1 s2@3 |" in text                       # the format collapse, named
+    # the paired difference at the end, ptdpo - grpo, with t(2) = 4.303
+    d = [100 * (HARD["ptdpo", s][1] - HARD["grpo", s][1]) for s in (1, 2, 3)]
+    m, h = statistics.mean(d), 4.303 * statistics.stdev(d) / math.sqrt(3)
+    row = next(line for line in text.splitlines() if line.startswith("| ptdpo - grpo |"))
+    assert f"{m:+.1f} [{m - h:+.1f}, {m + h:+.1f}] (n=3)" in row, row
+    assert row.split(" | ")[2] == "-"                                      # no step-20 evaluation: no figure
