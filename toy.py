@@ -488,7 +488,7 @@ def format_diagnostics(res, n):
 # and supervision with the answer learns the hard bucket in the main job's budget (the probe).
 # The probe's budget: the main job's (config.DEMO, a test checks): its steps, its hard prompts per
 # step (16 prompts, half of them hard) and its lr.
-PROBE = {"steps": 60, "batch": 8, "lr": 5e-4}
+PROBE = {"steps": 60, "batch": 8, "lr": 5e-4, "warmup": 30}
 REGIME = {"easy_student": 0.90, "easy_over_blank": 0.10, "all_fail_min": 0.20, "mixed_min": 0.20,
           "tutor_on_all_fail": 0.90, "student_p_min": 0.02, "probe_min": 0.60}
 
@@ -546,8 +546,9 @@ def run_diagnostics(args, model, processor, model_dir, train_path, eval_path):
         t = time.time()
         hard_eval = [ex for ex in data.load_jsonl(eval_path, report=lambda s: None) if ex["category"] == "hard"]
         curve = probe(model_dir, [ex for ex in trains if ex["category"] == "hard"], hard_eval,
-                      args.probe_steps, args.probe_batch, args.probe_lr, seed=args.seed)
+                      args.probe_steps, args.probe_batch, args.probe_lr, warmup=args.probe_warmup, seed=args.seed)
         res["probe"] = {"steps": args.probe_steps, "batch_size": args.probe_batch, "lr": args.probe_lr,
+                        "warmup": args.probe_warmup,
                         "n_eval": len(hard_eval), "curve": curve, "final": curve[args.probe_steps],
                         "seconds": round(time.time() - t, 1)}
     res["n"] = len(evals)
@@ -592,6 +593,7 @@ def main(argv=None):
     p.add_argument("--probe_steps", type=int, default=PROBE["steps"], help="learnability probe: steps (0: no probe)")
     p.add_argument("--probe_batch", type=int, default=PROBE["batch"], help="learnability probe: hard problems per step")
     p.add_argument("--probe_lr", type=float, default=PROBE["lr"], help="learnability probe: learning rate")
+    p.add_argument("--probe_warmup", type=int, default=PROBE["warmup"], help="learnability probe: warm-up steps")
     p.add_argument("--diagnose_only", action="store_true",
                    help="no build: run the diagnostics and the probe on <out_dir>/model as it is")
     p.add_argument("--seed", type=int, default=0, help="seed for data, weights and batches")

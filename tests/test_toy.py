@@ -129,6 +129,7 @@ def test_the_probe_budget_is_the_main_jobs():
     per step (prompts per step x the hard share) and its lr."""
     import config
     assert toy.PROBE["steps"] == config.DEMO["steps"] and toy.PROBE["lr"] == config.DEMO["lr"]
+    assert toy.PROBE["warmup"] == config.DEMO["warmup_steps"]
     assert toy.PROBE["batch"] == round(config.DEMO["prompts_per_step"] * 0.5)   # the train split is half hard
 
 
@@ -176,6 +177,7 @@ def test_shipped_checkpoint_loads_and_matches_its_diagnostics():
     assert toy.regime_failures(shipped) == [] and shipped["regime"] is True
     assert shipped["command"].startswith("python toy.py") and shipped["args"]["seed"] == 0 and shipped["torch"]
     assert shipped["probe"]["steps"] == toy.PROBE["steps"] and shipped["probe"]["lr"] == toy.PROBE["lr"]
+    assert shipped["probe"]["warmup"] == toy.PROBE["warmup"]
     model, processor = rollout.load_model(model_dir, "float32", "cpu")
     exs = data.load_jsonl(eval_path, report=lambda s: None)[:120]
     res = toy.diagnose(model, processor, exs, seed=0)
