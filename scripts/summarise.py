@@ -29,8 +29,8 @@ COLOURS = {"grpo": "tab:blue", "ptdpo": "tab:red", "ptdpo_other": "tab:orange", 
 EXTRA = ("tab:green", "tab:brown", "tab:pink", "tab:olive", "tab:cyan")   # other runs: none of the above
 TRAIN_KEYS = ("step", "reward", "format", "entropy", "kl", "jsd", "fkl", "rkl", "distilled_frac", "all_fail_frac",
               "all_pass_frac", "mixed_group_frac", "resp_len", "skipped")
-SETTINGS = ("algo", "divergence", "ptd_coef", "lr", "kl_coef", "tutor_context", "tau", "distill_all", "seed",
-            "steps", "prompts_per_step", "eval_data", "eval_n", "eval_samples")
+SETTINGS = ("algo", "divergence", "ptd_coef", "lr", "warmup_steps", "kl_coef", "tutor_context", "tau", "distill_all",
+            "seed", "steps", "prompts_per_step", "eval_data", "eval_n", "eval_samples")
 T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
 COLLAPSE = 0.5   # a format collapse: a step where fewer than half the rollouts keep the answer format
 
@@ -96,16 +96,16 @@ def num(vals):
 
 
 def dev_table(groups, names):
-    print("| run | lr | divergence | lambda | kl_coef | hard pass@1 at steps 20 / 40 / 60 | rule: mean hard | "
-          "lowest easy |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| run | lr | warm-up | divergence | lambda | kl_coef | hard pass@1 at steps 20 / 40 / 60 | "
+          "rule: mean hard | lowest easy |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for name in names:
         r = groups[name][-1]
         s = r["settings"]
         curve = " / ".join(f"{100 * m['eval_pass1/hard']:.1f}" for m in r["evals"][1:])
         lam = "-" if s["algo"] == "grpo" else s["ptd_coef"]
-        print(f"| {name} | {s['lr']:g} | {'-' if s['algo'] == 'grpo' else s['divergence']} | {lam} | "
-              f"{s['kl_coef']:g} | {curve} | "
+        div = "-" if s["algo"] == "grpo" else s["divergence"]
+        print(f"| {name} | {s['lr']:g} | {s.get('warmup_steps')} | {div} | {lam} | {s['kl_coef']:g} | {curve} | "
               f"{100 * r['auc_hard']:.1f} | {100 * r['min_easy']:.1f} |")
 
 

@@ -233,6 +233,17 @@ def test_toy_build_exits_nonzero_when_the_regime_is_missed(tmp_path):
     assert diag["command"] == "python toy.py " + " ".join(argv)
     assert set(diag["probe"]["curve"]) == {"0", "2"} and diag["probe"]["n_eval"] == 4
     toy.main(argv + ["--no_check"])                          # the same build, told not to check
+    # new diagnostics of that model: the numbers and the probe's flags replaced, the build's record kept
+    again = argv[:-2] + ["--probe_steps", "3", "--probe_warmup", "2", "--diagnose_only", "--write"]
+    with open(tmp_path / "model" / "diagnostics.json") as f:
+        diag = json.load(f)                                  # the --no_check build's record
+    toy.main(again)
+    with open(tmp_path / "model" / "diagnostics.json") as f:
+        new = json.load(f)
+    assert new["command"] == diag["command"] and new["built"] == diag["built"]       # how it was built
+    assert new["diagnosed"]["command"] == "python toy.py " + " ".join(again)         # how these were made
+    assert set(new["probe"]["curve"]) == {"0", "3"} and new["probe"]["warmup"] == 2
+    assert new["args"]["probe_steps"] == 3 and new["args"]["steps"] == 1 and new["regime"] is False
 
 
 def test_data_left_by_an_older_task_is_redrawn(tmp_path):
