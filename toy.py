@@ -313,7 +313,7 @@ def warm_start(model_dir, warm_path, steps=1200, batch_size=16, lr=2e-3, warmup=
     return model, processor
 
 
-def probe(model_dir, train_examples, eval_examples, steps, batch_size, lr, warmup=10, seed=0, every=25,
+def probe(model_dir, train_examples, eval_examples, steps, batch_size, lr, warmup, seed=0, every=25,
           max_new_tokens=32):
     """Learnability: supervised training on the gold responses of train_examples (student prompt,
     no hint), from the model in model_dir, with a run's own budget (steps x batch_size problems at
@@ -487,7 +487,7 @@ def format_diagnostics(res, n):
 # problems; the student is unsure on its failures, not saturated (the JSD has a gradient to give);
 # and supervision with the answer learns the hard bucket in the main job's budget (the probe).
 # The probe's budget: the main job's (config.DEMO, a test checks): its steps, its hard prompts per
-# step (16 prompts, half of them hard) and its lr.
+# step (16 prompts, half of them hard), its lr and its warm-up.
 PROBE = {"steps": 60, "batch": 8, "lr": 5e-4, "warmup": 30}
 REGIME = {"easy_student": 0.90, "easy_over_blank": 0.10, "all_fail_min": 0.20, "mixed_min": 0.20,
           "tutor_on_all_fail": 0.90, "student_p_min": 0.02, "probe_min": 0.60}
@@ -556,34 +556,27 @@ def run_diagnostics(args, model, processor, model_dir, train_path, eval_path):
     return res
 
 
-def write_diagnostics(res, args, argv, model_dir, train_seconds, seconds):
-    """<model_dir>/diagnostics.json: the numbers, whether the regime is met, and how it was built."""
-    failures = regime_failures(res)
-    argv_shown = sys.argv[1:] if argv is None else list(argv)
-    with open(os.path.join(model_dir, "diagnostics.json"), "w") as f:
-        json.dump({**res, "regime": not failures, "failures": failures,
-                   "command": " ".join(["python", "toy.py", *argv_shown]),
-                   "args": {k: v for k, v in vars(args).items() if k not in ("out_dir", "threads")},
-                   "torch": torch.__version__, "threads": torch.get_num_threads(),
-                   "build_seconds": round(train_seconds, 1), "seconds": round(seconds, 1),
-                   "built": time.strftime("%Y-%m-%d %H:%M:%S %Z")}, f, indent=1)
-
-
-def rewrite_diagnostics(res, args, argv, model_dir, seconds):
-    """New diagnostics of a built model (--diagnose_only --write): the numbers and the diagnostics'
-    own flags replaced, how the model was built kept, how these numbers were made under 'diagnosed'."""
+def write_diagnostics(res, args, argv, model_dir, seconds, build_seconds=None):
+    """<model_dir>/diagnostics.json: the numbers, whether the regime is met, and how they were made.
+    A build (build_seconds given) writes it anew; --diagnose_only --write replaces the numbers and
+    the diagnostics' own flags, keeps how the model was built, and says how these were made."""
     path = os.path.join(model_dir, "diagnostics.json")
-    with open(path) as f:
-        old = json.load(f)
     failures = regime_failures(res)
-    mine = {k: v for k, v in vars(args).items() if k.startswith(("probe_", "diag_", "group_")) or k == "seed"}
-    argv_shown = sys.argv[1:] if argv is None else list(argv)
-    old.update({**res, "regime": not failures, "failures": failures, "args": {**old.get("args", {}), **mine},
-                "diagnosed": {"command": " ".join(["python", "toy.py", *argv_shown]), "torch": torch.__version__,
-                              "threads": torch.get_num_threads(), "seconds": round(seconds, 1),
-                              "at": time.strftime("%Y-%m-%d %H:%M:%S %Z")}})
+    command = " ".join(["python", "toy.py", *(sys.argv[1:] if argv is None else argv)])
+    flags = {k: v for k, v in vars(args).items() if k not in ("out_dir", "threads")}
+    where = {"torch": torch.__version__, "threads": torch.get_num_threads()}
+    now = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    if build_seconds is None:
+        with open(path) as f:
+            rec = json.load(f)
+        mine = {k: v for k, v in flags.items() if k.startswith(("probe_", "diag_", "group_")) or k == "seed"}
+        rec.update({**res, "regime": not failures, "failures": failures, "args": {**rec.get("args", {}), **mine},
+                    "diagnosed": {"command": command, **where, "seconds": round(seconds, 1), "at": now}})
+    else:
+        rec = {**res, "regime": not failures, "failures": failures, "command": command, "args": flags, **where,
+               "build_seconds": round(build_seconds, 1), "seconds": round(seconds, 1), "built": now}
     with open(path + ".tmp", "w") as f:
-        json.dump(old, f, indent=1)
+        json.dump(rec, f, indent=1)
     os.replace(path + ".tmp", path)
 
 
@@ -631,7 +624,7 @@ def main(argv=None):
         res = run_diagnostics(args, model, processor, model_dir, train_path, eval_path)
         print(f"regime: {regime_failures(res) or 'met'}; done in {time.time() - t0:.1f}s")
         if args.write:
-            rewrite_diagnostics(res, args, argv, model_dir, time.time() - t0)
+            write_diagnostics(res, args, argv, model_dir, time.time() - t0)
         return res
     train_path, eval_path, warm_path = build_data(data_dir, args.n_train, args.n_eval, args.seed, args.hard_share,
                                                   args.n_warm)
@@ -643,7 +636,7 @@ def main(argv=None):
                                       hard_truth=args.hard_truth)
         train_seconds = time.time() - t0
         res = run_diagnostics(args, model, processor, model_dir, train_path, eval_path)
-        write_diagnostics(res, args, argv, model_dir, train_seconds, time.time() - t0)
+        write_diagnostics(res, args, argv, model_dir, time.time() - t0, build_seconds=train_seconds)
         if not args.no_check:
             check_regime(res)
     print(f"done in {time.time() - t0:.1f}s")
