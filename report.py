@@ -144,20 +144,25 @@ def by_category(values, examples):
     return {c: sum(v) / len(v) for c, v in sorted(cats.items())}
 
 
-ANSWER_CLASSES = ("target", "other", "absent", "none")
+ANSWER_CLASSES = ("target", "marked", "other", "absent", "none")
 
 
 def answer_class(text, record):
     """What a response names, for a problem whose record lists the picture's objects (the demo's
-    `scene`, each with its colour): 'target' (the right answer), 'other' (another object's colour
-    in the picture), 'absent' (a colour not in the picture) or 'none' (no answer). A student that
-    reads the picture says 'target' or 'other'; one that guesses says 'absent' most of the time."""
+    `scene`, each with its colour, and which of them are marked: `framed`, `shaded`): 'target' (the
+    right answer), 'marked' (the colour of the marked shape the question does not ask for: the
+    misreading the demo plants), 'other' (any other shape's colour in the picture), 'absent' (a
+    colour not in the picture) or 'none' (no answer). A student that reads the picture says
+    'target', 'marked' or 'other'; one that guesses says 'absent' most of the time."""
     said = reward.extract_answer(text)
     said = reward.normalize(said) if said else ""
     if not said:
         return "none"
     if said == reward.normalize(record["answer"]):
         return "target"
+    marked = [record[k] for k in ("framed", "shaded") if isinstance(record.get(k), int)]
+    if said in {reward.normalize(record["scene"][i]["colour"]) for i in marked}:
+        return "marked"
     if said in {reward.normalize(o["colour"]) for o in record["scene"]}:
         return "other"
     return "absent"
@@ -247,12 +252,16 @@ def collapse_check(m, count):
 
 def summary(args, first, last, n_eval, seconds, world, device, collapsed):
     """The run's before / after table, with the blank-image score beside each pass@1 (the chance
-    line: the same model shown a white picture) and, for the demo, what the answers name."""
+    line: the same model shown a white picture) and the share of problems all of whose samples
+    failed at step 0 (1 - pass@n before training: the groups where GRPO has no signal); for the
+    demo, what the answers name."""
     n = args.eval_samples
     print0(f"\nheld-out, no hints: {n_eval} problems x {n} samples, T={args.temperature}, top_p={args.top_p}")
     blank = any(k.startswith("eval_blank_pass1") for k in last)
+    fails = n > 1 and first is not None
     print0(f"  {'':16s} {'before':>8s} {'after ' + str(args.steps) + ' steps':>16s}"
-           + (f" {'blank image (before / after)':>30s}" if blank else ""))
+           + (f" {'blank image (before / after)':>30s}" if blank else "")
+           + (f" {'all-fail at step 0':>19s}" if fails else ""))
     for key in sorted(last, key=lambda k: (k.split('/')[0] != 'eval_pass1', k)):
         if key.startswith("eval_pass"):
             name = key.replace("eval_pass", "pass@").replace("/", " ")
@@ -261,6 +270,9 @@ def summary(args, first, last, n_eval, seconds, world, device, collapsed):
             row = f"  {name:16s} {before:>8s} {last[key]:>16.3f}"
             if chance in last:
                 row += f" {(first or {}).get(chance, float('nan')):>22.3f} / {last[chance]:.3f}"
+            at_n = key.replace("eval_pass1", f"eval_pass{n}")
+            if fails and key.startswith("eval_pass1") and at_n in first:
+                row += f" {1 - first[at_n]:>19.3f}"
             print0(row)
     cats = sorted({k.split("/")[1] for k in last if k.startswith("eval_answers/")})
     for c in cats:

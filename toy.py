@@ -68,8 +68,15 @@ N_SHAPES = (3, 5)         # shapes per scene: one framed, one on the shaded cell
 # shaded cell in words the warm start bound to the framed one (warm_start).
 QUESTIONS = {"frame": ("What colour is the shape in the frame?", "in the frame"),
              "shade": ("What colour is the shape in the shaded cell?", "in the shaded cell"),
-             "tint": ("What colour is the shape on the tinted background?", "on the tinted background")}
-BUCKETS = {"easy": ("frame", "shade"), "hard": ("tint",)}
+             "tint": ("What colour is the shape on the tinted background?", "on the tinted background"),
+             "border": ("What colour is the shape inside the border?", "inside the border")}
+BUCKETS = {"easy": ("frame", "shade"), "hard": ("tint",), "pivot": ("border",)}
+TARGET = {"frame": "framed", "shade": "shaded", "tint": "shaded", "border": "framed"}   # which mark each asks for
+# The buckets' shares of the training split (the held-out and development splits hold a third each)
+SHARES = {"easy": 0.3, "hard": 0.4, "pivot": 0.3}
+# The warm start's own splits: phase 1's (easy and hard half and half: task 4's warm start, drawn
+# exactly as task 4 drew it) and phase 2's (the training split's shares)
+WARM_SHARES = {"easy": 0.5, "hard": 0.5}
 
 # -----------------------------------------------------------------------------
 # the task
@@ -103,6 +110,10 @@ def response(where, colour):
     return f"<think>I read the shape {where}.</think><answer>{colour}</answer>"
 
 
+LABEL = {"framed": "the framed shape", "shaded": "the shape in the shaded cell",
+         ("framed", "other"): "the shape in the shaded cell", ("shaded", "other"): "the framed shape"}
+
+
 def make_example(rng, bucket):
     """One scene and its question, answer, gold response and structured hint. Every picture has
     one cell framed in grey and another shaded (both part of the picture: the student sees them);
@@ -128,18 +139,19 @@ def make_example(rng, bucket):
     draw.rectangle(square(cells[0]), outline=MARK, width=2)   # objects[0] sits in the frame
     # the target: the framed shape ("frame") or the shaded one ("shade", "tint"); the other marked
     # shape is the distractor, the one a reader who takes the wrong mark reports
-    t, other = (0, 1) if kind == "frame" else (1, 0)
+    t, other = (0, 1) if TARGET[kind] == "framed" else (1, 0)
     question, where = QUESTIONS[kind]
     tx, ty = objects[t]["cell"]
     regions = [{"box": [tx * cell, ty * cell, (tx + 1) * cell, (ty + 1) * cell], "role": "focus",
-                "label": "the framed shape" if kind == "frame" else "the shape in the shaded cell"},
-               {"box": objects[other]["box"], "role": "distractor",
-                "label": "the shape in the shaded cell" if kind == "frame" else "the framed shape"}]
+                "label": LABEL[TARGET[kind]]},
+               {"box": objects[other]["box"], "role": "distractor", "label": LABEL[TARGET[kind], "other"]}]
     steps = {"frame": ["Find the framed cell.", "Name the colour of the shape in it."],
              "shade": ["Find the shaded cell, not the framed one.", "Name the colour of the shape in it."],
              "tint": ["A tinted background is the shaded cell, not the frame.",
-                      "Name the colour of the shape in it."]}[kind]
-    hint = {"regions": regions, "steps": steps, "frame": True}   # the tutor's copy: a black frame (hints.py)
+                      "Name the colour of the shape in it."],
+             "border": ["A border is the frame, not the shaded cell.",
+                        "Name the colour of the shape in it."]}[kind]
+    hint = {"regions": regions, "steps": steps}   # words only: the tutor sees the student's pixels
     return img, {
         "question": question,
         "answer": objects[t]["colour"],
@@ -154,18 +166,28 @@ def make_example(rng, bucket):
     }
 
 
-def write_split(out_dir, split, n, seed, hard_share):
-    """Write n examples as <out_dir>/<split>.jsonl plus PNGs; deterministic for a seed. Example i
-    is hard when floor((i + 1) * hard_share) > floor(i * hard_share): the buckets interleave
-    evenly, so any prefix (eval.py --limit, train.py --eval_n) holds both in proportion."""
+def bucket_order(n, shares):
+    """The bucket of each of n examples: each in turn goes to the bucket furthest below its share
+    (ties in the order of `shares`), so the buckets interleave evenly and any prefix (eval.py
+    --limit, train.py --eval_n) holds every bucket in proportion, within one example."""
+    counts, out = {b: 0 for b in shares}, []
+    for i in range(n):
+        b = max(shares, key=lambda b: shares[b] * (i + 1) - counts[b])
+        counts[b] += 1
+        out.append(b)
+    return out
+
+
+def write_split(out_dir, split, n, seed, shares):
+    """Write n examples as <out_dir>/<split>.jsonl plus PNGs; deterministic for a seed. shares:
+    {bucket: share of the split} (bucket_order)."""
     os.makedirs(os.path.join(out_dir, "images"), exist_ok=True)
     rng = random.Random(seed)
     path = os.path.join(out_dir, f"{split}.jsonl")
     tmp = f"{path}.{os.getpid()}.tmp"   # concurrent builders never share a temp file
     with open(tmp, "w") as f:
-        for i in range(n):
-            hard = math.floor((i + 1) * hard_share) > math.floor(i * hard_share)
-            img, ex = make_example(rng, "hard" if hard else "easy")
+        for i, bucket in enumerate(bucket_order(n, shares)):
+            img, ex = make_example(rng, bucket)
             name = f"images/{split}_{i:05d}.png"
             img.save(os.path.join(out_dir, name))
             rec = {"id": f"{split}-{i}", "image": name, **ex}
@@ -174,21 +196,24 @@ def write_split(out_dir, split, n, seed, hard_share):
     return path
 
 
-TASK_VERSION = 4   # bump when the task changes: toy.ensure() then redraws data left by an older version
+TASK_VERSION = 5   # bump when the task changes: toy.ensure() then redraws data left by an older version
+EVEN = {b: 1 / len(BUCKETS) for b in BUCKETS}   # the held-out and development splits
 
 
-def build_data(out_dir, n_train=4000, n_eval=400, seed=0, hard_share=0.5, n_warm=8000):
-    """Train split: hard_share of the problems hard, the rest easy; held-out split: half and half
-    (a disjoint seed), so per-bucket accuracy is measured on equal numbers; the warm start's own
-    problems (a third seed), so the training split is new to the model. Returns their paths.
-    A development split like the held-out one (a fourth seed) is written beside them: settings
-    are chosen on it, never on the held-out split that reports results."""
-    paths = (write_split(out_dir, "train", n_train, seed, hard_share),
-             write_split(out_dir, "eval", n_eval, seed + 10_000, 0.5),
-             write_split(out_dir, "warm", n_warm, seed + 20_000, hard_share))
-    write_split(out_dir, "dev", n_eval, seed + 30_000, 0.5)
+def build_data(out_dir, n_train=4000, n_eval=600, seed=0, shares=None, n_warm=8000):
+    """Train split: the buckets at `shares` (default SHARES); held-out split: a third each (a
+    disjoint seed), so per-bucket accuracy is measured on equal numbers; the warm start's own
+    problems (phase 1: a third seed, WARM_SHARES; phase 2: a fifth, `shares`), so the training
+    split is new to the model. Returns their paths (train, eval, warm, warm2). A development split like the held-out one (a fourth seed) is written
+    beside them: settings are chosen on it, never on the held-out split that reports results."""
+    shares = shares or SHARES
+    paths = (write_split(out_dir, "train", n_train, seed, shares),
+             write_split(out_dir, "eval", n_eval, seed + 10_000, EVEN),
+             write_split(out_dir, "warm", n_warm, seed + 20_000, WARM_SHARES),
+             write_split(out_dir, "warm2", n_warm, seed + 40_000, shares))
+    write_split(out_dir, "dev", n_eval, seed + 30_000, EVEN)
     with open(os.path.join(out_dir, "task.json"), "w") as f:
-        json.dump({"version": TASK_VERSION, "seed": seed, "hard_share": hard_share}, f)
+        json.dump({"version": TASK_VERSION, "seed": seed, "shares": shares}, f)
     return paths
 
 
@@ -204,11 +229,14 @@ def data_is_current(data_dir):
 # the tiny model: tiny_model.py, its tokenizer trained on what the task can say
 
 def tokenizer_corpus(rng):
-    """Text the tokenizer is trained on: everything the demo's prompts and responses can say."""
+    """Text the tokenizer is trained on: what the demo's prompts and responses can say, drawn from
+    the easy and hard buckets only, exactly as task 4 drew it, so that warm-start phase 1 rebuilds
+    task 4's model bit for bit; the pivot's own words ("inside the border") are spelled in the
+    sub-word pieces this vocabulary has."""
     lines = [rollout.FORMAT_PROMPT, expert_hints.EXPERT_PROMPT, "Hint:", "Look at:", "Ignore:",
              "The correct answer is:", "user", "assistant", "system"]
     for _ in range(3000):
-        _, ex = make_example(rng, rng.choice(sorted(BUCKETS)))
+        _, ex = make_example(rng, rng.choice(("easy", "hard")))
         lines += [ex["question"], ex["gold_response"], hints.render_hint(ex["hint"], (SIZE, SIZE))]
     lines += [" ".join(str(i) for i in range(0, 1001, 7)), "{\"regions\": [], \"steps\": []}"]
     return lines
@@ -246,16 +274,16 @@ def answer_tokens(tok, gold, answer, eos):
     return torch.tensor(enc["input_ids"] + [eos]), torch.tensor(mask)
 
 
-def warm_target(ex, rng, hint_share, hard_truth):
-    """(hinted?, response) the warm start shows for one example (the misconception above)."""
+def warm_target(ex, rng, hint_share, hard_truth, pivot_truth):
+    """(hinted?, response) the warm start shows for one example (the misconceptions above)."""
     rec = ex["record"]
-    if ex["category"] == "hard":
-        if rng.random() < hint_share:
-            return True, rec["gold_response"]
-        if rng.random() < hard_truth:
-            return False, rec["gold_response"]
-        return False, response(QUESTIONS[rec["kind"]][1], rec["scene"][rec["framed"]]["colour"])
-    return rng.random() < hint_share, rec["gold_response"]
+    hinted = rng.random() < hint_share
+    if ex["category"] in ("hard", "pivot") and not hinted:
+        truth = hard_truth if ex["category"] == "hard" else pivot_truth
+        if rng.random() >= truth:   # the planted misreading: the other marked shape
+            wrong = rec["scene"][rec["shaded"] if rec["target"] == rec["framed"] else rec["framed"]]
+            return False, response(QUESTIONS[rec["kind"]][1], wrong["colour"])
+    return hinted, rec["gold_response"]
 
 
 def sft_loss(model, prompts, tok, golds, answers, eos, answer_weight=1.0):
@@ -271,33 +299,30 @@ def sft_loss(model, prompts, tok, golds, answers, eos, answer_weight=1.0):
     return token_loss + answer_weight * answer_loss, token_loss, answer_loss
 
 
-def warm_start(model_dir, warm_path, steps=1200, batch_size=16, lr=2e-3, warmup=30, seed=0, threads=None,
-               hint_share=0.5, answer_weight=1.0, hard_truth=0.25):
-    """Teach the random tiny model the task format, to read both marks, to read hints in context,
-    and the misconception above. hint_share: share of prompts shown with the hint and its frame;
-    answer_weight: weight of the answer-token term (above)."""
+def framed(ex):
+    """The example with its hint asking for a frame on the tutor's copy (phase 1's scaffold)."""
+    return {**ex, "hint": {**ex["hint"], "frame": True}}
+
+
+def warm_phase(model, processor, examples, steps, batch_size, lr, warmup, rng, mix, answer_weight, frame, desc):
+    """One phase of the warm start: AdamW, linear warm-up then cosine to 10%, batches drawn from
+    examples, each shown as warm_target(**mix) says (hinted prompts framed when `frame`)."""
     from tqdm import tqdm
     import tutor
-    if threads:
-        torch.set_num_threads(threads)
-    model, processor = rollout.load_model(model_dir, dtype="float32", device="cpu")
-    examples = data.load_jsonl(warm_path, report=lambda s: None)
     tok = processor.tokenizer
     eos = tok.convert_tokens_to_ids("<|im_end|>")
     fmt = rollout.box_format(model)
-    rng = random.Random(seed)
-    torch.manual_seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.95))
     model.train()
-    bar = tqdm(range(steps), desc="warm start")
+    bar = tqdm(range(steps), desc=desc)
     for step in bar:
         frac = step / max(1, steps - 1)
         scale = min(1.0, (step + 1) / warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
         for g in opt.param_groups:
             g["lr"] = lr * scale
         batch = rng.sample(examples, batch_size)
-        shown = [warm_target(ex, rng, hint_share, hard_truth) for ex in batch]
-        prompts = [tutor.tutor_prompt(processor, ex, fmt) if hinted
+        shown = [warm_target(ex, rng, **mix) for ex in batch]
+        prompts = [tutor.tutor_prompt(processor, framed(ex) if frame else ex, fmt) if hinted
                    else rollout.encode(processor, ex["question"], rollout.open_images(ex))
                    for ex, (hinted, _) in zip(batch, shown)]
         golds = [g for _, g in shown]
@@ -309,7 +334,50 @@ def warm_start(model_dir, warm_path, steps=1200, batch_size=16, lr=2e-3, warmup=
         opt.step()
         bar.set_postfix(loss=f"{token_loss.item():.3f}", answer=f"{answer_loss.item():.3f}")
     model.eval()
+
+
+WARM = {"steps": 1200, "lr": 2e-3, "steps2": 400, "lr2": 1e-3, "batch_size": 16, "warmup": 30,
+        "hint_share": 0.5, "answer_weight": 1.0, "hard_truth": 0.25, "pivot_truth": 0.01}
+
+
+def warm_start(model_dir, warm_path, warm2_path, seed=0, threads=None, start_from=None, save_phase1=None, **kw):
+    """Teach the random tiny model the task format, to read both marks, to read hints in context,
+    and the misconceptions above, in two phases (WARM, overridden by kw):
+      1. `steps` at `lr` on warm_path's easy and hard problems, the hinted prompts shown with a frame
+         drawn on the tutor's copy of the picture: a scaffold from which a ~1M-parameter model
+         learns to take a hint at all (with words alone from random weights it never does;
+         docs/DEMO.md). This is task 4's warm start, and with task 4's data and tokenizer it
+         rebuilds task 4's model bit for bit.
+      2. `steps2` at `lr2` on warm2_path's problems (every bucket), hints in words only (the
+         student's exact pixels): the model learns to follow the hint's words, and the pivot's
+         misreading is planted.
+    hint_share: share of prompts shown with the hint; answer_weight: the answer-token term (above);
+    hard_truth / pivot_truth: share of un-hinted hard / pivot prompts answered right.
+    start_from: a model directory whose weights replace phase 1 (exploring phase 2 only);
+    save_phase1: a directory to save phase 1's model in (the start_from of such explorations)."""
+    cfg = {**WARM, **kw}
+    if threads:
+        torch.set_num_threads(threads)
+    model, processor = rollout.load_model(start_from or model_dir, dtype="float32", device="cpu")
+    rng = random.Random(seed)
+    torch.manual_seed(seed)
+    mix = {k: cfg[k] for k in ("hint_share", "hard_truth", "pivot_truth")}
+    common = {"batch_size": cfg["batch_size"], "warmup": cfg["warmup"], "rng": rng, "mix": mix,
+              "answer_weight": cfg["answer_weight"]}
+    if start_from is None and cfg["steps"]:
+        warm_phase(model, processor, data.load_jsonl(warm_path, report=lambda s: None), cfg["steps"],
+                   lr=cfg["lr"], frame=True, desc="warm start 1/2 (framed hints)", **common)
+        if save_phase1:
+            model.save_pretrained(save_phase1)
+            rollout.save_processor(processor, save_phase1)
+    if cfg["steps2"]:   # its own streams, so that phase 2 from a saved phase 1 (start_from) is the build's
+        torch.manual_seed(seed + 1)
+        warm_phase(model, processor, data.load_jsonl(warm2_path, report=lambda s: None), cfg["steps2"],
+                   lr=cfg["lr2"], frame=False, desc="warm start 2/2 (hints in words)",
+                   **{**common, "rng": random.Random(seed + 1)})
     model.save_pretrained(model_dir)
+    if start_from is not None:   # the tokenizer and processor come with the weights
+        rollout.save_processor(processor, model_dir)
     return model, processor
 
 
@@ -318,8 +386,9 @@ def probe(model_dir, train_examples, eval_examples, steps, batch_size, lr, warmu
     """Learnability: supervised training on the gold responses of train_examples (student prompt,
     no hint), from the model in model_dir, with a run's own budget (steps x batch_size problems at
     lr, AdamW, linear warm-up then constant, as train.py); held-out pass@1 on eval_examples (one
-    sample each at T = 1) every `every` steps. If supervision with the answer cannot learn the
-    skill in the budget, neither RL nor distillation will. Returns {step: pass@1}."""
+    sample each at T = 1) every `every` steps, per bucket (`category`). If supervision with the
+    answer cannot learn the skill in the budget, neither RL nor distillation will.
+    Returns {bucket: {step: pass@1}}."""
     model, processor = rollout.load_model(model_dir, dtype="float32", device="cpu")
     tok = processor.tokenizer
     eos = tok.convert_tokens_to_ids("<|im_end|>")
@@ -328,13 +397,16 @@ def probe(model_dir, train_examples, eval_examples, steps, batch_size, lr, warmu
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
     held = [rollout.encode(processor, ex["question"], rollout.open_images(ex)) for ex in eval_examples]
 
-    def held_out():
+    curve = {}
+
+    def held_out(step):
         model.eval()
         hits = report.pass_counts(model, processor, held, eval_examples, 1, max_new_tokens, 1.0, seed=seed)["correct"]
         model.train()
-        return hits.float().mean().item()
+        for b, v in report.by_category(hits.tolist(), eval_examples).items():
+            curve.setdefault(b, {})[step] = v
 
-    curve = {0: held_out()}
+    held_out(0)
     model.train()
     for step in range(steps):
         for g in opt.param_groups:
@@ -348,12 +420,12 @@ def probe(model_dir, train_examples, eval_examples, steps, batch_size, lr, warmu
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         if (step + 1) % every == 0 or step + 1 == steps:
-            curve[step + 1] = held_out()
+            held_out(step + 1)
     return curve
 
 
 def prompts_of(processor, examples, variant, fmt):
-    """Encoded prompts of one diagnostic variant: student (no hint), tutor (hint + frame), or
+    """Encoded prompts of one diagnostic variant: student (no hint), tutor (the hint), or
     blank (the student's prompt on white images of the same sizes, report.blank_images)."""
     import tutor
     if variant == "tutor":
@@ -366,28 +438,68 @@ def prompts_of(processor, examples, variant, fmt):
 
 @torch.no_grad()
 def diagnose(model, processor, examples, samples=1, temperature=1.0, max_new_tokens=32, seed=0):
-    """Held-out pass@1 of the student (no hint), the tutor (hint + frame), the student on a blank
-    image, and the majority-answer baseline: overall and per bucket (`category`); and what the
-    student's answers name per bucket (answer_class)."""
+    """Held-out pass@1 of the student (no hint), the tutor (the hint's words, the student's
+    pixels), the student on a blank image, and the majority-answer baseline: overall and per bucket
+    (`category`); the tutor on the problems the student fails, per bucket; what the student's
+    answers name per bucket (answer_class); and the counterfactual (below)."""
     from collections import Counter
     fmt = rollout.box_format(model)
     buckets = sorted({ex.get("category") or "all" for ex in examples})
     res = {"by_bucket": {b: {} for b in buckets}}
+    hits = {}
     for name in ("student", "tutor", "blank"):
         prompts = prompts_of(processor, examples, name, fmt)
         out = report.pass_counts(model, processor, prompts, examples, samples, max_new_tokens, temperature, seed=seed)
-        hits = out["correct"] / samples
-        res[name] = hits.mean().item()
-        for b, v in report.by_category(hits.tolist(), examples).items():
+        hits[name] = out["correct"] / samples
+        res[name] = hits[name].mean().item()
+        for b, v in report.by_category(hits[name].tolist(), examples).items():
             res["by_bucket"][b][name] = v
         if name == "student":
             for b in buckets:
                 res["by_bucket"][b]["answers"] = answer_shares(
                     [t for i, t in enumerate(out["texts"]) if (examples[i // samples].get("category") or "all") == b],
                     [ex for ex in examples if (ex.get("category") or "all") == b for _ in range(samples)])
+    failed = hits["student"] == 0
+    for b in buckets:
+        sel = torch.tensor([(ex.get("category") or "all") == b for ex in examples]) & failed
+        res["by_bucket"][b]["student_failures"] = int(sel.sum())
+        res["by_bucket"][b]["tutor_on_failures"] = hits["tutor"][sel].mean().item() if sel.any() else float("nan")
+    easy_right = [ex for ex, h in zip(examples, hits["student"].tolist()) if ex.get("category") == "easy" and h == 1]
+    res["counterfactual"] = counterfactual(model, processor, easy_right, max_new_tokens, temperature, seed)
     top = Counter(ex["answer"] for ex in examples).most_common(1)[0][1]
     res["majority"] = top / len(examples)
     return res
+
+
+def swapped(ex):
+    """The example with its hint pointing the other way: focus and distractor swapped, steps
+    dropped. A tutor that reads the hint's words follows it to the other marked shape."""
+    regions = [{**r, "role": "distractor" if r["role"] == "focus" else "focus"} for r in ex["hint"]["regions"]]
+    return {**ex, "hint": {"regions": regions, "steps": []}}
+
+
+@torch.no_grad()
+def counterfactual(model, processor, examples, max_new_tokens=32, temperature=1.0, seed=0):
+    """Whether the tutor reads the hint or only the question: on easy problems the student gets
+    right, the tutor shown the swapped hint (one sample each, T = 1). Returns the share of its
+    answers that name the other marked shape (the hint's way), the target (the question's way),
+    or anything else. A tutor that ignores the hint's words scores ~0 on the first."""
+    if not examples:
+        return {"n": 0, "follows_hint": float("nan"), "follows_question": float("nan"), "other": float("nan")}
+    fmt = rollout.box_format(model)
+    exs = [swapped(ex) for ex in examples]
+    prompts = prompts_of(processor, exs, "tutor", fmt)
+    out = report.pass_counts(model, processor, prompts, exs, 1, max_new_tokens, temperature, seed=seed)
+    said = [reward.normalize(reward.extract_answer(t) or "") for t in out["texts"]]
+    hint_way = [reward.normalize(other_marked(ex["record"])["colour"]) for ex in exs]
+    follows = sum(s == h for s, h in zip(said, hint_way)) / len(exs)
+    question = out["correct"].float().mean().item()
+    return {"n": len(exs), "follows_hint": follows, "follows_question": question, "other": 1 - follows - question}
+
+
+def other_marked(rec):
+    """The scene object on the mark the question does not ask for (the distractor)."""
+    return rec["scene"][rec["shaded"] if rec["target"] == rec["framed"] else rec["framed"]]
 
 
 def answer_shares(texts, examples):
@@ -408,40 +520,58 @@ def answer_position(tok, ids):
 
 @torch.no_grad()
 def group_regime(model, processor, examples, group_size=8, temperature=1.0, max_new_tokens=32, seed=0):
-    """What GRPO sees at step 0 on training problems: the share of groups of group_size samples
-    that all fail (no GRPO signal), all pass, or are mixed; the tutor's pass@1 on the all-fail
-    problems (what PTD-PO can still teach there); and, on the failed hard rollouts, the student's
-    probability of the tutor's answer at the answer token (the tutor's most likely colour): the
-    JSD's gradient on that logit scales with it, so a saturated student (~0.001) learns nothing
-    from the paper's divergence."""
-    import tutor
+    """What GRPO sees at step 0 on training problems, overall and per bucket: the share of groups
+    of group_size samples that all fail (no GRPO signal), all pass, or are mixed; the tutor's
+    pass@1 on the all-fail problems (what PTD-PO can still teach there); and, on the failed
+    rollouts of each non-easy bucket, the student's probability of the tutor's answer at the
+    answer token (the tutor's most likely colour): the JSD's gradient on that logit scales with
+    it, so a saturated student (~0.001) learns slowly from the paper's divergence."""
     fmt = rollout.box_format(model)
     plain = prompts_of(processor, examples, "student", fmt)
     ids, mask = rollout.sample(model, processor, plain, group_size, max_new_tokens, temperature, seed=seed)
     texts = rollout.decode(processor, ids, mask)
     ok = torch.tensor([reward.reward(t, examples[i // group_size]) for i, t in enumerate(texts)])
     hits = ok.view(len(examples), group_size).sum(1)
+    cats = [ex.get("category") or "all" for ex in examples]
     fail = [ex for ex, c in zip(examples, hits.tolist()) if c == 0]
-    res = {"group_size": group_size, "n_groups": len(examples),
-           "all_fail": (hits == 0).float().mean().item(), "all_pass": (hits == group_size).float().mean().item()}
-    res["mixed"] = 1.0 - res["all_fail"] - res["all_pass"]
-    res["tutor_on_all_fail"] = float("nan")
+    tutor_hits = {}
     if fail:
         hinted = prompts_of(processor, fail, "tutor", fmt)
         out = report.pass_counts(model, processor, hinted, fail, group_size, max_new_tokens, temperature, seed=seed + 1)
-        res["tutor_on_all_fail"] = out["correct"].sum().item() / (group_size * len(fail))
-    # the student's probability of the tutor's answer, failed hard rollouts
+        tutor_hits = {id(ex): c / group_size for ex, c in zip(fail, out["correct"].tolist())}
+
+    def shares(sel):
+        h = hits[sel]
+        res = {"n_groups": len(h), "all_fail": (h == 0).float().mean().item(),
+               "all_pass": (h == group_size).float().mean().item()}
+        res["mixed"] = 1.0 - res["all_fail"] - res["all_pass"]
+        t = [tutor_hits[id(examples[i])] for i in sel.nonzero().squeeze(-1).tolist() if id(examples[i]) in tutor_hits]
+        res["tutor_on_all_fail"] = sum(t) / len(t) if t else float("nan")
+        return res
+
+    res = {"group_size": group_size, **shares(torch.ones(len(examples), dtype=torch.bool)), "by_bucket": {}}
+    for b in sorted(set(cats)):
+        res["by_bucket"][b] = shares(torch.tensor([c == b for c in cats]))
+        if b != "easy":
+            res["by_bucket"][b].update(student_p(model, processor, examples, plain, ids, mask, ok, group_size, b))
+    return res
+
+
+def student_p(model, processor, examples, plain, ids, mask, ok, group_size, bucket):
+    """On the failed rollouts of one bucket: the median student probability of the tutor's most
+    likely colour at the answer token, and how often that colour is the right one."""
+    import tutor
+    fmt = rollout.box_format(model)
     tok = processor.tokenizer
     colour_ids = torch.tensor([tok(c)["input_ids"][0] for c in sorted(COLOURS)])
     rows, at = [], []
-    for i in range(len(texts)):
-        if examples[i // group_size].get("category") == "hard" and ok[i] == 0:
+    for i in range(len(ok)):
+        if examples[i // group_size].get("category") == bucket and ok[i] == 0:
             j = answer_position(tok, ids[i][mask[i]].tolist())
             if j is not None:
                 rows.append(i)
                 at.append(j)
-    res["failed_hard_rows"] = len(rows)
-    res["student_p_tutor_answer"] = float("nan")
+    res = {"failed_rows": len(rows), "student_p_tutor_answer": float("nan"), "tutor_top_is_right": float("nan")}
     if rows:
         exs = [examples[i // group_size] for i in rows]
         sub_ids, sub_mask = ids[rows], mask[rows]
@@ -460,43 +590,60 @@ def group_regime(model, processor, examples, group_size=8, temperature=1.0, max_
 
 def format_diagnostics(res, n):
     line = (f"held-out pass@1 on {n} examples (sampled, T=1): student {res['student']:.3f} | "
-            f"tutor (hint) {res['tutor']:.3f} | student on blank image {res['blank']:.3f} | "
+            f"tutor (hint in words) {res['tutor']:.3f} | student on blank image {res['blank']:.3f} | "
             f"majority answer {res['majority']:.3f}")
     for b, r in res.get("by_bucket", {}).items():
         line += f"\n  {b:5s}: student {r['student']:.3f} | tutor {r['tutor']:.3f} | blank {r['blank']:.3f}"
+        if "tutor_on_failures" in r:
+            line += f" | tutor on the student's {r['student_failures']} failures {r['tutor_on_failures']:.3f}"
         if "answers" in r:
-            line += " | student names: " + " / ".join(f"{c} {v:.2f}" for c, v in r["answers"].items())
+            line += "\n         student names: " + " / ".join(f"{c} {v:.2f}" for c, v in r["answers"].items())
+    cf = res.get("counterfactual")
+    if cf:
+        line += (f"\ncounterfactual (easy problems the student gets right, {cf['n']}, the tutor shown the hint with "
+                 f"focus and distractor swapped): follows the hint {cf['follows_hint']:.3f} | follows the question "
+                 f"{cf['follows_question']:.3f} | other {cf['other']:.3f}")
     g = res.get("groups")
     if g:
         line += (f"\ntraining groups at step 0 ({g['n_groups']} problems x {g['group_size']} samples): "
                  f"all-fail {g['all_fail']:.2f} | mixed {g['mixed']:.2f} | all-pass {g['all_pass']:.2f} | "
-                 f"tutor pass@1 on the all-fail problems {g['tutor_on_all_fail']:.3f}"
-                 f"\nfailed hard rollouts ({g['failed_hard_rows']}): median student probability of the tutor's "
-                 f"answer {g['student_p_tutor_answer']:.3f}")
+                 f"tutor pass@1 on the all-fail problems {g['tutor_on_all_fail']:.3f}")
+        for b, r in g["by_bucket"].items():
+            line += (f"\n  {b:5s} ({r['n_groups']}): all-fail {r['all_fail']:.2f} | mixed {r['mixed']:.2f} | "
+                     f"all-pass {r['all_pass']:.2f} | tutor on all-fail {r['tutor_on_all_fail']:.3f}")
+            if "failed_rows" in r:
+                line += (f" | {r['failed_rows']} failed rollouts: median student p of the tutor's answer "
+                         f"{r['student_p_tutor_answer']:.4f}")
     pr = res.get("probe")
     if pr:
-        line += (f"\nlearnability probe (supervised, hard gold responses, {pr['steps']} steps x {pr['batch_size']} "
-                 f"at lr {pr['lr']:g}): held-out hard pass@1 "
-                 + " -> ".join(f"{v:.3f} ({k})" for k, v in pr["curve"].items()))
+        line += (f"\nlearnability probe (supervised on the gold responses of hard and pivot problems, {pr['steps']} "
+                 f"steps x {pr['batch_size']} at lr {pr['lr']:g}), held-out pass@1:")
+        for b, curve in pr["curve"].items():
+            line += f"\n  {b:5s}: " + " -> ".join(f"{v:.3f} ({k})" for k, v in curve.items())
     return line
 
 
 # The regime PTD-PO is for, checked on the warm-started model. The student reads the picture on the
 # easy bucket; on training problems many groups all fail (GRPO's advantage is zero there) and many
-# are mixed (GRPO learns there); the tutor, the same weights with the hint, solves the all-fail
-# problems; the student is unsure on its failures, not saturated (the JSD has a gradient to give);
-# and supervision with the answer learns the hard bucket in the main job's budget (the probe).
-# The probe's budget: the main job's (config.DEMO, a test checks): its steps, its hard prompts per
-# step (16 prompts, half of them hard), its lr and its warm-up.
+# are mixed (GRPO learns there: the hard bucket); the pivot bucket's groups (almost) all fail, so
+# only the tutor can teach it; the tutor, the same weights with the hint's words, solves every
+# non-easy bucket, including the problems the student fails; it reads the words (the
+# counterfactual: shown a hint that points the other way, it follows); the student is unsure on
+# its hard failures, not saturated; and supervision with the answer learns the hard and pivot
+# buckets in the main job's budget (the probe).
+# The probe's budget: the main job's (config.DEMO, a test checks): its steps, its lr and its
+# warm-up; 8 of the main job's ~11 non-easy prompts a step.
 PROBE = {"steps": 60, "batch": 8, "lr": 5e-4, "warmup": 30}
 REGIME = {"easy_student": 0.90, "easy_over_blank": 0.10, "all_fail_min": 0.20, "mixed_min": 0.20,
-          "tutor_on_all_fail": 0.90, "student_p_min": 0.02, "probe_min": 0.60}
+          "tutor_on_all_fail": 0.90, "tutor_text_min": 0.90, "counterfactual_min": 0.40,
+          "pivot_all_fail_min": 0.85, "pivot_mixed_max": 0.05, "student_p_min": 0.02, "probe_min": 0.60}
 
 
 def regime_failures(res, regime=REGIME):
     """What the diagnostics miss of the regime, as sentences ([] when it is met)."""
     out = []
-    easy, g = res["by_bucket"]["easy"], res["groups"]
+    by, g = res["by_bucket"], res["groups"]
+    easy = by["easy"]
     if easy["student"] < max(regime["easy_student"], easy["blank"] + regime["easy_over_blank"]):
         out.append(f"on the easy bucket the student scores {easy['student']:.3f} (needs >= {regime['easy_student']:.2f} "
                    f"and {regime['easy_over_blank']:.2f} above its blank-image score {easy['blank']:.3f})")
@@ -507,13 +654,29 @@ def regime_failures(res, regime=REGIME):
     if not g["tutor_on_all_fail"] >= regime["tutor_on_all_fail"]:     # nan (no all-fail group) fails too
         out.append(f"the tutor solves {g['tutor_on_all_fail']:.3f} of the all-fail problems, below "
                    f"{regime['tutor_on_all_fail']:.2f}: the hint does not help enough")
-    if not g["student_p_tutor_answer"] >= regime["student_p_min"]:
-        out.append(f"the student is saturated on its failures: median probability of the tutor's answer "
-                   f"{g['student_p_tutor_answer']:.4f} < {regime['student_p_min']}")
+    for b in sorted(set(by) - {"easy"}):
+        for key, what in (("tutor", "problems"), ("tutor_on_failures", "problems the student fails")):
+            if not by[b].get(key, float("nan")) >= regime["tutor_text_min"]:
+                out.append(f"the tutor (the hint's words, the student's pixels) solves {by[b].get(key, float('nan')):.3f} "
+                           f"of the {b} {what} (needs >= {regime['tutor_text_min']:.2f})")
+    cf = res.get("counterfactual", {}).get("follows_hint", float("nan"))
+    if not cf >= regime["counterfactual_min"]:
+        out.append(f"shown a hint that points to the other marked shape, the tutor follows it {cf:.3f} of the time "
+                   f"(needs >= {regime['counterfactual_min']:.2f}): it does not read the hint's words")
+    piv = g["by_bucket"].get("pivot")
+    if piv and not (piv["all_fail"] >= regime["pivot_all_fail_min"] and piv["mixed"] <= regime["pivot_mixed_max"]):
+        out.append(f"the pivot bucket's training groups: all-fail {piv['all_fail']:.2f} (needs >= "
+                   f"{regime['pivot_all_fail_min']:.2f}), mixed {piv['mixed']:.2f} (needs <= {regime['pivot_mixed_max']:.2f}): "
+                   f"GRPO has a way in there")
+    hard = g["by_bucket"].get("hard", {})
+    if not hard.get("student_p_tutor_answer", float("nan")) >= regime["student_p_min"]:
+        out.append(f"the student is saturated on its hard failures: median probability of the tutor's answer "
+                   f"{hard.get('student_p_tutor_answer', float('nan')):.4f} < {regime['student_p_min']}")
     pr = res.get("probe")
-    if pr and not pr["final"] >= regime["probe_min"]:
-        out.append(f"supervision with the answer reaches {pr['final']:.3f} on the hard bucket in the main job's "
-                   f"budget (needs >= {regime['probe_min']:.2f}): the skill is not learnable there")
+    for b, final in (pr or {}).get("final", {}).items():
+        if not final >= regime["probe_min"]:
+            out.append(f"supervision with the answer reaches {final:.3f} on the {b} bucket in the main job's budget "
+                       f"(needs >= {regime['probe_min']:.2f}): the skill is not learnable there")
     return out
 
 
@@ -523,7 +686,7 @@ def check_regime(res):
     if failures:
         raise SystemExit("toy.py: the warm-started model misses the regime PTD-PO is for:\n  - "
                          + "\n  - ".join(failures)
-                         + "\nTry another --seed, --steps, --hard_truth or --hard_share.")
+                         + "\nTry another --seed, --steps2, --hard_truth, --pivot_truth or --shares.")
 
 
 def ensure(out_dir=DEFAULT_DIR):
@@ -544,16 +707,22 @@ def run_diagnostics(args, model, processor, model_dir, train_path, eval_path):
     res["groups"] = group_regime(model, processor, trains[:args.group_n], seed=args.seed)
     if args.probe_steps:
         t = time.time()
-        hard_eval = [ex for ex in data.load_jsonl(eval_path, report=lambda s: None) if ex["category"] == "hard"]
-        curve = probe(model_dir, [ex for ex in trains if ex["category"] == "hard"], hard_eval,
+        held = [ex for ex in data.load_jsonl(eval_path, report=lambda s: None) if ex["category"] != "easy"]
+        curve = probe(model_dir, [ex for ex in trains if ex["category"] != "easy"], held,
                       args.probe_steps, args.probe_batch, args.probe_lr, warmup=args.probe_warmup, seed=args.seed)
         res["probe"] = {"steps": args.probe_steps, "batch_size": args.probe_batch, "lr": args.probe_lr,
-                        "warmup": args.probe_warmup,
-                        "n_eval": len(hard_eval), "curve": curve, "final": curve[args.probe_steps],
+                        "warmup": args.probe_warmup, "n_eval": len(held), "curve": curve,
+                        "final": {b: c[args.probe_steps] for b, c in curve.items()},
                         "seconds": round(time.time() - t, 1)}
     res["n"] = len(evals)
     print(format_diagnostics(res, len(evals)))
     return res
+
+
+def file_sha256(path):
+    import hashlib
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
 
 
 def write_diagnostics(res, args, argv, model_dir, seconds, build_seconds=None):
@@ -574,35 +743,59 @@ def write_diagnostics(res, args, argv, model_dir, seconds, build_seconds=None):
                     "diagnosed": {"command": command, **where, "seconds": round(seconds, 1), "at": now}})
     else:
         rec = {**res, "regime": not failures, "failures": failures, "command": command, "args": flags, **where,
-               "build_seconds": round(build_seconds, 1), "seconds": round(seconds, 1), "built": now}
+               "build_seconds": round(build_seconds, 1), "seconds": round(seconds, 1), "built": now,
+               "model_sha256": file_sha256(os.path.join(model_dir, "model.safetensors"))}
     with open(path + ".tmp", "w") as f:
         json.dump(rec, f, indent=1)
     os.replace(path + ".tmp", path)
+
+
+def parse_shares(text):
+    """'easy=0.3,hard=0.4,pivot=0.3' -> {bucket: share}; every bucket once, shares summing to 1."""
+    try:
+        shares = {k.strip(): float(v) for k, v in (part.split("=") for part in text.split(","))}
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected bucket=share,... got {text!r}")
+    if set(shares) != set(BUCKETS) or abs(sum(shares.values()) - 1) > 1e-6 or min(shares.values()) < 0:
+        raise argparse.ArgumentTypeError(f"needs a share >= 0 for each of {sorted(BUCKETS)}, summing to 1: {text!r}")
+    return {b: shares[b] for b in BUCKETS}
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description="Build the embedded demo: task data, tiny model, warm start.")
     p.add_argument("--out_dir", default=DEFAULT_DIR, help="writes <out_dir>/data and <out_dir>/model")
     p.add_argument("--family", default="qwen3", choices=["qwen3", "qwen2.5"], help="tiny model architecture")
-    p.add_argument("--steps", type=int, default=1200, help="warm-start steps (0: random weights)")
-    p.add_argument("--batch_size", type=int, default=16, help="warm-start batch size")
-    p.add_argument("--lr", type=float, default=2e-3, help="warm-start peak learning rate")
-    p.add_argument("--hint_share", type=float, default=0.5,
-                   help="warm start: share of prompts shown with the hint and its frame")
-    p.add_argument("--answer_weight", type=float, default=1.0,
+    p.add_argument("--steps", type=int, default=WARM["steps"],
+                   help="warm start phase 1 (framed hints; easy and hard) steps (0 with --steps2 0: random weights)")
+    p.add_argument("--lr", type=float, default=WARM["lr"], help="warm start phase 1 peak learning rate")
+    p.add_argument("--steps2", type=int, default=WARM["steps2"],
+                   help="warm start phase 2 (hints in words only; every bucket) steps")
+    p.add_argument("--lr2", type=float, default=WARM["lr2"], help="warm start phase 2 peak learning rate")
+    p.add_argument("--start_from", default=None,
+                   help="a model directory whose weights stand in for phase 1 (to explore phase 2 alone)")
+    p.add_argument("--save_phase1", default=None, help="also save phase 1's model in this directory")
+    p.add_argument("--batch_size", type=int, default=WARM["batch_size"], help="warm-start batch size")
+    p.add_argument("--hint_share", type=float, default=WARM["hint_share"],
+                   help="warm start: share of prompts shown with the hint")
+    p.add_argument("--answer_weight", type=float, default=WARM["answer_weight"],
                    help="warm start: weight of the loss term on the answer tokens (0: plain SFT)")
-    p.add_argument("--hard_truth", type=float, default=0.25,
+    p.add_argument("--hard_truth", type=float, default=WARM["hard_truth"],
                    help="warm start: share of un-hinted hard prompts answered right (the rest: the framed "
                         "shape's colour, the planted misconception)")
+    p.add_argument("--pivot_truth", type=float, default=WARM["pivot_truth"],
+                   help="warm start: share of un-hinted pivot prompts answered right (the rest: the shaded "
+                        "shape's colour)")
     p.add_argument("--n_train", type=int, default=4000, help="training problems")
-    p.add_argument("--n_eval", type=int, default=400, help="held-out problems (half easy, half hard)")
+    p.add_argument("--n_eval", type=int, default=600, help="held-out (and development) problems, a third a bucket")
     p.add_argument("--n_warm", type=int, default=8000, help="the warm start's own problems")
-    p.add_argument("--hard_share", type=float, default=0.5, help="share of hard problems in the train split")
-    p.add_argument("--diag_n", type=int, default=400, help="held-out problems for the diagnostics")
-    p.add_argument("--group_n", type=int, default=128,
+    p.add_argument("--shares", type=parse_shares, default=SHARES,
+                   help="the buckets' shares of the train split, e.g. easy=0.3,hard=0.4,pivot=0.3")
+    p.add_argument("--diag_n", type=int, default=600, help="held-out problems for the diagnostics")
+    p.add_argument("--group_n", type=int, default=192,
                    help="training problems x 8 samples for the step-0 group regime (all-fail share)")
     p.add_argument("--probe_steps", type=int, default=PROBE["steps"], help="learnability probe: steps (0: no probe)")
-    p.add_argument("--probe_batch", type=int, default=PROBE["batch"], help="learnability probe: hard problems per step")
+    p.add_argument("--probe_batch", type=int, default=PROBE["batch"],
+                   help="learnability probe: hard and pivot problems per step")
     p.add_argument("--probe_lr", type=float, default=PROBE["lr"], help="learnability probe: learning rate")
     p.add_argument("--probe_warmup", type=int, default=PROBE["warmup"], help="learnability probe: warm-up steps")
     p.add_argument("--diagnose_only", action="store_true",
@@ -626,14 +819,14 @@ def main(argv=None):
         if args.write:
             write_diagnostics(res, args, argv, model_dir, time.time() - t0)
         return res
-    train_path, eval_path, warm_path = build_data(data_dir, args.n_train, args.n_eval, args.seed, args.hard_share,
-                                                  args.n_warm)
+    train_path, eval_path, warm_path, warm2_path = build_data(data_dir, args.n_train, args.n_eval, args.seed,
+                                                              args.shares, args.n_warm)
     build_model(model_dir, args.family, args.seed)
     print(f"built data and a random {args.family} tiny model in {time.time() - t0:.1f}s -> {args.out_dir}")
-    if args.steps:
-        model, processor = warm_start(model_dir, warm_path, args.steps, args.batch_size, args.lr, seed=args.seed,
-                                      hint_share=args.hint_share, answer_weight=args.answer_weight,
-                                      hard_truth=args.hard_truth)
+    if args.steps or args.steps2:
+        model, processor = warm_start(model_dir, warm_path, warm2_path, seed=args.seed, start_from=args.start_from,
+                                      save_phase1=args.save_phase1,
+                                      **{k: getattr(args, k) for k in WARM if hasattr(args, k)})
         train_seconds = time.time() - t0
         res = run_diagnostics(args, model, processor, model_dir, train_path, eval_path)
         write_diagnostics(res, args, argv, model_dir, time.time() - t0, build_seconds=train_seconds)

@@ -36,9 +36,12 @@ DIV=${DIV:-jsd}                 # the main job's divergence; OTHER is the other 
 OTHER=${OTHER:-fkl}
 LAMBDA=${LAMBDA:-32}            # lambda of DIV (the main job's) and of the controls
 OTHER_LAMBDA=${OTHER_LAMBDA:-1} # lambda of OTHER
-COMMON="--steps $STEPS --eval_every 20 --save_every 0 --no_checkpoints --no_export --threads 1"
+COMMON="--steps $STEPS --eval_every ${EVAL_EVERY:-20} --save_every 0 --no_checkpoints --no_export --threads 1"
 HELD="--eval_n 400 --eval_samples 8 --eval_blank 1"      # pass@1, pass@8, the chance line at both ends
 DEV="--eval_data toy/data/dev.jsonl --eval_n 400 --eval_samples 4 --eval_blank 0"   # what the rule reads
+DEV_SEEDS=${DEV_SEEDS:-"100 101"}
+WARM=${WARM:-30}                # dev5b: PTD-PO's chosen warm-up
+DEV5="--eval_data toy/data/dev.jsonl --eval_n 300 --eval_samples 4 --eval_blank 0 --eval_every 10"
 PTD="--algo ptdpo --lr $PTD_LR"
 mkdir -p "$OUT" results
 jobs_file=$(mktemp)
@@ -64,6 +67,26 @@ case "${PHASE:-dev}" in
         echo "$PTD --divergence $DIV --ptd_coef $LAMBDA $* $HELD --seed $s --out_dir $OUT/abl_${name}_s$s"
       done
     done ;;
+  dev5)   # task 5: every method's knobs on the development seeds (docs/RESULTS.md, "Development phase")
+    for s in $DEV_SEEDS; do
+      for w in 10 30; do
+        for lr in 1e-4 5e-4 1e-3 2e-3 4e-3; do
+          echo "--algo grpo --lr $lr --warmup_steps $w $DEV5 --seed $s --out_dir $OUT/dev_grpo_lr${lr}_w${w}_s$s"
+        done
+        for lam in 32 64 128; do
+          echo "$PTD --divergence jsd --ptd_coef $lam --warmup_steps $w $DEV5 --seed $s --out_dir $OUT/dev_jsd_lam${lam}_w${w}_s$s"
+        done
+      done
+    done ;;
+  dev5b)  # task 5: the other divergence's and the un-answer control's lambda, at PTD-PO's chosen warm-up
+    for s in $DEV_SEEDS; do
+      for lam in 1 4 16; do
+        echo "$PTD --divergence fkl --ptd_coef $lam --warmup_steps $WARM $DEV5 --seed $s --out_dir $OUT/dev_fkl_lam${lam}_w${WARM}_s$s"
+      done
+      for lam in 32 64 128; do
+        echo "$PTD --divergence jsd --ptd_coef $lam --tutor_context unanswer --warmup_steps $WARM $DEV5 --seed $s --out_dir $OUT/dev_unanswer_lam${lam}_w${WARM}_s$s"
+      done
+    done ;;
   levers)   # the first round ran at 10 warm-up steps: the easy dip there, and what did not remove it
     W="--warmup_steps 10 $DEV --seed $DEV_SEED"
     echo "$PTD --divergence jsd --ptd_coef 32 $W --out_dir $OUT/dev_jsd_lam32_warm10"
@@ -72,7 +95,7 @@ case "${PHASE:-dev}" in
     echo "$PTD --divergence fkl --ptd_coef 4 $W --out_dir $OUT/dev_fkl_lam4_warm10"
     echo "--algo grpo --lr 5e-4 $W --out_dir $OUT/dev_grpo_lr5e-4_warm10" ;;
   summary) ;;
-  *) echo "PHASE must be dev, eval, ablations, levers or summary"; exit 2 ;;
+  *) echo "PHASE must be dev, dev5, dev5b, eval, ablations, levers or summary"; exit 2 ;;
 esac > "$jobs_file"
 "$PY" -c "import toy; toy.ensure()"   # build the demo data once, before the parallel runs
 start=$(date +%s)

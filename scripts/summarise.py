@@ -64,7 +64,11 @@ def load(path):
     tail = tr[-max(1, len(tr) // 5):]
     r.update(start=ev[0], end=ev[-1], mean=lambda key, rs=tr: statistics.mean(m[key] for m in rs),
              tail=tail, curve={m["step"]: m for m in ev})
-    r["auc_hard"] = statistics.mean(m["eval_pass1/hard"] for m in ev[1:])     # the choice rule's number
+    r["buckets"] = [b for b in ("easy", "hard", "pivot") if f"eval_pass1/{b}" in ev[0]]
+    r["auc_hard"] = statistics.mean(m["eval_pass1/hard"] for m in ev[1:])
+    r["auc_pivot"] = statistics.mean(m["eval_pass1/pivot"] for m in ev[1:]) if "pivot" in r["buckets"] else math.nan
+    # the choice rule's number: the area under the non-easy curves (hard, and pivot where there is one)
+    r["auc"] = r["auc_hard"] if math.isnan(r["auc_pivot"]) else (r["auc_hard"] + r["auc_pivot"]) / 2
     r["min_easy"] = min(m["eval_pass1/easy"] for m in ev[1:])
     r["collapse"] = next((m["step"] for m in tr if m["format"] < COLLAPSE), None)
     return r
@@ -95,18 +99,49 @@ def num(vals):
     return f"{statistics.mean(vals):.3f}" + (f" ± {statistics.stdev(vals):.3f}" if len(vals) > 1 else "")
 
 
+EASY_FLOOR = 0.85   # the task-5 choice rule: easy pass@1 at every evaluation at least this
+
+
 def dev_table(groups, names):
-    print("| run | lr | warm-up | divergence | lambda | kl_coef | hard pass@1 at steps 20 / 40 / 60 | "
-          "rule: mean hard | lowest easy |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    """One row per development run (name, seed); for task-5 runs (a pivot bucket) the choice rule's
+    number per seed and its mean over the seeds, and whether easy held >= EASY_FLOOR throughout."""
+    print("| run | seed | lr | warm-up | tutor | divergence | lambda | kl_coef | hard pass@1 (evaluations) | "
+          "pivot pass@1 (evaluations) | rule: area | lowest easy |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name in names:
-        r = groups[name][-1]
-        s = r["settings"]
-        curve = " / ".join(f"{100 * m['eval_pass1/hard']:.1f}" for m in r["evals"][1:])
-        lam = "-" if s["algo"] == "grpo" else s["ptd_coef"]
-        div = "-" if s["algo"] == "grpo" else s["divergence"]
-        print(f"| {name} | {s['lr']:g} | {s.get('warmup_steps')} | {div} | {lam} | {s['kl_coef']:g} | {curve} | "
-              f"{100 * r['auc_hard']:.1f} | {100 * r['min_easy']:.1f} |")
+        for seed, r in sorted(groups[name].items()):
+            s = r["settings"]
+            curve = lambda b: " / ".join(f"{100 * m[f'eval_pass1/{b}']:.0f}" for m in r["evals"][1:]) \
+                if f"eval_pass1/{b}" in r["start"] else "-"
+            lam = "-" if s["algo"] == "grpo" else s["ptd_coef"]
+            div = "-" if s["algo"] == "grpo" else s["divergence"]
+            tut = "-" if s["algo"] == "grpo" else s.get("tutor_context") or "hint"
+            print(f"| {name} | {seed} | {s['lr']:g} | {s.get('warmup_steps')} | {tut} | {div} | {lam} | "
+                  f"{s['kl_coef']:g} | {curve('hard')} | {curve('pivot')} | {100 * r['auc']:.1f} | "
+                  f"{100 * r['min_easy']:.1f} |")
+
+
+def choose(groups, names):
+    """The task-5 rule, per method family: among a family's settings whose easy pass@1 stays >=
+    EASY_FLOOR at every evaluation on every development seed, the highest area (mean over seeds)."""
+    fams = {}
+    for name in names:
+        rs = list(groups[name].values())
+        fam = name.split("_")[1] if name.count("_") > 1 else name
+        fams.setdefault(fam, []).append((statistics.mean(r["auc"] for r in rs), min(r["min_easy"] for r in rs),
+                                         name, len(rs)))
+    print(f"\nChoice rule: the highest area under the hard and pivot curves (mean over the development seeds) "
+          f"with easy >= {100 * EASY_FLOOR:.0f}% at every evaluation\n")
+    print("| family | chosen | area | lowest easy | seeds | runner-up (area, lowest easy) |")
+    print("|---|---|---|---|---|---|")
+    for fam, rows in sorted(fams.items()):
+        ok = sorted((r for r in rows if r[1] >= EASY_FLOOR), reverse=True)
+        other = sorted((r for r in rows if r not in ok[:1]), reverse=True)
+        run = (f"{other[0][2]} ({100 * other[0][0]:.1f}, {100 * other[0][1]:.1f})") if other else "-"
+        if ok:
+            print(f"| {fam} | {ok[0][2]} | {100 * ok[0][0]:.1f} | {100 * ok[0][1]:.1f} | {ok[0][3]} | {run} |")
+        else:
+            print(f"| {fam} | none keeps easy >= {100 * EASY_FLOOR:.0f}% | - | - | - | {run} |")
 
 
 def eval_tables(groups, names):
@@ -226,11 +261,14 @@ def main(argv=None):
     if not groups:
         raise SystemExit(f"summarise.py: no packed runs in {args.root}")
     dev = sorted(n for n in groups if n.startswith("dev_"))
+    dev5 = [n for n in dev if all("pivot" in r["buckets"] for r in groups[n].values())]
     main_runs = [n for n in MAIN if n in groups]
     abl = sorted(n for n in groups if n.startswith("abl_"))
     if dev:
         print("\nDevelopment seed, development split (settings chosen here; rule in scripts/compare.sh)\n")
         dev_table(groups, dev)
+        if dev5:
+            choose(groups, dev5)
     for title, names in (("Evaluation seeds, held-out split", main_runs),
                          ("Ablations (PTD-PO with one change), held-out split", ["ptdpo"] * bool(abl) + abl)):
         if names and all(n in groups for n in names):

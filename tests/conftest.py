@@ -10,7 +10,7 @@ import toy
 @pytest.fixture(scope="session")
 def toy_data(tmp_path_factory):
     d = str(tmp_path_factory.mktemp("toy_data"))
-    train, evals, _ = toy.build_data(d, n_train=64, n_eval=16, seed=123, n_warm=4)
+    train, evals, _, _ = toy.build_data(d, n_train=64, n_eval=16, seed=123, n_warm=4)
     return d, train, evals
 
 

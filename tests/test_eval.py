@@ -78,7 +78,7 @@ def test_diagnose_classes_the_demos_answers_per_bucket(tiny, toy_data, tmp_path,
     printed = capsys.readouterr().out
     res = json.loads(out.read_text())
     for bucket, r in res["by_bucket"].items():
-        assert set(r["answers"]) == {"target", "other", "absent", "none"}
+        assert set(r["answers"]) == {"target", "marked", "other", "absent", "none"}
         assert abs(sum(r["answers"].values()) - 1) < 1e-9
         assert f"{bucket:5s}: student" in printed
     assert printed.count("student names: target") == len(res["by_bucket"])

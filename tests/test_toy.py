@@ -17,15 +17,18 @@ import toy
 
 
 def test_task_generation_is_deterministic(tmp_path):
-    a = toy.write_split(str(tmp_path / "a"), "train", 20, seed=3, hard_share=0.6)
-    b = toy.write_split(str(tmp_path / "b"), "train", 20, seed=3, hard_share=0.6)
+    a = toy.write_split(str(tmp_path / "a"), "train", 20, seed=3, shares=SHARES)
+    b = toy.write_split(str(tmp_path / "b"), "train", 20, seed=3, shares=SHARES)
     assert open(a).read() == open(b).read()
     for i in range(20):
         pa = np.array(open_png(tmp_path / "a" / "images" / f"train_{i:05d}.png"))
         pb = np.array(open_png(tmp_path / "b" / "images" / f"train_{i:05d}.png"))
         assert (pa == pb).all()
-    c = toy.write_split(str(tmp_path / "c"), "train", 20, seed=4, hard_share=0.6)
+    c = toy.write_split(str(tmp_path / "c"), "train", 20, seed=4, shares=SHARES)
     assert open(a).read().replace("/a/", "/") != open(c).read()
+
+
+SHARES = {"easy": 0.2, "hard": 0.5, "pivot": 0.3}
 
 
 def open_png(p):
@@ -34,12 +37,13 @@ def open_png(p):
 
 
 def test_buckets_interleave_in_proportion_and_are_labelled(tmp_path):
-    path = toy.write_split(str(tmp_path), "train", 50, seed=0, hard_share=0.6)
+    path = toy.write_split(str(tmp_path), "train", 50, seed=0, shares=SHARES)
     exs = data.load_jsonl(path, report=lambda s: None)
     cats = [ex["category"] for ex in exs]
-    assert cats.count("hard") == 30 and cats.count("easy") == 20
-    for n in (5, 10, 25):                                    # every prefix holds both in proportion
-        assert abs(cats[:n].count("hard") - 0.6 * n) <= 1
+    assert [cats.count(b) for b in ("easy", "hard", "pivot")] == [10, 25, 15]
+    for n in (5, 10, 25, 33):                                # every prefix holds each in proportion
+        for b, share in SHARES.items():
+            assert abs(cats[:n].count(b) - share * n) <= 1
     for ex in exs:
         scene = ex["record"]["scene"]
         lo, hi = toy.N_SHAPES
@@ -80,8 +84,9 @@ def test_one_cell_is_framed_another_shaded_and_the_question_picks_one():
             assert (corner == np.array(toy.SHADE)).all() == (i == ex["shaded"])
         kind = ex["kind"]
         assert ex["question"] == toy.QUESTIONS[kind][0]
-        assert ex["target"] == (ex["framed"] if kind == "frame" else ex["shaded"])
-        assert (kind == "tint") == (bucket == "hard")
+        assert ex["target"] == (ex["framed"] if kind in ("frame", "border") else ex["shaded"])
+        assert (kind == "tint") == (bucket == "hard") and (kind == "border") == (bucket == "pivot")
+        assert "frame" not in ex["hint"]                     # words only: the tutor sees these pixels
         focus, distractor = ex["hint"]["regions"]
         tx, ty = ex["scene"][ex["target"]]["cell"]
         assert focus["role"] == "focus" and focus["box"] == [tx * side, ty * side, (tx + 1) * side, (ty + 1) * side]
@@ -89,48 +94,56 @@ def test_one_cell_is_framed_another_shaded_and_the_question_picks_one():
         assert distractor["role"] == "distractor" and distractor["box"] == ex["scene"][other]["box"]
 
 
-def test_the_warm_start_plants_the_misconception_only_on_unhinted_hard_prompts():
-    """Hinted prompts and easy prompts always get the gold response; an un-hinted hard prompt
-    gets the framed shape's colour except on a share hard_truth of draws."""
+def test_the_warm_start_plants_the_misreadings_only_on_unhinted_hard_and_pivot_prompts():
+    """Hinted prompts and easy prompts always get the gold response; an un-hinted hard or pivot
+    prompt gets the other marked shape's colour except on a share hard_truth / pivot_truth."""
     rng, ex_rng = random.Random(0), random.Random(1)
-    wrong = {"hard": [], "easy": []}
-    for _ in range(4000):
+    wrong = {"hard": [], "pivot": []}
+    for _ in range(6000):
         bucket = ex_rng.choice(sorted(toy.BUCKETS))
         _, rec = toy.make_example(ex_rng, bucket)
         ex = {"category": bucket, "record": rec}
-        hinted, shown = toy.warm_target(ex, rng, hint_share=0.5, hard_truth=0.1)
+        hinted, shown = toy.warm_target(ex, rng, hint_share=0.5, hard_truth=0.1, pivot_truth=0.02)
         if hinted or bucket == "easy":
             assert shown == rec["gold_response"]
         else:
-            framed = rec["scene"][rec["framed"]]["colour"]
-            assert shown in (rec["gold_response"], toy.response(toy.QUESTIONS["tint"][1], framed))
-            wrong["hard"].append(shown != rec["gold_response"])
-    share = sum(wrong["hard"]) / len(wrong["hard"])
-    assert len(wrong["hard"]) > 800 and abs(share - 0.9) < 0.03, share
+            other = toy.other_marked(rec)["colour"]
+            assert other != rec["answer"]
+            assert shown in (rec["gold_response"], toy.response(toy.QUESTIONS[rec["kind"]][1], other))
+            wrong[bucket].append(shown != rec["gold_response"])
+    for b, share in (("hard", 0.9), ("pivot", 0.98)):
+        got = sum(wrong[b]) / len(wrong[b])
+        assert len(wrong[b]) > 800 and abs(got - share) < 0.03, (b, got)
 
 
-def test_answer_classes_name_target_other_absent_and_none():
-    _, rec = toy.make_example(random.Random(3), "hard")
+def test_answer_classes_name_target_marked_other_absent_and_none():
+    rng = random.Random(3)
+    rec = next(r for _, r in iter(lambda: toy.make_example(rng, "pivot"), None) if len(r["scene"]) >= 3)
     in_picture = {o["colour"] for o in rec["scene"]}
-    other = next(c for c in sorted(in_picture) if c != rec["answer"])
+    marked = toy.other_marked(rec)["colour"]
+    other = next(c for c in sorted(in_picture) if c not in (rec["answer"], marked))
     absent = next(c for c in sorted(toy.COLOURS) if c not in in_picture)
     say = lambda c: toy.response("on the tinted background", c)
     assert report.answer_class(say(rec["answer"]), rec) == "target"
     assert report.answer_class(say(rec["answer"].upper()), rec) == "target"
+    assert report.answer_class(say(marked), rec) == "marked"
     assert report.answer_class(say(other), rec) == "other"
     assert report.answer_class(say(absent), rec) == "absent"
     assert report.answer_class("<think>I read the shape", rec) == "none"
-    shares = toy.answer_shares([say(rec["answer"]), say(other), say(other), "nothing"], [{"record": rec}] * 4)
-    assert shares == {"target": 0.25, "other": 0.5, "absent": 0.0, "none": 0.25}
+    shares = toy.answer_shares([say(rec["answer"]), say(marked), say(other), say(other), "nothing"],
+                               [{"record": rec}] * 5)
+    assert shares == {"target": 0.2, "marked": 0.2, "other": 0.4, "absent": 0.0, "none": 0.2}
+    plain = {k: v for k, v in rec.items() if k not in ("framed", "shaded")}   # a record with no marks
+    assert report.answer_class(say(marked), plain) == "other"
 
 
 def test_the_probe_budget_is_the_main_jobs():
-    """The learnability probe trains with the demo run's own budget: its steps, its hard prompts
-    per step (prompts per step x the hard share) and its lr."""
+    """The learnability probe trains with the demo run's own budget: its steps, its lr, its warm-up,
+    and no more non-easy prompts a step than the run sees (prompts per step x their share)."""
     import config
     assert toy.PROBE["steps"] == config.DEMO["steps"] and toy.PROBE["lr"] == config.DEMO["lr"]
     assert toy.PROBE["warmup"] == config.DEMO["warmup_steps"]
-    assert toy.PROBE["batch"] == round(config.DEMO["prompts_per_step"] * 0.5)   # the train split is half hard
+    assert toy.PROBE["batch"] <= config.DEMO["prompts_per_step"] * (1 - toy.SHARES["easy"])
 
 
 def test_each_scene_draws_its_shapes_in_their_colours_inside_their_cells():
@@ -178,26 +191,54 @@ def test_shipped_checkpoint_loads_and_matches_its_diagnostics():
     assert shipped["command"].startswith("python toy.py") and shipped["args"]["seed"] == 0 and shipped["torch"]
     assert shipped["probe"]["steps"] == toy.PROBE["steps"] and shipped["probe"]["lr"] == toy.PROBE["lr"]
     assert shipped["probe"]["warmup"] == toy.PROBE["warmup"]
+    assert shipped["model_sha256"] == sha256(os.path.join(model_dir, "model.safetensors"))   # the build's own
     model, processor = rollout.load_model(model_dir, "float32", "cpu")
-    exs = data.load_jsonl(eval_path, report=lambda s: None)[:120]
+    exs = data.load_jsonl(eval_path, report=lambda s: None)[:150]
     res = toy.diagnose(model, processor, exs, seed=0)
-    for b in ("easy", "hard"):                               # 60 problems a bucket: ~6 points of noise
+    for b in ("easy", "hard", "pivot"):                      # 50 problems a bucket: ~7 points of noise
         for k in ("student", "tutor", "blank"):
             assert abs(res["by_bucket"][b][k] - shipped["by_bucket"][b][k]) <= 0.15, (b, k, res, shipped)
-    trains = data.load_jsonl(train_path, report=lambda s: None)[:48]
+    assert res["counterfactual"]["follows_hint"] >= 0.25, res["counterfactual"]   # it reads the hint's words
+    trains = data.load_jsonl(train_path, report=lambda s: None)[:60]
     g = toy.group_regime(model, processor, trains, seed=0)
     assert g["all_fail"] >= 0.1 and g["mixed"] >= 0.1 and g["tutor_on_all_fail"] >= 0.8, g
-    assert g["student_p_tutor_answer"] >= 0.01 and g["tutor_top_is_right"] >= 0.8, g
+    hard, pivot = g["by_bucket"]["hard"], g["by_bucket"]["pivot"]
+    assert hard["student_p_tutor_answer"] >= 0.01 and hard["tutor_top_is_right"] >= 0.8, g
+    assert pivot["all_fail"] >= 0.8 and pivot["tutor_top_is_right"] >= 0.8, g
 
 
-def regime(easy_student=0.97, easy_blank=0.1, all_fail=0.3, mixed=0.4, tutor_on_all_fail=0.95, student_p=0.08,
-           probe=0.7):
+def sha256(path):
+    import hashlib
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def test_the_swapped_hint_points_to_the_other_marked_shape():
+    rng = random.Random(4)
+    for bucket in ("easy", "hard", "pivot") * 10:
+        _, rec = toy.make_example(rng, bucket)
+        ex = {"hint": rec["hint"], "record": rec}
+        sw = toy.swapped(ex)["hint"]
+        assert sw["steps"] == [] and hints.validate_hint(sw)
+        focus = next(r for r in sw["regions"] if r["role"] == "focus")
+        other = toy.other_marked(rec)
+        assert focus["box"] == other["box"]                  # the focus is now the distractor's shape
+        assert focus["label"] == rec["hint"]["regions"][1]["label"]
+        assert ex["hint"]["regions"][0]["role"] == "focus"   # the example itself is untouched
+
+
+def regime(easy_student=0.97, easy_blank=0.1, all_fail=0.45, mixed=0.25, tutor_on_all_fail=0.95, student_p=0.08,
+           probe=0.7, tutor_text=0.95, tutor_fail=0.93, follows=0.6, pivot_fail=0.97, pivot_mixed=0.03):
+    bucket = {"student": 0.1, "tutor": tutor_text, "blank": 0.1, "tutor_on_failures": tutor_fail}
     return {"by_bucket": {"easy": {"student": easy_student, "tutor": 0.99, "blank": easy_blank},
-                          "hard": {"student": 0.1, "tutor": 0.95, "blank": 0.1}},
+                          "hard": dict(bucket), "pivot": dict(bucket)},
+            "counterfactual": {"n": 100, "follows_hint": follows, "follows_question": 1 - follows, "other": 0.0},
             "groups": {"all_fail": all_fail, "all_pass": 1 - all_fail - mixed, "mixed": mixed,
-                       "tutor_on_all_fail": tutor_on_all_fail, "n_groups": 128, "group_size": 8,
-                       "student_p_tutor_answer": student_p, "failed_hard_rows": 100},
-            "probe": {"final": probe, "steps": 100, "batch_size": 8, "lr": 5e-4, "curve": {0: 0.1, 100: probe}}}
+                       "tutor_on_all_fail": tutor_on_all_fail, "n_groups": 192, "group_size": 8,
+                       "by_bucket": {"hard": {"all_fail": 0.3, "mixed": 0.5, "student_p_tutor_answer": student_p},
+                                     "pivot": {"all_fail": pivot_fail, "mixed": pivot_mixed,
+                                               "student_p_tutor_answer": 0.001}}},
+            "probe": {"final": {"hard": probe, "pivot": 0.9}, "steps": 60, "batch_size": 8, "lr": 5e-4}}
 
 
 def test_regime_check_names_what_is_missed():
@@ -211,7 +252,13 @@ def test_regime_check_names_what_is_missed():
               "no all-fail group to teach": regime(tutor_on_all_fail=float("nan")),
               "saturated student": regime(student_p=0.001),
               "no failed hard rollout": regime(student_p=float("nan")),
-              "not learnable in the budget": regime(probe=0.3)}
+              "not learnable in the budget": regime(probe=0.3),
+              "the tutor cannot read the words": regime(tutor_text=0.5),
+              "the tutor fails where the student fails": regime(tutor_fail=0.7),
+              "no failure to measure the tutor on": regime(tutor_fail=float("nan")),
+              "the tutor ignores the hint": regime(follows=0.05),
+              "GRPO has a way into the pivot": regime(pivot_mixed=0.2),
+              "the pivot is not all-fail": regime(pivot_fail=0.6)}
     for name, res in misses.items():
         assert toy.regime_failures(res), name
         with pytest.raises(SystemExit) as e:
@@ -222,16 +269,20 @@ def test_regime_check_names_what_is_missed():
 def test_toy_build_exits_nonzero_when_the_regime_is_missed(tmp_path):
     """A 1-step warm start cannot read pictures: the build must say so and exit non-zero,
     after writing its diagnostics (the probe included)."""
-    argv = ["--out_dir", str(tmp_path), "--steps", "1", "--n_train", "16", "--n_eval", "8", "--n_warm", "16",
-            "--diag_n", "8", "--group_n", "4", "--probe_steps", "2", "--probe_batch", "2", "--threads", "1"]
+    argv = ["--out_dir", str(tmp_path), "--steps", "1", "--steps2", "1", "--n_train", "16", "--n_eval", "9",
+            "--n_warm", "16", "--batch_size", "4", "--diag_n", "9", "--group_n", "4", "--probe_steps", "2",
+            "--probe_batch", "2",
+            "--threads", "1"]
     with pytest.raises(SystemExit) as e:
         toy.main(argv)
     assert e.value.code not in (0, None)
     with open(tmp_path / "model" / "diagnostics.json") as f:
         diag = json.load(f)
-    assert diag["regime"] is False and diag["failures"] and diag["args"]["seed"] == 0 and diag["n"] == 8
+    assert diag["regime"] is False and diag["failures"] and diag["args"]["seed"] == 0 and diag["n"] == 9
     assert diag["command"] == "python toy.py " + " ".join(argv)
-    assert set(diag["probe"]["curve"]) == {"0", "2"} and diag["probe"]["n_eval"] == 4
+    assert diag["model_sha256"] == sha256(tmp_path / "model" / "model.safetensors")
+    assert set(diag["probe"]["curve"]) == {"hard", "pivot"} and diag["probe"]["n_eval"] == 6
+    assert set(diag["probe"]["curve"]["pivot"]) == {"0", "2"}
     toy.main(argv + ["--no_check"])                          # the same build, told not to check
     # new diagnostics of that model: the numbers and the probe's flags replaced, the build's record kept
     again = argv[:-2] + ["--probe_steps", "3", "--probe_warmup", "2", "--diagnose_only", "--write"]
@@ -242,8 +293,22 @@ def test_toy_build_exits_nonzero_when_the_regime_is_missed(tmp_path):
         new = json.load(f)
     assert new["command"] == diag["command"] and new["built"] == diag["built"]       # how it was built
     assert new["diagnosed"]["command"] == "python toy.py " + " ".join(again)         # how these were made
-    assert set(new["probe"]["curve"]) == {"0", "3"} and new["probe"]["warmup"] == 2
+    assert set(new["probe"]["curve"]["hard"]) == {"0", "3"} and new["probe"]["warmup"] == 2
     assert new["args"]["probe_steps"] == 3 and new["args"]["steps"] == 1 and new["regime"] is False
+
+
+def test_the_build_is_bitwise_deterministic(tmp_path):
+    """Two builds with the same flags write the same weights, byte for byte (both warm-start
+    phases), so the shipped model rebuilds from the committed code (its sha256 is recorded in
+    diagnostics.json and checked above)."""
+    argv = ["--steps", "2", "--steps2", "2", "--n_train", "12", "--n_eval", "6", "--n_warm", "24", "--batch_size", "4",
+            "--probe_steps", "0", "--diag_n", "3", "--group_n", "3", "--threads", "1", "--no_check"]
+    for d in ("a", "b"):
+        toy.main(["--out_dir", str(tmp_path / d)] + argv)
+    a, b = (sha256(tmp_path / d / "model" / "model.safetensors") for d in ("a", "b"))
+    assert a == b
+    toy.main(["--out_dir", str(tmp_path / "c"), "--seed", "1"] + argv)
+    assert sha256(tmp_path / "c" / "model" / "model.safetensors") != a
 
 
 def test_data_left_by_an_older_task_is_redrawn(tmp_path):

@@ -143,13 +143,15 @@ def test_the_free_text_hint_style_gives_the_tutor_prose_in_place_of_the_structur
 
 
 def test_tutor_gets_the_students_pixels_unless_the_hint_asks_for_a_frame(tiny, examples):
+    """The demo's hints are words only (no "frame"): the tutor sees the student's exact pixels.
+    "frame": true stays an opt-in for users, and then the tutor's copy carries the frame."""
     model, processor, _ = tiny
+    assert not any("frame" in ex["hint"] for ex in examples)
     ex = examples[0]
-    assert ex["hint"].get("frame") is True                   # the demo's hints ask for the frame
     student = rollout.encode(processor, ex["question"], rollout.open_images(ex))
-    framed = tutor.tutor_prompt(processor, ex, rollout.box_format(model))
-    plain = tutor.tutor_prompt(processor, {**ex, "hint": {**ex["hint"], "frame": False}},
-                               rollout.box_format(model))
+    framed = tutor.tutor_prompt(processor, {**ex, "hint": {**ex["hint"], "frame": True}},
+                                rollout.box_format(model))
+    plain = tutor.tutor_prompt(processor, ex, rollout.box_format(model))
     assert torch.equal(plain["pixel_values"], student["pixel_values"])
     assert not torch.equal(framed["pixel_values"], student["pixel_values"])
 
