@@ -304,9 +304,28 @@ def framed(ex):
     return {**ex, "hint": {**ex["hint"], "frame": True}}
 
 
-def warm_phase(model, processor, examples, steps, batch_size, lr, warmup, rng, mix, answer_weight, frame, desc):
+NEUTRAL = "What colour is the shape the hint points to?"   # phase 2: the hint alone says which
+WHERE = {"framed": "in the frame", "shaded": "in the shaded cell"}
+
+
+def hint_variant(ex, gold, rng, neutral_share, steps_drop):
+    """Phase 2's hinted prompts: with probability steps_drop the hint keeps its regions only; with
+    probability neutral_share the question names no mark (NEUTRAL), so only the hint's words say
+    which shape to read. Returns (example, response)."""
+    if rng.random() < steps_drop:
+        ex = {**ex, "hint": {"regions": ex["hint"]["regions"], "steps": []}}
+    if rng.random() < neutral_share:
+        rec = ex["record"]
+        ex = {**ex, "question": NEUTRAL}
+        gold = response(WHERE[TARGET[rec["kind"]]], rec["answer"])
+    return ex, gold
+
+
+def warm_phase(model, processor, examples, steps, batch_size, lr, warmup, rng, mix, answer_weight, frame, desc,
+               vary=None):
     """One phase of the warm start: AdamW, linear warm-up then cosine to 10%, batches drawn from
-    examples, each shown as warm_target(**mix) says (hinted prompts framed when `frame`)."""
+    examples, each shown as warm_target(**mix) says (hinted prompts framed when `frame`, varied by
+    hint_variant(**vary) when `vary`)."""
     from tqdm import tqdm
     import tutor
     tok = processor.tokenizer
@@ -322,6 +341,9 @@ def warm_phase(model, processor, examples, steps, batch_size, lr, warmup, rng, m
             g["lr"] = lr * scale
         batch = rng.sample(examples, batch_size)
         shown = [warm_target(ex, rng, **mix) for ex in batch]
+        if vary:
+            pairs = [hint_variant(ex, g, rng, **vary) if hinted else (ex, g) for ex, (hinted, g) in zip(batch, shown)]
+            batch, shown = [ex for ex, _ in pairs], [(h, g) for (h, _), (_, g) in zip(shown, pairs)]
         prompts = [tutor.tutor_prompt(processor, framed(ex) if frame else ex, fmt) if hinted
                    else rollout.encode(processor, ex["question"], rollout.open_images(ex))
                    for ex, (hinted, _) in zip(batch, shown)]
@@ -337,7 +359,8 @@ def warm_phase(model, processor, examples, steps, batch_size, lr, warmup, rng, m
 
 
 WARM = {"steps": 1200, "lr": 2e-3, "steps2": 400, "lr2": 1e-3, "batch_size": 16, "warmup": 30,
-        "hint_share": 0.5, "answer_weight": 1.0, "hard_truth": 0.25, "pivot_truth": 0.01}
+        "hint_share": 0.5, "answer_weight": 1.0, "hard_truth": 0.25, "pivot_truth": 0.01,
+        "neutral_share": 0.25, "steps_drop": 0.5}
 
 
 def warm_start(model_dir, warm_path, warm2_path, seed=0, threads=None, start_from=None, save_phase1=None, **kw):
@@ -374,6 +397,7 @@ def warm_start(model_dir, warm_path, warm2_path, seed=0, threads=None, start_fro
         torch.manual_seed(seed + 1)
         warm_phase(model, processor, data.load_jsonl(warm2_path, report=lambda s: None), cfg["steps2"],
                    lr=cfg["lr2"], frame=False, desc="warm start 2/2 (hints in words)",
+                   vary={k: cfg[k] for k in ("neutral_share", "steps_drop")},
                    **{**common, "rng": random.Random(seed + 1)})
     model.save_pretrained(model_dir)
     if start_from is not None:   # the tokenizer and processor come with the weights
@@ -616,10 +640,11 @@ def format_diagnostics(res, n):
                          f"{r['student_p_tutor_answer']:.4f}")
     pr = res.get("probe")
     if pr:
-        line += (f"\nlearnability probe (supervised on the gold responses of hard and pivot problems, {pr['steps']} "
-                 f"steps x {pr['batch_size']} at lr {pr['lr']:g}), held-out pass@1:")
+        line += (f"\nlearnability probes (supervised on one bucket's gold responses, {pr['steps']} steps at lr "
+                 f"{pr['lr']:g}, that bucket's prompts a step), held-out pass@1:")
         for b, curve in pr["curve"].items():
-            line += f"\n  {b:5s}: " + " -> ".join(f"{v:.3f} ({k})" for k, v in curve.items())
+            line += (f"\n  {b:5s} (x {pr['batch_size'][b]}): "
+                     + " -> ".join(f"{v:.3f} ({k})" for k, v in curve.items()))
     return line
 
 
@@ -632,8 +657,10 @@ def format_diagnostics(res, n):
 # its hard failures, not saturated; and supervision with the answer learns the hard and pivot
 # buckets in the main job's budget (the probe).
 # The probe's budget: the main job's (config.DEMO, a test checks): its steps, its lr and its
-# warm-up; 8 of the main job's ~11 non-easy prompts a step.
-PROBE = {"steps": 60, "batch": 8, "lr": 5e-4, "warmup": 30}
+# warm-up, one probe per non-easy bucket with that bucket's prompts a step in the run (16 x its
+# share of the training split: 6 hard, 5 pivot). Trained on both buckets at once, as RL must, the
+# two pivots interfere (docs/DEMO.md); each probe asks whether its skill is learnable at all.
+PROBE = {"steps": 80, "batch": 16, "lr": 5e-4, "warmup": 30}
 REGIME = {"easy_student": 0.90, "easy_over_blank": 0.10, "all_fail_min": 0.20, "mixed_min": 0.20,
           "tutor_on_all_fail": 0.90, "tutor_text_min": 0.90, "counterfactual_min": 0.40,
           "pivot_all_fail_min": 0.85, "pivot_mixed_max": 0.05, "student_p_min": 0.02, "probe_min": 0.60}
@@ -707,13 +734,18 @@ def run_diagnostics(args, model, processor, model_dir, train_path, eval_path):
     res["groups"] = group_regime(model, processor, trains[:args.group_n], seed=args.seed)
     if args.probe_steps:
         t = time.time()
-        held = [ex for ex in data.load_jsonl(eval_path, report=lambda s: None) if ex["category"] != "easy"]
-        curve = probe(model_dir, [ex for ex in trains if ex["category"] != "easy"], held,
-                      args.probe_steps, args.probe_batch, args.probe_lr, warmup=args.probe_warmup, seed=args.seed)
-        res["probe"] = {"steps": args.probe_steps, "batch_size": args.probe_batch, "lr": args.probe_lr,
-                        "warmup": args.probe_warmup, "n_eval": len(held), "curve": curve,
-                        "final": {b: c[args.probe_steps] for b, c in curve.items()},
-                        "seconds": round(time.time() - t, 1)}
+        held = data.load_jsonl(eval_path, report=lambda s: None)
+        res["probe"] = {"steps": args.probe_steps, "prompts_per_step": args.probe_batch, "lr": args.probe_lr,
+                        "warmup": args.probe_warmup, "curve": {}, "final": {}, "batch_size": {}, "n_eval": {}}
+        for b in sorted({ex["category"] for ex in held} - {"easy"}):
+            batch = max(1, round(args.probe_batch * SHARES[b]))   # the bucket's prompts a step in the run
+            curve = probe(model_dir, [ex for ex in trains if ex["category"] == b],
+                          [ex for ex in held if ex["category"] == b], args.probe_steps, batch, args.probe_lr,
+                          warmup=args.probe_warmup, seed=args.seed)[b]
+            res["probe"]["curve"][b], res["probe"]["final"][b] = curve, curve[args.probe_steps]
+            res["probe"]["batch_size"][b] = batch
+            res["probe"]["n_eval"][b] = sum(ex["category"] == b for ex in held)
+        res["probe"]["seconds"] = round(time.time() - t, 1)
     res["n"] = len(evals)
     print(format_diagnostics(res, len(evals)))
     return res
@@ -785,6 +817,11 @@ def main(argv=None):
     p.add_argument("--pivot_truth", type=float, default=WARM["pivot_truth"],
                    help="warm start: share of un-hinted pivot prompts answered right (the rest: the shaded "
                         "shape's colour)")
+    p.add_argument("--neutral_share", type=float, default=WARM["neutral_share"],
+                   help="warm start phase 2: share of hinted prompts whose question names no mark (the hint's "
+                        "words alone say which shape)")
+    p.add_argument("--steps_drop", type=float, default=WARM["steps_drop"],
+                   help="warm start phase 2: share of hinted prompts whose hint keeps its regions only")
     p.add_argument("--n_train", type=int, default=4000, help="training problems")
     p.add_argument("--n_eval", type=int, default=600, help="held-out (and development) problems, a third a bucket")
     p.add_argument("--n_warm", type=int, default=8000, help="the warm start's own problems")
@@ -795,7 +832,7 @@ def main(argv=None):
                    help="training problems x 8 samples for the step-0 group regime (all-fail share)")
     p.add_argument("--probe_steps", type=int, default=PROBE["steps"], help="learnability probe: steps (0: no probe)")
     p.add_argument("--probe_batch", type=int, default=PROBE["batch"],
-                   help="learnability probe: hard and pivot problems per step")
+                   help="learnability probe: the run's prompts per step (each bucket's probe takes its share)")
     p.add_argument("--probe_lr", type=float, default=PROBE["lr"], help="learnability probe: learning rate")
     p.add_argument("--probe_warmup", type=int, default=PROBE["warmup"], help="learnability probe: warm-up steps")
     p.add_argument("--diagnose_only", action="store_true",

@@ -41,7 +41,7 @@ HELD="--eval_n 400 --eval_samples 8 --eval_blank 1"      # pass@1, pass@8, the c
 DEV="--eval_data toy/data/dev.jsonl --eval_n 400 --eval_samples 4 --eval_blank 0"   # what the rule reads
 DEV_SEEDS=${DEV_SEEDS:-"100 101"}
 WARM=${WARM:-30}                # dev5b: PTD-PO's chosen warm-up
-DEV5="--eval_data toy/data/dev.jsonl --eval_n 300 --eval_samples 4 --eval_blank 0 --eval_every 10"
+DEV5="--eval_data toy/data/dev.jsonl --eval_n 300 --eval_samples 2 --eval_blank 0 --eval_every 10"
 PTD="--algo ptdpo --lr $PTD_LR"
 mkdir -p "$OUT" results
 jobs_file=$(mktemp)
