@@ -381,6 +381,10 @@ def warm_start(model_dir, warm_path, warm2_path, seed=0, threads=None, start_fro
     cfg = {**WARM, **kw}
     if threads:
         torch.set_num_threads(threads)
+    if start_from is not None and not same_file(os.path.join(start_from, "tokenizer.json"),
+                                                os.path.join(model_dir, "tokenizer.json")):
+        raise SystemExit(f"toy.py: --start_from {start_from} has another tokenizer than this build's: its weights "
+                         f"would not match this build's token ids")
     model, processor = rollout.load_model(start_from or model_dir, dtype="float32", device="cpu")
     rng = random.Random(seed)
     torch.manual_seed(seed)
@@ -400,8 +404,6 @@ def warm_start(model_dir, warm_path, warm2_path, seed=0, threads=None, start_fro
                    vary={k: cfg[k] for k in ("neutral_share", "steps_drop")},
                    **{**common, "rng": random.Random(seed + 1)})
     model.save_pretrained(model_dir)
-    if start_from is not None:   # the tokenizer and processor come with the weights
-        rollout.save_processor(processor, model_dir)
     return model, processor
 
 
@@ -749,6 +751,10 @@ def run_diagnostics(args, model, processor, model_dir, train_path, eval_path):
     res["n"] = len(evals)
     print(format_diagnostics(res, len(evals)))
     return res
+
+
+def same_file(a, b):
+    return os.path.exists(a) and os.path.exists(b) and file_sha256(a) == file_sha256(b)
 
 
 def file_sha256(path):
