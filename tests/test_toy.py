@@ -138,12 +138,12 @@ def test_answer_classes_name_target_marked_other_absent_and_none():
 
 
 def test_the_probe_budget_is_the_main_jobs():
-    """The learnability probe trains with the demo run's own budget: its steps, its lr, its warm-up,
-    and no more non-easy prompts a step than the run sees (prompts per step x their share)."""
+    """The learnability probes train with the demo run's own budget: its steps, its lr, its warm-up,
+    and, per bucket, that bucket's prompts a step in the run (prompts per step x its share)."""
     import config
     assert toy.PROBE["steps"] == config.DEMO["steps"] and toy.PROBE["lr"] == config.DEMO["lr"]
     assert toy.PROBE["warmup"] == config.DEMO["warmup_steps"]
-    assert toy.PROBE["batch"] <= config.DEMO["prompts_per_step"] * (1 - toy.SHARES["easy"])
+    assert toy.PROBE["batch"] == config.DEMO["prompts_per_step"]
 
 
 def test_each_scene_draws_its_shapes_in_their_colours_inside_their_cells():
@@ -281,7 +281,7 @@ def test_toy_build_exits_nonzero_when_the_regime_is_missed(tmp_path):
     assert diag["regime"] is False and diag["failures"] and diag["args"]["seed"] == 0 and diag["n"] == 9
     assert diag["command"] == "python toy.py " + " ".join(argv)
     assert diag["model_sha256"] == sha256(tmp_path / "model" / "model.safetensors")
-    assert set(diag["probe"]["curve"]) == {"hard", "pivot"} and diag["probe"]["n_eval"] == 6
+    assert set(diag["probe"]["curve"]) == {"hard", "pivot"} and diag["probe"]["n_eval"] == {"hard": 3, "pivot": 3}
     assert set(diag["probe"]["curve"]["pivot"]) == {"0", "2"}
     toy.main(argv + ["--no_check"])                          # the same build, told not to check
     # new diagnostics of that model: the numbers and the probe's flags replaced, the build's record kept
