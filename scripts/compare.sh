@@ -25,7 +25,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python}
 OUT=${OUT:-runs/compare}
-STEPS=${STEPS:-60}
+STEPS=${STEPS:-$("$PY" -c "import config; print(config.DEMO['steps'])")}   # the main job's budget
 JOBS=${JOBS:-2}
 DEV_SEED=${DEV_SEED:-100}
 SEEDS=${SEEDS:-"1 2 3 4 5"}
@@ -39,7 +39,7 @@ OTHER_LAMBDA=${OTHER_LAMBDA:-1} # lambda of OTHER
 COMMON="--steps $STEPS --eval_every ${EVAL_EVERY:-20} --save_every 0 --no_checkpoints --no_export --threads 1"
 HELD="--eval_n 400 --eval_samples 8 --eval_blank 1"      # pass@1, pass@8, the chance line at both ends
 DEV="--eval_data toy/data/dev.jsonl --eval_n 400 --eval_samples 4 --eval_blank 0"   # what the rule reads
-DEV_SEEDS=${DEV_SEEDS:-"100 101"}
+DEV_SEED2=${DEV_SEED2:-101}
 WARM=${WARM:-30}                # dev5b: PTD-PO's chosen warm-up
 DEV5="--eval_data toy/data/dev.jsonl --eval_n 300 --eval_samples 2 --eval_blank 0 --eval_every 10"
 PTD="--algo ptdpo --lr $PTD_LR"
@@ -67,19 +67,24 @@ case "${PHASE:-dev}" in
         echo "$PTD --divergence $DIV --ptd_coef $LAMBDA $* $HELD --seed $s --out_dir $OUT/abl_${name}_s$s"
       done
     done ;;
-  dev5)   # task 5: every method's knobs on the development seeds (docs/RESULTS.md, "Development phase")
-    for s in $DEV_SEEDS; do
-      for w in 10 30; do
-        for lr in 1e-4 5e-4 1e-3 2e-3 4e-3; do
-          echo "--algo grpo --lr $lr --warmup_steps $w $DEV5 --seed $s --out_dir $OUT/dev_grpo_lr${lr}_w${w}_s$s"
-        done
-        for lam in 32 64 128; do
-          echo "$PTD --divergence jsd --ptd_coef $lam --warmup_steps $w $DEV5 --seed $s --out_dir $OUT/dev_jsd_lam${lam}_w${w}_s$s"
-        done
+  dev5)   # task 5: every method's knobs on development seed 100 (docs/RESULTS.md, "Development phase")
+    s=$DEV_SEED
+    for lam in 128 64 32; do
+      echo "$PTD --divergence jsd --ptd_coef $lam --warmup_steps 30 $DEV5 --seed $s --out_dir $OUT/dev_jsd_lam${lam}_w30_s$s"
+    done
+    echo "$PTD --divergence jsd --ptd_coef 128 --warmup_steps 10 $DEV5 --seed $s --out_dir $OUT/dev_jsd_lam128_w10_s$s"
+    for w in 10 30; do
+      for lr in 5e-4 1e-3 2e-3 4e-3; do
+        echo "--algo grpo --lr $lr --warmup_steps $w $DEV5 --seed $s --out_dir $OUT/dev_grpo_lr${lr}_w${w}_s$s"
       done
-    done ;;
+    done
+    echo "--algo grpo --lr 1e-4 --warmup_steps 10 $DEV5 --seed $s --out_dir $OUT/dev_grpo_lr1e-4_w10_s$s" ;;
+  dev5seed)  # task 5: each method's chosen setting on the second development seed (GRPO_ARGS, PTD_ARGS)
+    s=$DEV_SEED2
+    echo "--algo grpo $GRPO_ARGS $DEV5 --seed $s --out_dir $OUT/dev_grpo_chosen_s$s"
+    echo "$PTD --divergence jsd $PTD_ARGS $DEV5 --seed $s --out_dir $OUT/dev_jsd_chosen_s$s" ;;
   dev5b)  # task 5: the other divergence's and the un-answer control's lambda, at PTD-PO's chosen warm-up
-    for s in $DEV_SEEDS; do
+    for s in $DEV_SEED; do
       for lam in 1 4 16; do
         echo "$PTD --divergence fkl --ptd_coef $lam --warmup_steps $WARM $DEV5 --seed $s --out_dir $OUT/dev_fkl_lam${lam}_w${WARM}_s$s"
       done
@@ -95,7 +100,7 @@ case "${PHASE:-dev}" in
     echo "$PTD --divergence fkl --ptd_coef 4 $W --out_dir $OUT/dev_fkl_lam4_warm10"
     echo "--algo grpo --lr 5e-4 $W --out_dir $OUT/dev_grpo_lr5e-4_warm10" ;;
   summary) ;;
-  *) echo "PHASE must be dev, dev5, dev5b, eval, ablations, levers or summary"; exit 2 ;;
+  *) echo "PHASE must be dev, dev5, dev5seed, dev5b, eval, ablations, levers or summary"; exit 2 ;;
 esac > "$jobs_file"
 "$PY" -c "import toy; toy.ensure()"   # build the demo data once, before the parallel runs
 start=$(date +%s)
