@@ -99,6 +99,7 @@ def num(vals):
     return f"{statistics.mean(vals):.3f}" + (f" ± {statistics.stdev(vals):.3f}" if len(vals) > 1 else "")
 
 
+ANSWERS5 = ("target", "marked", "other", "absent", "none")   # report.ANSWER_CLASSES since task 5
 EASY_FLOOR = 0.85   # the task-5 choice rule: easy pass@1 at every evaluation at least this
 
 
@@ -153,7 +154,7 @@ def eval_tables(groups, names):
     print("|---|---|---|---|" + "---|" * (len(steps) - 1) + "---|---|---|")
     for name in names:
         rs = list(groups[name].values())
-        for b in ("easy", "hard"):
+        for b in rs[0]["buckets"]:
             k = f"eval_pass1/{b}"
             cells = [pct([r["curve"].get(s, {}).get(k) for r in rs]) for s in steps[1:]]
             print(f"| {name} | {len(rs)} | {b} | {pct([r['start'][k] for r in rs])} | " + " | ".join(cells) +
@@ -162,8 +163,10 @@ def eval_tables(groups, names):
                   f"{pct([r['start'].get(f'eval_blank_pass1/{b}') for r in rs])} |")
     print("\nTraining: entropy and group shares (mean over the run / over its last 20% of steps); format "
           f"collapses: runs with a step where fewer than {COLLAPSE:.0%} of rollouts kept the answer format.\n")
+    classes = ANSWERS5 if "pivot" in first["buckets"] else ("target", "other", "absent", "none")
+    last = first["buckets"][-1]   # pivot on task 5, hard on task 4
     print("| method | entropy (last 20%) | all-fail groups | mixed groups | rows distilled | format collapses | "
-          "hard answers at the end: target / other shape / absent / none |")
+          f"{last} answers at the end: {' / '.join(classes)} |")
     print("|---|---|---|---|---|---|---|")
     for name in names:
         rs = list(groups[name].values())
@@ -171,8 +174,7 @@ def eval_tables(groups, names):
         af = f"{num([r['mean']('all_fail_frac') for r in rs])} / {num([r['mean']('all_fail_frac', r['tail']) for r in rs])}"
         mx = f"{num([r['mean']('mixed_group_frac') for r in rs])} / {num([r['mean']('mixed_group_frac', r['tail']) for r in rs])}"
         col = [f"s{s}@{r['collapse']}" for s, r in sorted(groups[name].items()) if r["collapse"]]
-        ans = " / ".join(pct([r["end"].get(f"eval_answers/hard/{a}") for r in rs])
-                         for a in ("target", "other", "absent", "none"))
+        ans = " / ".join(pct([r["end"].get(f"eval_answers/{last}/{a}") for r in rs]) for a in classes)
         print(f"| {name} | {ent} | {af} | {mx} | {num([r['mean']('distilled_frac') for r in rs])} | "
               f"{len(col)} {' '.join(col)} | {ans} |")
 
@@ -189,7 +191,13 @@ def paired(groups, a, b, value):
 
 def verdict(groups):
     print("\nPaired differences, per evaluation seed (95% interval, t with seeds - 1 degrees of freedom):\n")
-    measures = (("hard, mean over evaluations after step 0", lambda r: r["auc_hard"]),
+    task5 = all("pivot" in r["buckets"] for g in groups.values() for r in g.values())
+    measures = (("pivot at the end", lambda r: r["end"]["eval_pass1/pivot"]),
+                ("pivot, mean over evaluations after step 0", lambda r: r["auc_pivot"]),
+                ("hard at the end", lambda r: r["end"]["eval_pass1/hard"]),
+                ("hard, mean over evaluations after step 0", lambda r: r["auc_hard"]),
+                ("easy, lowest over the run", lambda r: r["min_easy"])) if task5 else (
+                ("hard, mean over evaluations after step 0", lambda r: r["auc_hard"]),
                 ("hard at step 20", lambda r: r["curve"].get(20, {}).get("eval_pass1/hard", math.nan)),
                 ("hard at the end", lambda r: r["end"]["eval_pass1/hard"]),
                 ("easy, lowest over the run", lambda r: r["min_easy"]))
@@ -224,9 +232,9 @@ def figure(groups, names, png, title):
 
     def smooth(key, w=5):
         return lambda r, s: statistics.mean(m[key] for m in r["train"][max(0, s - w):s])
-    panels = [("held-out pass@1, hard", lambda r, s: r["curve"][s]["eval_pass1/hard"], esteps),
-              ("held-out pass@1, easy", lambda r, s: r["curve"][s]["eval_pass1/easy"], esteps),
-              ("all-fail groups (train, 5-step mean)", smooth("all_fail_frac"), tsteps),
+    panels = [(f"held-out pass@1, {b}", lambda r, s, b=b: r["curve"][s][f"eval_pass1/{b}"], esteps)
+              for b in reversed(first["buckets"])]
+    panels += [("all-fail groups (train, 5-step mean)", smooth("all_fail_frac"), tsteps),
               ("mixed groups (train, 5-step mean)", smooth("mixed_group_frac"), tsteps),
               ("policy entropy (train, 5-step mean)", smooth("entropy"), tsteps)]
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6))
@@ -238,9 +246,10 @@ def figure(groups, names, png, title):
             band(ax, runs, get, steps, colour, f"{name} ({len(runs)} seeds)" if j == 0 else None)
             ax.set_title(t, fontsize=10)
             ax.set_xlabel("step")
-    blank = [r["end"].get("eval_blank_pass1/hard") for name in names for r in groups[name].values()]
-    if all(v is not None for v in blank):
-        axes[0].axhline(statistics.mean(blank), color="k", ls=":", lw=1, label="blank image (end, mean)")
+    for ax, b in zip(axes, reversed(first["buckets"])):   # the chance line of each bucket's panel
+        blank = [r["end"].get(f"eval_blank_pass1/{b}") for name in names for r in groups[name].values()]
+        if all(v is not None for v in blank):
+            ax.axhline(statistics.mean(blank), color="k", ls=":", lw=1, label="blank image (end, mean)")
     axes[0].legend(fontsize=7)
     fig.suptitle(title + " (line: seed mean; band: min-max over seeds)", fontsize=11)
     fig.tight_layout()
