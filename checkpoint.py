@@ -2,11 +2,14 @@
 checkpoint.py: save, verify, load and export, so a crash loses at most the steps since the last
 save and a damaged or tampered checkpoint is refused, never loaded.
 
-    save(out_dir, step, model, opt, keep)    DCP shards + per-rank RNG + a sha256 manifest, written
-                                             into step_N.tmp, then renamed: a kill leaves the last
-                                             checkpoint intact
-    load(out_dir, model, opt)                the newest checkpoint that verifies and reads whole
-                                             (older ones are the fallback); returns its step, or 0
+    save(out_dir, step, model, opt, keep, records, ptd_coef)
+                                             DCP shards + per-rank RNG + a sha256 manifest, written
+                                             into step_N.tmp, then renamed: a kill or a full disk
+                                             leaves the last checkpoint intact; rotation never
+                                             deletes the newest one the run's metrics vouch for
+    load(out_dir, model, opt, path=None)     the newest checkpoint that verifies and reads whole
+                                             (older ones are the fallback), or exactly `path`
+                                             (--resume PATH); returns its step, or 0
     verify(path)                             None, or why the checkpoint cannot be trusted
     load_weights(path, model)                model weights only (eval.py --checkpoint)
     export_hf(model, processor, out)         save_pretrained of the fp32 master weights
@@ -36,6 +39,31 @@ import torch.distributed as dist
 from distributed import barrier, print0, rank
 
 STEP_DIR = re.compile(r"^step_(\d{6,})$")
+
+# -----------------------------------------------------------------------------
+# the torch-private names this file relies on; tests/test_checkpoint.py fails when torch moves them
+
+TORCH_TESTED = "2.13.0"   # requirements.txt and .ci/run install it
+PRIVATE = (("torch.distributed.checkpoint.filesystem", "FileSystemReader._slice_file", ("self", "file", "sinfo")),
+           ("torch.distributed.checkpoint._traverse", "set_element", ("root_dict", "path", "value")))
+
+
+def torch_api_problem():
+    """None, or one line naming the private torch name (or its parameters) that the installed torch
+    lacks. Without this check such a change makes every valid checkpoint read as 'unreadable'."""
+    import importlib
+    import inspect
+    for module, name, params in PRIVATE:
+        obj = importlib.import_module(module)
+        for part in name.split("."):
+            obj = getattr(obj, part, None)
+        have = tuple(inspect.signature(obj).parameters) if callable(obj) else None
+        if have != params:
+            got = "lacks it" if have is None else f"gives it the parameters ({', '.join(have)})"
+            return (f"checkpoint.py reads checkpoints through torch's private {module}.{name}({', '.join(params)}), "
+                    f"and the installed torch {torch.__version__} {got}; no checkpoint was judged. Install the "
+                    f"torch this project is tested with (pip install torch=={TORCH_TESTED}) or adapt checkpoint.py")
+    return None
 
 # -----------------------------------------------------------------------------
 # the pickled DCP metadata: an explicit allow-list of (module, name), nothing else
@@ -222,12 +250,44 @@ def checkpoints(out_dir):
     return [os.path.join(ck, d) for d in sorted(found, key=lambda d: int(STEP_DIR.match(d)[1]), reverse=True)]
 
 
-def save(out_dir, step, model, opt, keep):
-    """Model + optimiser (DCP, sharded, fp32 master), each rank's RNG, manifest; atomic."""
-    import torch.distributed.checkpoint as dcp
-    from torch.distributed.checkpoint.state_dict import get_state_dict
+def save(out_dir, step, model, opt, keep, records=None, ptd_coef=0.0):
+    """Model + optimiser (DCP, sharded, fp32 master), each rank's RNG, manifest; atomic. A write
+    that fails (a full disk, a folder turned read-only) removes the partial step_N.tmp and stops
+    in one line; the checkpoints already saved are left as they were. records, ptd_coef: the run's
+    metrics, for rotation (rotate)."""
     ck = os.path.join(out_dir, "checkpoints")
     final, tmp = os.path.join(ck, f"step_{step:06d}"), os.path.join(ck, f"step_{step:06d}.tmp")
+    try:
+        _write(tmp, step, model, opt)
+    except Exception as e:
+        cause = _cause(e)
+        if not isinstance(cause, OSError):
+            raise
+        if rank() == 0:
+            shutil.rmtree(tmp, ignore_errors=True)
+        kept = checkpoints(out_dir)
+        raise SystemExit(f"checkpoint: cannot save step {step} in {ck}: {os_error(cause)}. The partial "
+                         f"{os.path.basename(tmp)} was removed and "
+                         f"{kept[0] + ' is intact' if kept else 'no earlier checkpoint exists'}: free space there "
+                         f"(or move the run to another disk), then rerun with --resume") from None
+    if rank() == 0:
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+        try:
+            with open(os.path.join(ck, "latest.tmp"), "w") as f:
+                f.write(os.path.basename(final))
+            os.replace(os.path.join(ck, "latest.tmp"), os.path.join(ck, "latest"))
+        except OSError as e:      # `latest` is for people; load() scans the folders
+            _remove(os.path.join(ck, "latest.tmp"))
+            print0(f"checkpoint: {final} is saved, but its `latest` pointer could not be written: {os_error(e)}")
+        rotate(out_dir, keep, records, ptd_coef)
+    barrier()
+
+
+def _write(tmp, step, model, opt):
+    """The checkpoint's files into tmp (collective: DCP, the manifest)."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict
     if rank() == 0:
         shutil.rmtree(tmp, ignore_errors=True)
         os.makedirs(tmp, exist_ok=True)
@@ -239,16 +299,50 @@ def save(out_dir, step, model, opt, keep):
     torch.save({"step": step, "rng": torch.get_rng_state()}, os.path.join(tmp, f"extra_rank{rank()}.pt"))
     barrier()
     _write_manifest(tmp)
-    if rank() == 0:
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(tmp, final)
-        with open(os.path.join(ck, "latest.tmp"), "w") as f:
-            f.write(os.path.basename(final))
-        os.replace(os.path.join(ck, "latest.tmp"), os.path.join(ck, "latest"))
-        older = [p for p in checkpoints(out_dir) if p != final]
-        for old in ([final] + older)[max(1, keep):]:          # the one just written is never deleted
+
+
+def _cause(e):
+    """The error under DCP's CheckpointException (which wraps each rank's): this rank's, else the first."""
+    from torch.distributed.checkpoint.api import CheckpointException
+    if isinstance(e, CheckpointException) and e.failures:
+        return (e.failures.get(rank()) or next(iter(e.failures.values())))[0]
+    return e
+
+
+def os_error(e):
+    """'No space left on device (errno 28)' from an OSError, for one-line messages."""
+    return f"{e.strerror or type(e).__name__} (errno {e.errno})" if e.errno else (str(e) or type(e).__name__)
+
+
+def _remove(path):
+    try:
+        os.remove(path)
+    except OSError:
+        pass
+
+
+def known_good(paths, records, ptd_coef):
+    """The checkpoints among paths that the run's metrics vouch for: step_N holds the weights step
+    N+1 starts from, so it is known good once step N+1 ran and the run had not yet left its usual
+    range (left_usual_range: the rule the divergence stop uses)."""
+    k, _ = left_usual_range(records, ptd_coef)
+    ran = max((r["step"] for r in records if "grad_norm" in r), default=0)
+    last_in_range = ran if k is None else k - 1
+    return [p for p in paths if _step(p) + 1 <= last_in_range]
+
+
+def rotate(out_dir, keep, records=None, ptd_coef=0.0):
+    """Delete all but the `keep` newest checkpoints (the newest is never deleted), except the newest
+    one known good (known_good: from records, the run's metrics), kept until a newer one is known
+    good: so whatever --keep is, the newest checkpoint from before a divergence survives (at most
+    one more folder than --keep). Without records (no run history), by count alone."""
+    found = checkpoints(out_dir)
+    spare = set(found[:max(1, keep)])
+    if records is not None:
+        spare.update(known_good(found, records, ptd_coef)[:1])
+    for old in found:
+        if old not in spare:
             shutil.rmtree(old, ignore_errors=True)
-    barrier()
 
 
 def _agree(reason):
@@ -278,32 +372,43 @@ def _read_whole(path, model, opt):
     return state, extra
 
 
-def load(out_dir, model, opt):
+def load(out_dir, model, opt, path=None):
     """Restore model, optimiser and RNG from the newest checkpoint that verifies and reads whole;
     returns its step. A damaged or tampered newer checkpoint is skipped with a one-line reason,
-    before anything of it is applied. 0 if there is none."""
+    before anything of it is applied. 0 if there is none. path (--resume PATH): exactly that
+    checkpoint, verified and read whole the same way, and refused in one line if it fails (no
+    fallback: it was chosen); the run's checkpoints newer than it are then set aside (renamed
+    superseded_step_N), so that neither rotation nor a later plain --resume prefers them to the
+    new saves, and nothing is destroyed."""
     from torch.distributed.checkpoint.state_dict import set_state_dict
+    problem = torch_api_problem()
+    if problem:
+        raise SystemExit(f"checkpoint: {problem}")
     world = dist.get_world_size() if dist.is_initialized() else 1
-    found, skipped = checkpoints(out_dir), []
-    for path in found:
-        reason = verify(path, share=(rank(), world))
-        if reason is None and not os.path.isfile(os.path.join(path, f"extra_rank{rank()}.pt")):
+    found, skipped = [path] if path else checkpoints(out_dir), []
+    for p in found:
+        reason = verify(p, share=(rank(), world))
+        if reason is None and not os.path.isfile(os.path.join(p, f"extra_rank{rank()}.pt")):
             reason = f"extra_rank{rank()}.pt: missing (saved with fewer ranks?)"
         reason = _agree(reason)
         if reason is None:               # every rank verified its share: read every file
             try:
-                state, extra = _read_whole(path, model, opt)
+                state, extra = _read_whole(p, model, opt)
             except Refused as e:
                 reason = str(e)
             reason = _agree(reason)
+        if reason is not None and path:
+            raise SystemExit(f"checkpoint: --resume {path}: refused, nothing loaded: {reason}")
         if reason is not None:
-            print0(f"checkpoint {path} skipped: {reason}")
-            skipped.append(path)
+            print0(f"checkpoint {p} skipped: {reason}")
+            skipped.append(p)
             continue
-        _set_aside(skipped)
+        step = _step(p)
+        _set_aside(skipped if not path else [q for q in checkpoints(out_dir) if _step(q) > step],
+                   "damaged_" if not path else "superseded_")
         set_state_dict(model, opt, model_state_dict=state["model"], optim_state_dict=state["optim"])
         torch.set_rng_state(extra["rng"])
-        print0(f"resumed from {path} at step {extra['step']}")
+        print0(f"resumed from {p} at step {extra['step']}")
         return int(extra["step"])
     if found:
         raise SystemExit(f"checkpoint: none of the {len(found)} checkpoints in {os.path.dirname(found[0])} "
@@ -311,13 +416,22 @@ def load(out_dir, model, opt):
     return 0
 
 
-def _set_aside(paths):
-    """Rename skipped (damaged) checkpoints newer than the one resumed, so rotation by step
-    number can never delete the new saves in their favour, and nothing is destroyed."""
+def _step(path):
+    return int(STEP_DIR.match(os.path.basename(path))[1])
+
+
+def _set_aside(paths, prefix):
+    """Rename checkpoints (damaged ones skipped by a resume, or those newer than the one --resume
+    PATH chose) so that rotation by step number can never delete the new saves in their favour,
+    and nothing is destroyed."""
     barrier()
     if rank() == 0:
         for p in paths:
-            os.replace(p, os.path.join(os.path.dirname(p), "damaged_" + os.path.basename(p)))
+            new, n = os.path.join(os.path.dirname(p), prefix + os.path.basename(p)), 1
+            while os.path.exists(new):      # set aside before, by an earlier resume
+                new, n = os.path.join(os.path.dirname(p), f"{prefix}{os.path.basename(p)}.{n}"), n + 1
+            os.replace(p, new)
+            print0(f"checkpoint: {p} set aside as {os.path.basename(new)}")
     barrier()
 
 
@@ -357,7 +471,7 @@ def before_divergence(out_dir, records, ptd_coef):
     left their usual range (step_N holds the weights step N+1 starts from, so it is vouched for
     only when step N+1 was still in range), or why there is none."""
     k, why = left_usual_range(records, ptd_coef)
-    kept = [(int(STEP_DIR.match(os.path.basename(p))[1]), p) for p in checkpoints(out_dir)]
+    kept = [(_step(p), p) for p in checkpoints(out_dir)]
     rule = f"the usual range, from this run's own metrics: {RANGE_RULE}"
     if k is None:
         return (f"No step left the usual range ({rule}), so the checkpoints were checked for finite numbers "
@@ -369,22 +483,93 @@ def before_divergence(out_dir, records, ptd_coef):
                 f"before it{f' ({suspect} holds weights that step or a later one trained on)' if suspect else ''}: "
                 f"start over with a lower --lr.")
     n, p = good[0]
-    move = f"move {suspect} out of {os.path.dirname(p)}, then " if suspect else ""
+    later = f" ({suspect}, trained on after that, will be set aside, not deleted)" if suspect else ""
     return (f"The run left its usual range first at step {k} ({why}; {rule}). The newest checkpoint from before "
-            f"that is {p} (step {n + 1} trained on its weights within range); to continue from it, {move}"
-            f"rerun with --resume and a lower --lr.")
+            f"that is {p} (step {n + 1} trained on its weights within range); to continue from it, rerun with "
+            f"--resume {p} and a lower --lr{later}.")
 
 
 def config_changes(out_dir, config, keys):
     """The keys whose value in config differs from the run's saved config.json, as one string
-    ("group_size 8 -> 4, seed 0 -> 1"); "" when none differ or nothing was saved."""
-    path = os.path.join(out_dir, "config.json")
-    if not os.path.exists(path):
-        return ""
-    with open(path) as f:
-        saved = json.load(f)
+    ("group_size 8 -> 4, seed 0 -> 1"); "" when none differ or nothing was saved. ValueError (one
+    line) when the file cannot be read as a JSON object: a resume must not pass unchecked."""
+    saved = read_config(out_dir)
     changed = [k for k in keys if k in saved and saved[k] != config.get(k)]
     return ", ".join(f"{k} {saved[k]!r} -> {config.get(k)!r}" for k in changed)
+
+# -----------------------------------------------------------------------------
+# the run folder: config.json, --resume PATH, a folder that cannot be written
+
+
+def read_config(run_dir):
+    """The run's config.json as a dict ({} when there is none), or ValueError in one line naming
+    the file: unreadable, not JSON, or JSON but not an object."""
+    path = os.path.join(run_dir, "config.json")
+    if not os.path.exists(path):
+        return {}
+    try:
+        with open(path, "rb") as f:
+            saved = json.loads(f.read().decode("utf-8"))
+    except OSError as e:
+        raise ValueError(f"{path}: cannot be read: {os_error(e)}") from None
+    except ValueError as e:            # JSONDecodeError, UnicodeDecodeError
+        raise ValueError(f"{path}: not valid JSON ({' '.join(str(e).split())[:120]})") from None
+    if not isinstance(saved, dict):
+        raise ValueError(f"{path}: not a JSON object (a {type(saved).__name__}), so the run's settings are unknown")
+    return saved
+
+
+def write_config(out_dir, config):
+    """config.json, atomically: a reader never sees half a file, and a failed write (a full disk)
+    leaves the old file as it was and no config.json.tmp. OSError for the caller to report."""
+    path = os.path.join(out_dir, "config.json")
+    try:
+        with open(path + ".tmp", "w") as f:
+            json.dump(config, f, indent=1)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(path + ".tmp", path)
+    except OSError:
+        _remove(path + ".tmp")
+        raise
+
+
+def out_dir_problem(out_dir):
+    """None if out_dir is, or can be made, a folder this process can write in; else one line naming
+    the path and what to do. It writes and removes a 64 kB probe file, so that a full or read-only
+    disk is found before a run deletes, loads or rewrites anything."""
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        return f"--out_dir {out_dir} is a file, not a folder: choose another --out_dir, or move the file away"
+    probe = os.path.join(out_dir, f".write_probe.{os.getpid()}")
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+        with open(probe, "wb") as f:
+            f.write(bytes(1 << 16))
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:
+        return (f"cannot write in --out_dir {out_dir}: {os_error(e)}: free space there, make it writable, or "
+                f"choose another --out_dir (nothing in it was changed)")
+    finally:
+        _remove(probe)
+    return None
+
+
+def resume_target(path):
+    """--resume PATH -> (run folder, checkpoint folder or None), or ValueError in one line. PATH is a
+    checkpoint folder (<run>/checkpoints/step_N: exactly that one) or a run folder (its newest
+    checkpoint that verifies, as plain --resume)."""
+    p = os.path.normpath(os.path.abspath(path))
+    if not os.path.exists(p):
+        raise ValueError(f"--resume {path}: no such file or directory")
+    if not os.path.isdir(p):
+        raise ValueError(f"--resume {path}: not a folder; give a run folder or one of its checkpoints/step_N folders")
+    if STEP_DIR.match(os.path.basename(p)) and os.path.basename(os.path.dirname(p)) == "checkpoints":
+        return os.path.dirname(os.path.dirname(p)), p
+    if os.path.isfile(os.path.join(p, "config.json")) or os.path.isdir(os.path.join(p, "checkpoints")):
+        return p, None
+    raise ValueError(f"--resume {path}: neither a run folder (with config.json or checkpoints/) nor a checkpoint "
+                     f"folder (<run>/checkpoints/step_N; rename a set-aside one back to step_N to use it)")
 
 
 def clear(out_dir):
@@ -403,6 +588,9 @@ def load_weights(path, model):
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.metadata import BytesStorageMetadata
     from torch.distributed.checkpoint.state_dict import get_model_state_dict, set_model_state_dict
+    problem = torch_api_problem()
+    if problem:
+        raise RuntimeError(problem)
     reason = verify(path)
     if reason is not None:
         raise RuntimeError(f"{path}: refusing to load: {reason}")

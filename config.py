@@ -174,7 +174,9 @@ def _system_and_logging(p):
     g.add_argument("--chunk_size", type=POS, default=256, help="positions per lm_head chunk")
     add_flags(g, "--seed", "--threads")
     g = p.add_argument_group("logging, evaluation, checkpoints")
-    g.add_argument("--out_dir", default="runs/demo", help="run directory: config, metrics.jsonl, checkpoints")
+    g.add_argument("--out_dir", default=None,
+                   help="run directory: config, metrics.jsonl, checkpoints (default runs/demo; with --resume PATH, "
+                        "PATH's run)")
     g.add_argument("--eval_every", type=NONNEG, default=20,
                    help="held-out evaluation interval (0: start/end)")
     g.add_argument("--eval_n", type=NONNEG, default=200, help="held-out problems per evaluation (0: all)")
@@ -186,8 +188,9 @@ def _system_and_logging(p):
     g.add_argument("--save_every", type=NONNEG, default=20,
                    help="checkpoint interval in steps (0: only at the end)")
     g.add_argument("--keep", type=POS, default=2, help="checkpoints kept (the newest is never deleted)")
-    g.add_argument("--resume", action="store_true",
-                   help="continue from the newest valid checkpoint in out_dir")
+    g.add_argument("--resume", nargs="?", const=True, default=False, metavar="PATH",
+                   help="continue from the newest valid checkpoint in out_dir; with PATH, from that checkpoint "
+                        "folder (run/checkpoints/step_N; the run's later ones are set aside) or run folder")
     g.add_argument("--allow_config_change", action="store_true",
                    help="resume even if the data order or algorithm settings differ from the saved config.json")
     g.add_argument("--no_export", action="store_true", help="skip the final Hugging Face export")
@@ -245,13 +248,24 @@ def start_run(argv):
         sys.exit(f"train.py: --minibatch_prompts {args.minibatch_prompts} is not a multiple of the {world} ranks")
     if args.threads:
         torch.set_num_threads(args.threads)
-    if rank == 0:
-        resolve_paths(args)
-    box = [vars(args)]   # rank 0 may have built the demo; everyone uses its paths
+    problem = None
+    if rank == 0:   # the run folder first: a bad one stops the run before anything is built or changed
+        problem = run_folder_problem(args)
+        if not problem:
+            resolve_paths(args)
+    box = [vars(args), problem]   # rank 0 may have built the demo; everyone uses its paths
     torch.distributed.broadcast_object_list(box, src=0)
-    args = argparse.Namespace(**box[0])
+    args, problem = argparse.Namespace(**box[0]), box[1]
     config = {**vars(args), "world_size": world}
-    diff = checkpoint.config_changes(args.out_dir, config, RESUME_KEYS) if args.resume else ""
+    try:
+        diff = checkpoint.config_changes(args.out_dir, config, RESUME_KEYS) if args.resume and not problem else ""
+    except ValueError as e:
+        problem = f"--resume cannot check the run's settings: {e}; restore the file, or rerun with --allow_config_change"
+        if args.allow_config_change:
+            print0(f"train.py: {problem.split('; restore')[0]}; resuming anyway (--allow_config_change)")
+            problem, diff = None, ""
+    if problem:
+        sys.exit(f"train.py: {problem}")
     if diff and not args.allow_config_change:
         sys.exit(f"train.py: --resume with settings that differ from the run's config.json: {diff} "
                  f"(--allow_config_change to resume anyway)")
@@ -259,15 +273,31 @@ def start_run(argv):
         print0(f"train.py: a new run in {args.out_dir}: the earlier run's checkpoints and metrics are replaced "
                f"(--resume continues a run instead)")
     torch.manual_seed(args.seed)
-    os.makedirs(args.out_dir, exist_ok=True)
     print0("config:\n" + json.dumps(vars(args), indent=1))
     torch.distributed.barrier()   # every rank has read the old config.json (--resume) before it is replaced
     if rank == 0:
-        path = os.path.join(args.out_dir, "config.json")
-        with open(path + ".tmp", "w") as f:
-            json.dump(config, f, indent=1)
-        os.replace(path + ".tmp", path)   # a reader never sees half a file
+        try:
+            checkpoint.write_config(args.out_dir, config)
+        except OSError as e:
+            sys.exit(f"train.py: cannot write {os.path.join(args.out_dir, 'config.json')}: "
+                     f"{checkpoint.os_error(e)}: free space there or choose another --out_dir")
     return args, rank, world, device
+
+
+def run_folder_problem(args):
+    """--resume PATH resolved (args.out_dir becomes PATH's run, args.resume its checkpoint folder or
+    True), the default --out_dir filled in, and the folder checked for writing: None, or one line."""
+    if isinstance(args.resume, str):
+        try:
+            run, ckpt = checkpoint.resume_target(args.resume)
+        except ValueError as e:
+            return str(e)
+        if args.out_dir and os.path.abspath(args.out_dir) != run:
+            return (f"--resume {args.resume} belongs to the run in {run}, not to --out_dir {args.out_dir}: "
+                    f"leave --out_dir out (or give --out_dir {run})")
+        args.out_dir, args.resume = run, ckpt or True
+    args.out_dir = args.out_dir or "runs/demo"
+    return checkpoint.out_dir_problem(args.out_dir)
 
 
 def check_full_vocabulary_fits(args, policy, world):

@@ -245,7 +245,8 @@ def main(argv=None):
     config.check_full_vocabulary_fits(args, policy, world)
     opt = torch.optim.AdamW(policy.parameters(), lr=args.lr, weight_decay=args.weight_decay, betas=(0.9, 0.999))
     train_ex, eval_ex = config.load_data(args, processor, rank)
-    start = checkpoint.load(args.out_dir, policy, opt) if args.resume else 0
+    chosen = args.resume if isinstance(args.resume, str) else None     # --resume PATH: that checkpoint
+    start = checkpoint.load(args.out_dir, policy, opt, chosen) if args.resume else 0
     if args.resume and start == 0:
         print0(f"--resume: no valid checkpoint in {os.path.join(args.out_dir, 'checkpoints')}; starting at step 0")
     # rollouts on CUDA: decode.py's fast loop over a bf16 copy of the (resumed) policy
@@ -261,6 +262,10 @@ def main(argv=None):
     if first:
         emit({"step": 0, **first})
         print0(f"step    0 | {report.eval_text(first, args.eval_samples)} (no hints, {len(eval_ex)} problems)")
+    def save(step):   # rotation reads the run's metrics: it keeps the newest checkpoint they vouch for
+        path = os.path.join(args.out_dir, "metrics.jsonl")
+        records = report.read_jsonl(path) if rank == 0 and os.path.exists(path) else []
+        checkpoint.save(args.out_dir, step, policy, opt, args.keep, records, args.ptd_coef)
     t_start, bad, collapsed = time.time(), 0, 0
     for step in range(start, args.steps):
         for g in opt.param_groups:
@@ -282,12 +287,12 @@ def main(argv=None):
             sys.exit(1)
         if bad == 0 and args.save_every and (step + 1) % args.save_every == 0 and step + 1 < args.steps \
                 and not args.no_checkpoints:
-            checkpoint.save(args.out_dir, step + 1, policy, opt, args.keep)   # never after a bad step
+            save(step + 1)   # never after a bad step
     last = held_out(chance=True) if eval_ex else {}
     if last:
         emit({"step": args.steps, **last, "final": True})
     if args.steps > start and bad == 0 and not args.no_checkpoints:
-        checkpoint.save(args.out_dir, args.steps, policy, opt, args.keep)
+        save(args.steps)
     if not args.no_export:
         checkpoint.export_hf(policy, processor, os.path.join(args.out_dir, "final"))
     if last:
