@@ -22,6 +22,7 @@ the file runs whatever code it names. The manifest is a checksum, not a signatur
 rewrite a file can rewrite it too, so every pickle is also read as plain data only, and a
 checkpoint is read whole before any of it is applied.
 """
+import errno
 import glob
 import hashlib
 import json
@@ -255,11 +256,12 @@ def save(out_dir, step, model, opt, keep, records=None, ptd_coef=0.0):
     that fails (a full disk, a folder turned read-only) removes the partial step_N.tmp and stops
     in one line; the checkpoints already saved are left as they were. records, ptd_coef: the run's
     metrics, for rotation (rotate)."""
+    from torch.distributed.checkpoint.api import CheckpointException
     ck = os.path.join(out_dir, "checkpoints")
     final, tmp = os.path.join(ck, f"step_{step:06d}"), os.path.join(ck, f"step_{step:06d}.tmp")
     try:
         _write(tmp, step, model, opt)
-    except Exception as e:
+    except (Exception, CheckpointException) as e:      # DCP's wrapper is a BaseException
         cause = _cause(e)
         if not isinstance(cause, OSError):
             raise
@@ -268,8 +270,8 @@ def save(out_dir, step, model, opt, keep, records=None, ptd_coef=0.0):
         kept = checkpoints(out_dir)
         raise SystemExit(f"checkpoint: cannot save step {step} in {ck}: {os_error(cause)}. The partial "
                          f"{os.path.basename(tmp)} was removed and "
-                         f"{kept[0] + ' is intact' if kept else 'no earlier checkpoint exists'}: free space there "
-                         f"(or move the run to another disk), then rerun with --resume") from None
+                         f"{kept[0] + ' is intact' if kept else 'no earlier checkpoint exists'}: {fix_for(cause)}, "
+                         f"then rerun with --resume") from None
     if rank() == 0:
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
@@ -312,6 +314,15 @@ def _cause(e):
 def os_error(e):
     """'No space left on device (errno 28)' from an OSError, for one-line messages."""
     return f"{e.strerror or type(e).__name__} (errno {e.errno})" if e.errno else (str(e) or type(e).__name__)
+
+
+def fix_for(e):
+    """What to do about an OSError met while writing a run's files."""
+    if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return "free space there, or choose another --out_dir"
+    if e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return "make it writable, or choose another --out_dir"
+    return "choose another --out_dir"
 
 
 def _remove(path):
@@ -548,8 +559,7 @@ def out_dir_problem(out_dir):
             f.flush()
             os.fsync(f.fileno())
     except OSError as e:
-        return (f"cannot write in --out_dir {out_dir}: {os_error(e)}: free space there, make it writable, or "
-                f"choose another --out_dir (nothing in it was changed)")
+        return f"cannot write in --out_dir {out_dir}: {os_error(e)}: {fix_for(e)} (nothing in it was changed)"
     finally:
         _remove(probe)
     return None

@@ -280,7 +280,7 @@ def start_run(argv):
             checkpoint.write_config(args.out_dir, config)
         except OSError as e:
             sys.exit(f"train.py: cannot write {os.path.join(args.out_dir, 'config.json')}: "
-                     f"{checkpoint.os_error(e)}: free space there or choose another --out_dir")
+                     f"{checkpoint.os_error(e)}: {checkpoint.fix_for(e)}")
     return args, rank, world, device
 
 

@@ -28,7 +28,7 @@ import report
 import rollout
 import tutor
 from config import NONNEG, POS, add_flags, ranged
-from distributed import all_sum, print0, setup
+from distributed import all_max, all_sum, print0, setup
 
 
 def get_args(argv=None):
@@ -43,8 +43,12 @@ def get_args(argv=None):
     p.add_argument("--temperature", type=ranged(float, 0), default=1.0, help="sampling temperature (0: greedy)")
     add_flags(p, "--top_p")
     p.add_argument("--max_new_tokens", type=POS, default=None,
-                   help="response length cap (default: a run directory's own; the demo model 32; else 4096)")
+                   help="response length cap (default: a run directory's own; the demo model 32; else 4096; "
+                        "a default is capped at the model's positions minus the longest prompt)")
     p.add_argument("--with_hints", action="store_true", help="evaluate the hinted tutor (hint in context)")
+    p.add_argument("--blank", action="store_true",
+                   help="also score the same prompts on white images of the same sizes: the chance line of a "
+                        "model that does not read the picture (train.py's summary prints it beside each pass@1)")
     p.add_argument("--diagnose", action="store_true",
                    help="demo diagnostics: student, tutor, blank image, majority")
     add_flags(p, "--token_budget", "--kv_cache_gb", "--plain_generate", "--no_compile", "--no_cuda_graphs",
@@ -57,6 +61,8 @@ def get_args(argv=None):
     args = p.parse_args(argv)
     if any(k > args.n_samples for k in args.k):
         p.error(f"--k values must be in 1..{args.n_samples} (--n_samples)")
+    if args.blank and args.with_hints:
+        p.error("--blank scores the student's prompts on white images: not with --with_hints")
     return args
 
 
@@ -68,13 +74,13 @@ def pass_at_k(n, c, k):
 
 
 def resolve_model(args):
+    args.default_cap = args.max_new_tokens is None       # a default cap is fitted to the model (cap_new_tokens)
     if args.model == "toy":
         args.model, _, demo_eval = config.demo_paths()
         args.data = args.data or demo_eval
     elif os.path.exists(os.path.join(args.model, "config.json")) and os.path.exists(
             os.path.join(args.model, "metrics.jsonl")):      # a run directory: its export and eval data
-        with open(os.path.join(args.model, "config.json")) as f:
-            run_cfg = json.load(f)
+        run_cfg = run_config(args.model)
         args.data = args.data or run_cfg.get("eval_data") or ""
         args.max_new_tokens = args.max_new_tokens or run_cfg.get("max_new_tokens")
         args.model = run_cfg["model"] if args.checkpoint else os.path.join(args.model, "final")
@@ -84,6 +90,50 @@ def resolve_model(args):
         sys.exit(f"eval.py: --model {args.model}: no such file or directory (a hub id needs --data too)")
     if not args.data:
         sys.exit("eval.py: --data is required with a model other than 'toy'")
+
+
+# what eval.py reads from a run's config.json, and what each value must be
+RUN_KEYS = {"model": (lambda v: isinstance(v, str) and v.strip() != "", "a non-empty string"),
+            "eval_data": (lambda v: v is None or isinstance(v, str), "a string or null"),
+            "max_new_tokens": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1,
+                               "a whole number >= 1")}
+
+
+def run_config(run):
+    """A run directory's config.json, checked where it is read: one line naming the file and the key
+    for a file that is not a JSON object or a value of the wrong type (it would fail far later)."""
+    path = os.path.join(run, "config.json")
+    try:
+        cfg = checkpoint.read_config(run)
+    except ValueError as e:
+        sys.exit(f"eval.py: --model {run}: {e}")
+    for key, (ok, want) in RUN_KEYS.items():
+        if key in cfg and not ok(cfg[key]):
+            sys.exit(f"eval.py: --model {run}: {path}: '{key}' is {json.dumps(cfg[key])[:60]}, expected {want}; "
+                     f"fix the file or pass the value as a flag")
+    if "model" not in cfg:
+        sys.exit(f"eval.py: --model {run}: {path} names no 'model'")
+    return cfg
+
+
+def cap_new_tokens(args, model, longest, rank=0):
+    """A default response cap that fits the model: its positions minus the longest prompt (a
+    4,096-token default on a model of 2,048 positions would run every row past the end). A cap the
+    user chose is kept, with a warning when it cannot fit."""
+    positions = getattr(model.config.get_text_config(), "max_position_embeddings", None)
+    if not positions:
+        return
+    room = positions - longest
+    if room < 1:
+        sys.exit(f"eval.py: the longest prompt has {longest} tokens, as many as the model's {positions} positions: "
+                 f"lower --max_prompt_tokens")
+    if args.max_new_tokens > room and rank == 0:
+        print(f"eval.py: --max_new_tokens {args.max_new_tokens} " + (
+            f"lowered to {room}: the model's {positions} positions minus the longest prompt ({longest} tokens)"
+            if args.default_cap else f"runs past the model's {positions} positions after the longest prompt "
+                                     f"({longest} tokens; {room} fit)"), flush=True)
+    if args.default_cap:
+        args.max_new_tokens = min(args.max_new_tokens, room)
 
 
 def load(args, device):
@@ -96,50 +146,93 @@ def load(args, device):
     return model, processor
 
 
-def evaluate(model, processor, examples, args, rank=0, world=1, fast=None):
-    """Per-problem correct counts, lengths and entropies; summed over ranks. fast: a decode.FastSampler
-    (decode.for_run: on CUDA unless --plain_generate), as in train.py."""
+def evaluate(model, processor, examples, args, rank=0, world=1, fast=None, blank=False):
+    """Per-problem sums over the samples, over ranks: correct, cut (at the cap), length, entropy,
+    and what the answers name where the records list the picture's objects (report.answer_class).
+    blank: the student's prompts on white images of the same sizes (no entropy pass). fast: a
+    decode.FastSampler (decode.for_run: on CUDA unless --plain_generate), as in train.py."""
     fmt = rollout.box_format(model)
     mine = list(range(rank, len(examples), world))
     prompts = []
     for i in mine:
         ex = examples[i]
         p = tutor.tutor_prompt(processor, ex, fmt) if args.with_hints else None
-        prompts.append(p or rollout.encode(processor, ex["question"], rollout.open_images(ex)))
+        images = rollout.open_images(ex)
+        prompts.append(p or rollout.encode(processor, ex["question"], report.blank_images(images) if blank else images))
+    if not blank:
+        cap_new_tokens(args, model, int(all_max(torch.tensor(max((len(p["input_ids"]) for p in prompts), default=0)))),
+                       rank)
     res = report.pass_counts(model, processor, prompts, [examples[i] for i in mine], args.n_samples,
-                             args.max_new_tokens, args.temperature, seed=args.seed, entropy=True,
+                             args.max_new_tokens, args.temperature, seed=args.seed, entropy=not blank,
                              token_budget=args.token_budget, top_p=args.top_p, kv_cache_gb=args.kv_cache_gb,
                              prompt_ids=mine, fast=fast)
-    correct, length, entropy = (torch.zeros(len(examples), dtype=torch.float64) for _ in range(3))
+    scene = any("scene" in ex["record"] for ex in examples)
+    out = {k: torch.zeros(len(examples), dtype=torch.float64) for k in ("correct", "cut", "length", "entropy")}
+    classes = torch.zeros(len(examples), len(report.ANSWER_CLASSES), dtype=torch.float64)
     for j, i in enumerate(mine):
-        correct[i], length[i], entropy[i] = res["correct"][j], res["length"][j], res["entropy"][j]
-    return all_sum(correct), all_sum(length), all_sum(entropy)
+        for k in out:
+            out[k][i] = res[k][j] if k in res else 0.0
+    for r, text in enumerate(res["texts"]):
+        i = mine[r // args.n_samples]
+        if scene:
+            classes[i, report.ANSWER_CLASSES.index(report.answer_class(text, examples[i]["record"]))] += 1
+    out = {k: all_sum(v) for k, v in out.items()}
+    if scene:
+        out["classes"] = all_sum(classes)
+    return out
 
 
-def summarise(examples, correct, length, entropy, args):
-    n = args.n_samples
-    res = {"problems": len(examples), "samples": n, "pass@1": correct.sum().item() / (n * len(examples)),
-           "resp_len": length.sum().item() / (n * len(examples)),
-           "entropy": entropy.sum().item() / max(length.sum().item(), 1), "with_hints": args.with_hints,
-           "temperature": args.temperature, "top_p": args.top_p}
+def summarise(examples, counts, args, blank=None):
+    """pass@k overall and per category (pass@n per category is train.py's "any of the n right"),
+    length, entropy, the share of responses cut, what the answers name per category, and with
+    blank (evaluate's counts on white images) the blank-image pass@1: every number of train.py's
+    summary, under the same names with "/category"."""
+    n, N, correct = args.n_samples, len(examples), counts["correct"]
+    res = {"problems": N, "samples": n, "pass@1": correct.sum().item() / (n * N),
+           "resp_len": counts["length"].sum().item() / (n * N),
+           "entropy": counts["entropy"].sum().item() / max(counts["length"].sum().item(), 1),
+           "cut_frac": counts["cut"].sum().item() / (n * N), "with_hints": args.with_hints,
+           "temperature": args.temperature, "top_p": args.top_p, "max_new_tokens": args.max_new_tokens,
+           "seed": args.seed}
+    cats = sorted({ex["category"] for ex in examples if ex.get("category")})
     for k in args.k:
-        if k <= n:
-            res[f"pass@{k}"] = sum(pass_at_k(n, int(c), k) for c in correct.tolist()) / len(examples)
-    cats = report.by_category((correct / n).tolist(), examples)
-    if len(cats) > 1:
-        res["by_category"] = cats
+        res[f"pass@{k}"] = sum(pass_at_k(n, int(c), k) for c in correct.tolist()) / N
+        for c in cats:
+            sel = [int(x) for x, ex in zip(correct.tolist(), examples) if ex.get("category") == c]
+            res[f"pass@{k}/{c}"] = sum(pass_at_k(n, x, k) for x in sel) / len(sel)
+    if blank is not None:
+        res["blank_pass@1"] = blank["correct"].sum().item() / (n * N)
+        for c in cats:
+            sel = torch.tensor([ex.get("category") == c for ex in examples])
+            res[f"blank_pass@1/{c}"] = blank["correct"][sel].sum().item() / (n * sel.sum().item())
+    if "classes" in counts:
+        for c in cats:
+            sel = torch.tensor([ex.get("category") == c for ex in examples])
+            shares = counts["classes"][sel].sum(0) / (n * sel.sum().item())
+            res.update({f"answers/{c}/{name}": v for name, v in zip(report.ANSWER_CLASSES, shares.tolist())})
+    by = report.by_category((correct / n).tolist(), examples)
+    if len(by) > 1:
+        res["by_category"] = by
     return res
 
 
+def warn_cut(res, rank=0):
+    """Once: how many responses hit the cap before EOS (scored wrong, as in training)."""
+    if res["cut_frac"] > 0 and rank == 0:
+        total = res["problems"] * res["samples"]
+        print(f"eval.py: warning: {round(res['cut_frac'] * total)} of {total} responses ({res['cut_frac']:.1%}) were "
+              f"cut at --max_new_tokens {res['max_new_tokens']} before the end-of-sequence token and are scored wrong, "
+              f"as training's reward scores them; raise --max_new_tokens if answers need more room", flush=True)
+
+
 def print_table(res):
-    keys = [k for k in res if k.startswith("pass@")] + ["resp_len", "entropy"]
+    keys = [k for k in res if k.startswith(("pass@", "blank_pass@", "answers/"))] + ["resp_len", "entropy", "cut_frac"]
     tutor_note = " (tutor, with hints)" if res["with_hints"] else ""
     print(f"{res['problems']} problems x {res['samples']} samples{tutor_note}, T={res['temperature']}, "
-          f"top_p={res['top_p']}")
+          f"top_p={res['top_p']}, max_new_tokens={res['max_new_tokens']}, seed={res['seed']}")
     for k in keys:
-        print(f"  {k:10s} {res[k]:.4f}")
-    for cat, v in res.get("by_category", {}).items():
-        print(f"  pass@1 [{cat}] {v:.4f}")
+        name = k.replace("blank_pass@", "blank image pass@").replace("/", " ")
+        print(f"  {name:24s} {res[k]:.4f}")
 
 # -----------------------------------------------------------------------------
 # comparing runs
@@ -232,7 +325,10 @@ def main(argv=None):
         print0(toy.format_diagnostics(res, len(examples)))
     else:
         fast = decode.for_run(model, args, device)   # the train loop's fast sampler on CUDA
-        res = summarise(examples, *evaluate(model, processor, examples, args, rank, world, fast), args)
+        counts = evaluate(model, processor, examples, args, rank, world, fast)
+        blank = evaluate(model, processor, examples, args, rank, world, fast, blank=True) if args.blank else None
+        res = summarise(examples, counts, args, blank)
+        warn_cut(res, rank)
         if rank == 0:
             print_table(res)
     if args.out and rank == 0:

@@ -12,6 +12,7 @@ Left out on purpose: dashboards (wandb is optional), per-token traces.
 """
 import json
 import os
+import shlex
 import sys
 
 import torch
@@ -62,16 +63,20 @@ def step_metrics(step, rewards, well_formed, truncated, mask, entropy, ptd_group
 def pass_counts(model, processor, prompts, examples, n_samples, max_new_tokens, temperature=1.0, seed=0,
                 entropy=False, token_budget=16384, **sample_kw):
     """pass counts of n_samples responses per prompt (prompts[i] asks examples[i]).
-    Returns dict of (B,) tensors: correct (0..n_samples), length (tokens, summed over samples),
-    and entropy (summed over tokens) when asked; plus the texts. sample_kw: top_p, kv_cache_gb,
+    Returns dict of (B,) tensors: correct (0..n_samples), cut (responses cut at max_new_tokens),
+    length (tokens, summed over samples), and entropy (summed over tokens) when asked; plus the
+    texts. A response cut before EOS is scored wrong, as training's reward scores it
+    (train.rewards_of): an unfinished answer is not an answer. sample_kw: top_p, kv_cache_gb,
     prompt_ids, progress, fast, as for rollout.sample()."""
     ids, mask = rollout.sample(model, processor, prompts, n_samples, max_new_tokens, temperature, seed=seed,
                                **sample_kw)
     texts = rollout.decode(processor, ids, mask)
     hits = torch.tensor([reward.reward(t, examples[i // n_samples]) for i, t in enumerate(texts)], dtype=torch.float)
+    cut = ~(ids == rollout.eos_id(processor)).any(1)
+    hits = torch.where(cut, torch.zeros_like(hits), hits)
     B, R = len(prompts), mask.shape[1]
-    out = {"correct": hits.view(B, n_samples).sum(1), "length": mask.view(B, n_samples, R).sum((1, 2)).double(),
-           "texts": texts}
+    out = {"correct": hits.view(B, n_samples).sum(1), "cut": cut.view(B, n_samples).sum(1).double(),
+           "length": mask.view(B, n_samples, R).sum((1, 2)).double(), "texts": texts}
     if entropy:
         ent = rollout.score(model, [p for p in prompts for _ in range(n_samples)], ids, mask,
                             token_budget=token_budget, temperature=temperature if temperature > 0 else 1.0,
@@ -87,7 +92,10 @@ def blank_images(images):
     return [Image.new("RGB", im.size, (255, 255, 255)) for im in images]
 
 
-def evaluate(model, processor, examples, args, rank, world, seed=2 ** 61 + 1234, fast=None, blank=False):
+EVAL_SEED = 2 ** 61 + 1234   # the held-out sampling seed (the summary's eval.py command passes it as --seed)
+
+
+def evaluate(model, processor, examples, args, rank, world, seed=EVAL_SEED, fast=None, blank=False):
     """Held-out pass@1 (the mean over n = --eval_samples samples), pass@n (any of the n right) and
     mean response length, no hints, split across ranks; the same per `category` when the data
     has categories (the demo's buckets: eval_pass1/easy, eval_pass8/hard, ...), and what the
@@ -282,7 +290,27 @@ def summary(args, first, last, n_eval, seconds, world, device, collapsed):
     print0(f"  training time: {seconds:.0f}s on {world} process(es), {device.type}")
     if not args.no_export:
         final = os.path.join(args.out_dir, "final")
-        print0(f"  final model: {final}  (python eval.py --model {final} --data {args.eval_data} "
-               f"--n_samples {n} --top_p {args.top_p} --max_new_tokens {args.max_new_tokens})")
+        print0(f"  final model: {final}  (python {eval_command(args, final, blank)})")
         if collapsed >= COLLAPSE_STEPS:
             print0("  WARNING: that export is of a collapsed policy (reward 0, entropy ~0 at the end)")
+    if first:
+        print0(f"  start model: {args.model}  (python {eval_command(args, args.model, blank)})")
+
+
+def eval_command(args, model, blank):
+    """The eval.py command that reproduces the summary's column of `model`: the same problems
+    (--limit, --max_prompt_tokens), seed, samples and k, cap and sampler, and the blank-image line.
+    tests/test_eval.py runs it on a tiny run and compares every number."""
+    n = args.eval_samples
+    q = shlex.quote
+    cmd = (f"eval.py --model {q(model)} --data {q(args.eval_data)}{f' --limit {args.eval_n}' if args.eval_n else ''} "
+           f"--max_prompt_tokens {args.max_prompt_tokens} --n_samples {n} --k 1{f' {n}' if n > 1 else ''} "
+           f"--seed {EVAL_SEED} --temperature {args.temperature} --top_p {args.top_p} "
+           f"--max_new_tokens {args.max_new_tokens}{' --blank' if blank else ''}")
+    if args.kv_cache_gb != 32.0:     # the rows per generate() call: the same batches, the same numbers
+        cmd += f" --kv_cache_gb {args.kv_cache_gb}"
+    if args.dtype != "auto":
+        cmd += f" --dtype {args.dtype}"
+    for flag in ("allow_outside_images", "trust_remote_code", "plain_generate", "no_compile", "no_cuda_graphs"):
+        cmd += f" --{flag}" if getattr(args, flag, False) else ""
+    return cmd
