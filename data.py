@@ -340,17 +340,37 @@ def prompt_length(processor, ex):
     return rollout.prompt_length(processor, ex["question"], sizes)
 
 
+def max_token_chars(tokenizer):
+    """The most characters of text one token can stand for: the longest string in the vocabulary
+    (byte-level BPE, Qwen's: one character per byte of text; SentencePiece: one per character)."""
+    if not hasattr(tokenizer, "_max_token_chars"):
+        tokenizer._max_token_chars = max(len(t) for t in tokenizer.get_vocab())
+    return tokenizer._max_token_chars
+
+
+# Unicode normalisation (NFC) can merge up to 3 characters into one before the tokenizer counts them
+NORMALISED = 4
+
+
 def check_lengths(examples, processor, limit, strict=False, report=print):
     """The examples whose prompt fits in `limit` tokens. Longer ones are reported and dropped,
     never truncated (that would cut image tokens). Run it on eval data too: one 1 MB question
-    stalls a whole evaluation batch."""
-    keep = []
+    stalls a whole evaluation batch. A question too long to fit in `limit` tokens whatever they
+    hold (over limit x the longest token's characters x NORMALISED) is refused by its length
+    alone: tokenising a 50 MB line took minutes and 11 GB. (A tokenizer with an unknown-word token,
+    which can swallow a word of any length, could make that bound refuse a prompt that would fit;
+    Qwen's byte-level BPE has none.)"""
+    keep, bound = [], limit * max_token_chars(processor.tokenizer) * NORMALISED
     for ex in examples:
-        n = prompt_length(processor, ex)
+        if len(ex["question"]) > bound:
+            n, what = len(ex["question"]), "characters, more than fit in"
+        else:
+            n, what = prompt_length(processor, ex), "tokens, over"
         if n <= limit:
             keep.append(ex)
             continue
-        msg = f"{ex['where']}: field 'question': prompt is {n} tokens, over the limit of {limit} (--max_prompt_tokens)"
+        msg = (f"{ex['where']}: field 'question': prompt is {n} {what} the limit of {limit} tokens "
+               f"(--max_prompt_tokens)")
         if strict:
             raise DataError(msg)
         report(f"data: {msg}; skipped")
