@@ -393,6 +393,35 @@ def test_prompt_length_is_exact_with_several_images(tiny, tmp_path):
     assert data.prompt_length(processor, ex) == len(encoded["input_ids"])
 
 
+def test_an_over_long_question_is_refused_by_its_length_before_it_is_tokenised(tiny, examples, monkeypatch):
+    """A 20 MB question: tokenising a 50 MB one took minutes and 11 GB. Its length alone proves it
+    cannot fit, so it is never tokenised; the other examples still are."""
+    _, processor, _ = tiny
+    huge = {**examples[0], "question": "What colour is the square? " * 800_000, "where": "x.jsonl:3"}
+    tokenised = []
+    real = data.prompt_length
+    monkeypatch.setattr(data, "prompt_length", lambda p, ex: tokenised.append(ex["where"]) or real(p, ex))
+    msgs = []
+    kept = data.check_lengths([examples[0], huge], processor, 4096, report=msgs.append)
+    assert kept == [examples[0]] and tokenised == [examples[0]["where"]]
+    assert msgs == [f"data: x.jsonl:3: field 'question': prompt is {len(huge['question'])} characters, more than "
+                    f"fit in the limit of 4096 tokens (--max_prompt_tokens); skipped"]
+
+
+def test_the_length_bound_never_refuses_a_prompt_that_fits(tiny):
+    """Brute force on the demo tokenizer: no text has fewer tokens than its characters over the
+    longest token's (the bound check_lengths refuses by), runs of one character included."""
+    import random
+    _, processor, _ = tiny
+    tok, longest = processor.tokenizer, data.max_token_chars(processor.tokenizer)
+    vocab = list(tok.get_vocab())
+    rng = random.Random(0)
+    texts = [c * 500 for c in " abe\n0."] + ["".join(rng.choice(vocab) for _ in range(300)) for _ in range(20)]
+    texts += ["What colour is the square? " * 20, "e\u0301" * 100 + "\u1100\u1161\u11a8" * 50]
+    for text in texts:
+        assert len(tok(text, add_special_tokens=False)["input_ids"]) * longest * data.NORMALISED >= len(text), text
+
+
 def test_no_prompt_within_the_limit_is_a_clear_error(tiny, examples):
     _, processor, _ = tiny
     with pytest.raises(data.DataError, match="has no example whose prompt fits in 5 tokens"):

@@ -1,9 +1,15 @@
 """eval.py's front door: argument ranges in one line, --threads, and --compare on a folder that is
-not a run."""
+not a run; scoring a cut response as training does; a cap that fits the model; a run's config.json
+checked; the summary's eval.py commands reproduce the summary."""
+import os
+import re
+import shlex
+
 import pytest
 import torch
 
 import eval as eval_py
+import toy
 
 
 @pytest.mark.parametrize("flag,value", [("--n_samples", "0"), ("--limit", "-1"), ("--temperature", "-1"),
@@ -82,3 +88,113 @@ def test_diagnose_classes_the_demos_answers_per_bucket(tiny, toy_data, tmp_path,
         assert abs(sum(r["answers"].values()) - 1) < 1e-9
         assert f"{bucket:5s}: student" in printed
     assert printed.count("student names: target") == len(res["by_bucket"])
+
+# -----------------------------------------------------------------------------
+# scoring as training does, a cap that fits the model, a run's config.json checked where it is read
+
+
+def test_a_response_cut_before_eos_is_scored_wrong_as_training_scores_it(tiny, examples, monkeypatch):
+    """The same right answer, once finished with EOS and once cut at the cap: held-out scoring
+    (report.pass_counts, used by eval.py and train.py) and training's reward both give 1 and 0."""
+    import report
+    import rollout
+    import train
+    _, processor, _ = tiny
+    ex, tok, eos = examples[0], processor.tokenizer, rollout.eos_id(processor)
+    body = tok(f"<think>look</think><answer>{ex['answer']}</answer>", add_special_tokens=False)["input_ids"]
+    ids, mask = rollout.pad_responses([torch.tensor(body + [eos]), torch.tensor(body)], eos, tok.pad_token_id)
+    monkeypatch.setattr(rollout, "sample", lambda *a, **k: (ids, mask))
+    out = report.pass_counts(None, processor, [{}, {}], [ex, ex], 1, len(body))
+    assert out["correct"].tolist() == [1.0, 0.0] and out["cut"].tolist() == [0.0, 1.0]
+    assert train.rewards_of(processor, ids, mask, [ex], torch.tensor([0, 0]))[0].tolist() == [1.0, 0.0]
+
+
+def test_eval_warns_once_with_the_share_of_responses_cut(tiny, toy_data, tmp_path, capsys):
+    """A random model never says EOS within 4 tokens: every row is cut, scored wrong, and said once."""
+    res = eval_py.main(["--model", tiny[2], "--data", toy_data[2], "--limit", "2", "--n_samples", "2",
+                        "--max_new_tokens", "4", "--threads", "1"])
+    printed = capsys.readouterr().out
+    assert res["pass@1"] == 0 and res["cut_frac"] == 1.0
+    warnings = [line for line in printed.splitlines() if "were cut" in line]
+    assert warnings == ["eval.py: warning: 4 of 4 responses (100.0%) were cut at --max_new_tokens 4 before the "
+                        "end-of-sequence token and are scored wrong, as training's reward scores them; raise "
+                        "--max_new_tokens if answers need more room"]
+
+
+def test_a_default_cap_fits_the_models_positions_and_a_chosen_one_is_kept(tiny, toy_data, monkeypatch, capsys):
+    """The tiny model has 2,048 positions: the 4,096-token default becomes 2,048 minus the longest
+    prompt; a cap given as a flag is kept, with a warning."""
+    import report
+    seen = []
+
+    def counts(model, processor, prompts, exs, n, max_new_tokens, *a, **k):
+        seen.append((max(len(p["input_ids"]) for p in prompts), max_new_tokens))
+        z = torch.zeros(len(prompts))
+        return {"correct": z, "cut": z, "length": z + 1, "entropy": z, "texts": [""] * len(prompts) * n}
+    monkeypatch.setattr(report, "pass_counts", counts)
+    positions = tiny[0].config.get_text_config().max_position_embeddings
+    base = ["--model", tiny[2], "--data", toy_data[2], "--limit", "3", "--n_samples", "1", "--threads", "1"]
+    eval_py.main(base)
+    (longest, cap), = seen
+    assert positions == 2048 and cap == positions - longest
+    assert f"--max_new_tokens 4096 lowered to {cap}: the model's 2048 positions" in capsys.readouterr().out
+    eval_py.main(base + ["--max_new_tokens", "3000"])
+    assert seen[1][1] == 3000 and "--max_new_tokens 3000 runs past the model's 2048 positions" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("content", ['{"model": "m", "max_new_tokens": "32"}', '{"model": "m", "max_new_tokens": true}',
+                                     '{"model": 5}', '{"model": "m", "eval_data": 3}', '{"eval_data": "e.jsonl"}',
+                                     '["model"]', '{"model": "toy", garbage', '\udcff'])
+def test_a_runs_config_json_that_is_not_what_it_should_be_is_one_line_naming_it(content, tmp_path):
+    run = tmp_path / "run"
+    (run / "checkpoints" / "step_000001").mkdir(parents=True)
+    (run / "config.json").write_bytes(content.encode("utf-8", "surrogateescape"))
+    (run / "metrics.jsonl").write_text("")
+    with pytest.raises(SystemExit) as e:
+        eval_py.main(["--model", str(run), "--checkpoint", str(run / "checkpoints" / "step_000001"), "--threads", "1"])
+    msg = e.value.code
+    assert isinstance(msg, str) and "\n" not in msg and str(run / "config.json") in msg, msg
+
+
+def _summary(log):
+    """train.py's summary as {(column, key): printed text}; keys as eval.py's --out names them."""
+    got = {}
+    for line in log[log.index("held-out, no hints"):].splitlines():
+        m = re.match(r"^  (pass@\d+)( \w+)?\s+(\S+)\s+(\S+)(?:\s+(\S+) / (\S+))?$", line)
+        if m:
+            key = m[1] + (f"/{m[2].strip()}" if m[2] else "")
+            got.update({("before", key): m[3], ("after", key): m[4]})
+            if m[5]:
+                blank = "blank_" + key
+                got.update({("before", blank): m[5], ("after", blank): m[6]})
+        m = re.match(r"^  (\w+) answers name: (.*)$", line)
+        if m:
+            for name, before, after in re.findall(r"(\w+) (\S+) -> (\S+)", m[2]):
+                got.update({("before", f"answers/{m[1]}/{name}"): before, ("after", f"answers/{m[1]}/{name}"): after})
+    return got
+
+
+@pytest.mark.skipif(not os.path.exists(os.path.join(toy.DEFAULT_DIR, "model", "config.json")),
+                    reason="the shipped demo checkpoint is missing")
+def test_the_summarys_eval_commands_reproduce_every_number_it_prints(toy_data, tmp_path):
+    """A one-step run of the demo model at a high lr and T, so that its numbers are neither 0 nor 1
+    and move: each eval.py command the summary prints gives its column's numbers, every one (both
+    buckets, pass@1 and pass@4, the blank-image line, what the answers name)."""
+    from test_distributed import run
+    log = run(["train.py", "--model", os.path.join(toy.DEFAULT_DIR, "model"), "--train_data", toy_data[1],
+               "--eval_data", toy_data[2], "--out_dir", str(tmp_path / "run"), "--steps", "1", "--prompts_per_step",
+               "4", "--minibatch_prompts", "2", "--eval_n", "8", "--eval_samples", "4", "--eval_blank", "1",
+               "--temperature", "1.5", "--lr", "5e-3", "--warmup_steps", "0", "--threads", "1"])
+    printed = _summary(log)
+    assert len(printed) == 2 * (6 + 3 + 8), printed
+    assert any(printed[("before", k)] != printed[("after", k)] for _, k in printed)
+    assert any(v not in ("0.000", "1.000", "0.00", "1.00") for v in printed.values())
+    for column, label in (("after", "final model"), ("before", "start model")):
+        line = next(x for x in log.splitlines() if x.strip().startswith(label + ":"))
+        cmd = shlex.split(line[line.index("(python ") + len("(python "):line.rindex(")")])
+        assert cmd[0] == "eval.py"
+        res = eval_py.main(cmd[1:] + ["--threads", "1"])
+        for (col, key), text in printed.items():
+            if col == column:
+                digits = 2 if key.startswith("answers/") else 3
+                assert f"{res[key]:.{digits}f}" == text, (column, key, res[key], text)
