@@ -442,7 +442,8 @@ def _set_aside(paths, prefix):
             while os.path.exists(new):      # set aside before, by an earlier resume
                 new, n = os.path.join(os.path.dirname(p), f"{prefix}{os.path.basename(p)}.{n}"), n + 1
             os.replace(p, new)
-            print0(f"checkpoint: {p} set aside as {os.path.basename(new)}")
+            if prefix == "superseded_":   # a damaged one's skip line has said it already
+                print0(f"checkpoint: {p} set aside as {os.path.basename(new)}")
     barrier()
 
 
@@ -488,7 +489,7 @@ def before_divergence(out_dir, records, ptd_coef):
         return (f"No step left the usual range ({rule}), so the checkpoints were checked for finite numbers "
                 f"only: treat them as suspect and start over with a lower --lr.")
     good = [(n, p) for n, p in kept if n + 1 < k]
-    suspect = ", ".join(os.path.basename(p) for n, p in kept if n + 1 >= k)
+    suspect = ", ".join(os.path.basename(p) for n, p in reversed(kept) if n + 1 >= k)     # oldest first
     if not good:
         return (f"The run left its usual range first at step {k} ({why}; {rule}), and no kept checkpoint is from "
                 f"before it{f' ({suspect} holds weights that step or a later one trained on)' if suspect else ''}: "
