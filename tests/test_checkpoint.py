@@ -425,7 +425,7 @@ def test_the_issues_sequence_keeps_a_safe_checkpoint_and_resume_path_continues_f
     stop names it with the --resume PATH that continues from it; that resume then works, sets the
     later checkpoint aside, and logs each step once."""
     out = str(tmp_path / "R")
-    a = ["--eval_n", "8", "--save_every", "1", "--no_export", "--keep", "1"]
+    a = ["--eval_n", "2", "--save_every", "1", "--no_export", "--keep", "1"]
     run(train_args(tiny[2], toy_data[1], toy_data[2], out, steps=3, extra=a))
     with pytest.raises(AssertionError, match="diverged") as e:
         run(train_args(tiny[2], toy_data[1], toy_data[2], out, steps=12,
