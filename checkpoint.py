@@ -622,11 +622,23 @@ def load_weights(path, model):
 
 def export_hf(model, processor, out):
     """Full weights gathered to rank 0 and written with save_pretrained (safetensors + processor),
-    in the dtype of the master parameters (fp32: training keeps an fp32 master copy)."""
+    in the dtype of the master parameters (fp32: training keeps an fp32 master copy). Written into
+    out.tmp, then renamed: a failed write (a full disk) leaves no half export, and stops in one line."""
     import rollout
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
     sd = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    err, tmp = None, out.rstrip(os.sep) + ".tmp"
     if rank() == 0:
-        model.save_pretrained(out, state_dict=sd)
-        rollout.save_processor(processor, out)
-    barrier()
+        try:
+            shutil.rmtree(tmp, ignore_errors=True)
+            model.save_pretrained(tmp, state_dict=sd)
+            rollout.save_processor(processor, tmp)
+            shutil.rmtree(out, ignore_errors=True)
+            os.replace(tmp, out)
+        except OSError as e:
+            shutil.rmtree(tmp, ignore_errors=True)
+            err = (f"checkpoint: cannot export the final model to {out}: {os_error(e)}; the partial export was "
+                   f"removed: {fix_for(e)}, then rerun with --resume (it exports the last checkpoint)")
+    err = _agree(err)          # every rank stops, not only the one that wrote
+    if err:
+        raise SystemExit(err)

@@ -209,6 +209,8 @@ def get_args(argv=None):
     for k, v in preset.items():
         if getattr(args, k) is None:
             setattr(args, k, v)
+    if not isinstance(args.resume, str):     # --resume PATH: PATH's run (start_run)
+        args.out_dir = args.out_dir or "runs/demo"
     if args.topk == 0:
         p.error("argument --topk: 0 is not allowed (>= 1, or -1 for the full vocabulary)")
     if args.prompts_per_step % args.minibatch_prompts:
@@ -296,7 +298,6 @@ def run_folder_problem(args):
             return (f"--resume {args.resume} belongs to the run in {run}, not to --out_dir {args.out_dir}: "
                     f"leave --out_dir out (or give --out_dir {run})")
         args.out_dir, args.resume = run, ckpt or True
-    args.out_dir = args.out_dir or "runs/demo"
     return checkpoint.out_dir_problem(args.out_dir)
 
 

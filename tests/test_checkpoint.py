@@ -493,6 +493,24 @@ def test_a_full_disk_during_a_save_is_one_line_leaves_no_partial_folder_and_keep
     assert sorted(os.listdir(ck)) == ["latest", "step_000001"] and (ck / "latest").read_text() == "step_000001"
     assert checkpoint.verify(str(ck / "step_000001")) is None
 
+def test_a_full_disk_during_the_export_leaves_no_half_export_and_the_earlier_one_as_it_was(tiny, tmp_path,
+                                                                                           monkeypatch):
+    model, processor, _ = tiny
+    out = tmp_path / "final"
+    out.mkdir()
+    (out / "model.safetensors").write_text("the earlier export")
+
+    def full(path, **kw):
+        os.makedirs(path, exist_ok=True)
+        open(os.path.join(path, "model.safetensors"), "w").write("half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(model, "save_pretrained", full)
+    with pytest.raises(SystemExit) as e:
+        checkpoint.export_hf(model, processor, str(out))
+    assert e.value.code.startswith(f"checkpoint: cannot export the final model to {out}: No space left on device")
+    assert "\n" not in e.value.code and sorted(os.listdir(tmp_path)) == ["final"]
+    assert (out / "model.safetensors").read_text() == "the earlier export"
+
 # -----------------------------------------------------------------------------
 # train.py's front door: a run folder that cannot be written or read
 
