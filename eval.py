@@ -10,7 +10,9 @@ eval.py: benchmarks (pass@1, pass@k, per category, length, entropy) and run comp
 
 --model takes a model directory or hub id, a run directory (its final/ export), or with
 --checkpoint a run's torch.distributed.checkpoint step directory. Hints are never shown unless
---with_hints. Rule-based answer matching only (reward.is_correct); no LLM judge.
+--with_hints. Rule-based answer matching only (reward.is_correct); no LLM judge. A response cut at
+--max_new_tokens is scored wrong, as training's reward scores it. train.py's summary prints the
+command (with --blank: the white-image chance line) that reproduces each of its columns.
 """
 import argparse
 import json
