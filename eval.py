@@ -334,8 +334,12 @@ def main(argv=None):
         if rank == 0:
             print_table(res)
     if args.out and rank == 0:
-        with open(args.out, "w") as f:
-            json.dump({**res, "model": args.model, "data": args.data}, f, indent=1)
+        try:
+            with open(args.out, "w") as f:
+                json.dump({**res, "model": args.model, "data": args.data}, f, indent=1)
+        except OSError as e:
+            sys.exit(f"eval.py: cannot write --out {args.out}: {e.strerror or e} (errno {e.errno}); the results "
+                     f"are printed above")
     return res
 
 

@@ -221,12 +221,21 @@ def open_metrics(args, rank, start):
     """An `emit(record)` that appends to metrics.jsonl (and wandb). On resume, records after the
     checkpoint's step are dropped first, so a crash never leaves a step twice in the file."""
     path = os.path.join(args.out_dir, "metrics.jsonl")
+
+    def stop(e, what):   # a full disk: one line, and the file as it was (a cut last line is skipped on reading)
+        sys.exit(f"train.py: cannot {what} {path}: {e.strerror or e} (errno {e.errno}); the run's checkpoints are "
+                 f"as they were: free space there (or fix the folder), then rerun with --resume")
     if rank == 0 and os.path.exists(path):
         keep = [json.dumps(r) + "\n" for r in read_jsonl(path) if start and r.get("step", 0) <= start
                 and not r.get("final")]
-        with open(path + ".tmp", "w") as f:
-            f.writelines(keep)
-        os.replace(path + ".tmp", path)
+        try:
+            with open(path + ".tmp", "w") as f:
+                f.writelines(keep)
+            os.replace(path + ".tmp", path)
+        except OSError as e:
+            if os.path.exists(path + ".tmp"):
+                os.remove(path + ".tmp")
+            stop(e, "rewrite")
     wb = None
     if args.wandb and rank == 0:
         try:
@@ -237,8 +246,11 @@ def open_metrics(args, rank, start):
 
     def emit(rec):
         if rank == 0:
-            with open(path, "a") as f:
-                f.write(json.dumps(rec) + "\n")
+            try:
+                with open(path, "a") as f:
+                    f.write(json.dumps(rec) + "\n")
+            except OSError as e:
+                stop(e, "append to")
             if wb:
                 wb.log(rec, step=rec["step"])
     return emit

@@ -1,6 +1,8 @@
-"""config.py and report.py without a model: defaults per model, the regime metrics, the collapse warning."""
+"""config.py and report.py without a model: defaults per model, the regime metrics, the collapse warning,
+metrics.jsonl on a full disk."""
 import os
 
+import pytest
 import torch
 
 import config
@@ -98,3 +100,32 @@ def test_the_blank_evaluation_shows_the_same_prompts_on_white_pictures(tiny, exa
 def test_by_category_means_each_category_and_counts_the_rest_as_all():
     exs = [{"category": "a"}, {"category": "a"}, {"category": "b"}, {"category": None}]
     assert report.by_category([1, 0, 1, 0.5], exs) == {"a": 0.5, "all": 0.5, "b": 1.0}
+
+
+def test_a_full_disk_while_writing_metrics_is_one_line_and_the_file_is_kept(tmp_path, monkeypatch):
+    import argparse
+    import builtins
+    import errno
+    import json
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 1}\n{"step": 2}\n')
+    real = builtins.open
+
+    def full(file, mode="r", *a, **k):
+        if str(file).startswith(str(tmp_path)) and any(c in mode for c in "wa"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(file, mode, *a, **k)
+    monkeypatch.setattr(builtins, "open", full)
+    args = argparse.Namespace(out_dir=str(tmp_path), wandb="")
+    with pytest.raises(SystemExit) as e:                  # a resume at step 1 rewrites the file first
+        report.open_metrics(args, 0, 1)
+    assert e.value.code.startswith(f"train.py: cannot rewrite {path}: No space left on device (errno 28);")
+    monkeypatch.setattr(builtins, "open", real)
+    emit = report.open_metrics(args, 0, 1)
+    monkeypatch.setattr(builtins, "open", full)
+    with pytest.raises(SystemExit) as e:
+        emit({"step": 2})
+    assert e.value.code.startswith(f"train.py: cannot append to {path}: No space left on device (errno 28);")
+    monkeypatch.setattr(builtins, "open", real)
+    assert [json.loads(x) for x in path.read_text().splitlines()] == [{"step": 1}] and os.listdir(tmp_path) == [
+        "metrics.jsonl"]
