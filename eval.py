@@ -186,7 +186,8 @@ def evaluate(model, processor, examples, args, rank=0, world=1, fast=None, blank
 
 def summarise(examples, counts, args, blank=None):
     """pass@k overall and per category (pass@n per category is train.py's "any of the n right"),
-    length, entropy, the share of responses cut, what the answers name per category, and with
+    the share of problems whose samples all failed, length, entropy, the share of responses cut,
+    what the answers name per category, and with
     blank (evaluate's counts on white images) the blank-image pass@1: every number of train.py's
     summary, under the same names with "/category"."""
     n, N, correct = args.n_samples, len(examples), counts["correct"]
@@ -197,6 +198,10 @@ def summarise(examples, counts, args, blank=None):
            "temperature": args.temperature, "top_p": args.top_p, "max_new_tokens": args.max_new_tokens,
            "seed": args.seed}
     cats = sorted({ex["category"] for ex in examples if ex.get("category")})
+    res["all_fail"] = sum(c == 0 for c in correct.tolist()) / N      # no sample right: GRPO has no signal there
+    for c in cats:
+        sel = [x for x, ex in zip(correct.tolist(), examples) if ex.get("category") == c]
+        res[f"all_fail/{c}"] = sum(x == 0 for x in sel) / len(sel)
     for k in args.k:
         res[f"pass@{k}"] = sum(pass_at_k(n, int(c), k) for c in correct.tolist()) / N
         for c in cats:
@@ -228,7 +233,8 @@ def warn_cut(res, rank=0):
 
 
 def print_table(res):
-    keys = [k for k in res if k.startswith(("pass@", "blank_pass@", "answers/"))] + ["resp_len", "entropy", "cut_frac"]
+    keys = [k for k in res if k.startswith(("pass@", "blank_pass@", "all_fail", "answers/"))] + ["resp_len", "entropy",
+                                                                                                 "cut_frac"]
     tutor_note = " (tutor, with hints)" if res["with_hints"] else ""
     print(f"{res['problems']} problems x {res['samples']} samples{tutor_note}, T={res['temperature']}, "
           f"top_p={res['top_p']}, max_new_tokens={res['max_new_tokens']}, seed={res['seed']}")

@@ -160,13 +160,15 @@ def _summary(log):
     """train.py's summary as {(column, key): printed text}; keys as eval.py's --out names them."""
     got = {}
     for line in log[log.index("held-out, no hints"):].splitlines():
-        m = re.match(r"^  (pass@\d+)( \w+)?\s+(\S+)\s+(\S+)(?:\s+(\S+) / (\S+))?$", line)
+        m = re.match(r"^  (pass@\d+)( \w+)?\s+(\S+)\s+(\S+)(?:\s+(\S+) / (\S+))?(?:\s+(\S+))?$", line)
         if m:
             key = m[1] + (f"/{m[2].strip()}" if m[2] else "")
             got.update({("before", key): m[3], ("after", key): m[4]})
             if m[5]:
                 blank = "blank_" + key
                 got.update({("before", blank): m[5], ("after", blank): m[6]})
+            if m[7]:                                          # all-fail at step 0: the start model's
+                got[("before", "all_fail" + key[len(m[1]):])] = m[7]
         m = re.match(r"^  (\w+) answers name: (.*)$", line)
         if m:
             for name, before, after in re.findall(r"(\w+) (\S+) -> (\S+)", m[2]):
@@ -179,14 +181,17 @@ def _summary(log):
 def test_the_summarys_eval_commands_reproduce_every_number_it_prints(toy_data, tmp_path):
     """A one-step run of the demo model at a high lr and T, so that its numbers are neither 0 nor 1
     and move: each eval.py command the summary prints gives its column's numbers, every one (both
-    buckets, pass@1 and pass@4, the blank-image line, what the answers name)."""
+    buckets, pass@1 and pass@4, the blank-image line, the all-fail share, what the answers name)."""
     from test_distributed import run
     log = run(["train.py", "--model", os.path.join(toy.DEFAULT_DIR, "model"), "--train_data", toy_data[1],
                "--eval_data", toy_data[2], "--out_dir", str(tmp_path / "run"), "--steps", "1", "--prompts_per_step",
                "4", "--minibatch_prompts", "2", "--eval_n", "8", "--eval_samples", "4", "--eval_blank", "1",
                "--temperature", "1.5", "--lr", "5e-3", "--warmup_steps", "0", "--threads", "1"])
     printed = _summary(log)
-    assert len(printed) == 2 * (6 + 3 + 8), printed
+    cats = {k.split("/")[1] for _, k in printed if k.startswith("pass@1/")}
+    keys = {k for _, k in printed}
+    assert len(cats) >= 2 and {"pass@1", "pass@4", "blank_pass@1", "all_fail"} <= keys, printed
+    assert all({f"pass@4/{c}", f"blank_pass@1/{c}", f"all_fail/{c}", f"answers/{c}/target"} <= keys for c in cats)
     assert any(printed[("before", k)] != printed[("after", k)] for _, k in printed)
     assert any(v not in ("0.000", "1.000", "0.00", "1.00") for v in printed.values())
     for column, label in (("after", "final model"), ("before", "start model")):
