@@ -85,7 +85,7 @@ def resolve_model(args):
         run_cfg = run_config(args.model)
         args.data = args.data or run_cfg.get("eval_data") or ""
         args.max_new_tokens = args.max_new_tokens or run_cfg.get("max_new_tokens")
-        args.model = run_cfg["model"] if args.checkpoint else os.path.join(args.model, "final")
+        args.run, args.model = args.model, run_cfg["model"] if args.checkpoint else os.path.join(args.model, "final")
     if args.max_new_tokens is None:   # a real model's answers need room; the demo's are ~20 tokens
         args.max_new_tokens = 32 if config.is_demo(args.model) else 4096
     if not args.data and not os.path.exists(args.model):   # name the path first: it is the likelier slip
@@ -139,6 +139,10 @@ def cap_new_tokens(args, model, longest, rank=0):
 
 
 def load(args, device):
+    run = getattr(args, "run", None)
+    if run and not args.checkpoint and not os.path.isdir(args.model):
+        sys.exit(f"eval.py: --model {run}: the run has no final/ export (trained with --no_export, or stopped); "
+                 f"evaluate a checkpoint with --checkpoint {os.path.join(run, 'checkpoints', 'step_N')}")
     model, processor = rollout.load_model(args.model, args.dtype, str(device), args.trust_remote_code)
     if args.checkpoint:
         try:

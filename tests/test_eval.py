@@ -142,6 +142,14 @@ def test_a_default_cap_fits_the_models_positions_and_a_chosen_one_is_kept(tiny, 
     assert seen[1][1] == 3000 and "--max_new_tokens 3000 runs past the model's 2048 positions" in capsys.readouterr().out
 
 
+def test_a_run_without_an_export_points_at_its_checkpoints(tmp_path):
+    (tmp_path / "config.json").write_text('{"model": "m", "eval_data": "e.jsonl"}')
+    (tmp_path / "metrics.jsonl").write_text("")
+    with pytest.raises(SystemExit) as e:
+        eval_py.main(["--model", str(tmp_path), "--threads", "1"])
+    assert "the run has no final/ export" in e.value.code and "--checkpoint" in e.value.code
+
+
 @pytest.mark.parametrize("content", ['{"model": "m", "max_new_tokens": "32"}', '{"model": "m", "max_new_tokens": true}',
                                      '{"model": 5}', '{"model": "m", "eval_data": 3}', '{"eval_data": "e.jsonl"}',
                                      '["model"]', '{"model": "toy", garbage', '\udcff'])
