@@ -409,7 +409,8 @@ def load(out_dir, model, opt, path=None):
                 reason = str(e)
             reason = _agree(reason)
         if reason is not None and path:
-            raise SystemExit(f"checkpoint: --resume {path}: refused, nothing loaded: {reason}")
+            raise SystemExit(f"checkpoint: --resume {path}: refused, nothing loaded: {reason}; choose another "
+                             f"checkpoint (plain --resume takes the newest that verifies)")
         if reason is not None:
             print0(f"checkpoint {p} skipped: {reason}")
             skipped.append(p)

@@ -187,7 +187,9 @@ def _system_and_logging(p):
                         "sizes, the chance line printed beside each pass@1 (default 0; demo 1)")
     g.add_argument("--save_every", type=NONNEG, default=20,
                    help="checkpoint interval in steps (0: only at the end)")
-    g.add_argument("--keep", type=POS, default=2, help="checkpoints kept (the newest is never deleted)")
+    g.add_argument("--keep", type=POS, default=2,
+                   help="checkpoints kept (the newest is never deleted, nor the newest known good: the steps after it "
+                        "stayed in the usual range the divergence stop uses)")
     g.add_argument("--resume", nargs="?", const=True, default=False, metavar="PATH",
                    help="continue from the newest valid checkpoint in out_dir; with PATH, from that checkpoint "
                         "folder (run/checkpoints/step_N; the run's later ones are set aside) or run folder")
@@ -258,16 +260,17 @@ def start_run(argv):
     box = [vars(args), problem]   # rank 0 may have built the demo; everyone uses its paths
     torch.distributed.broadcast_object_list(box, src=0)
     args, problem = argparse.Namespace(**box[0]), box[1]
-    config = {**vars(args), "world_size": world}
-    try:
-        diff = checkpoint.config_changes(args.out_dir, config, RESUME_KEYS) if args.resume and not problem else ""
-    except ValueError as e:
-        problem = f"--resume cannot check the run's settings: {e}; restore the file, or rerun with --allow_config_change"
-        if args.allow_config_change:
-            print0(f"train.py: {problem.split('; restore')[0]}; resuming anyway (--allow_config_change)")
-            problem, diff = None, ""
     if problem:
         sys.exit(f"train.py: {problem}")
+    config = {**vars(args), "world_size": world}
+    try:
+        diff = checkpoint.config_changes(args.out_dir, config, RESUME_KEYS) if args.resume else ""
+    except ValueError as e:          # a file that is not a JSON object: nothing to check against
+        if not args.allow_config_change:
+            sys.exit(f"train.py: --resume cannot check the run's settings: {e}; restore the file, or rerun with "
+                     f"--allow_config_change")
+        print0(f"train.py: --resume cannot check the run's settings: {e}; resuming anyway (--allow_config_change)")
+        diff = ""
     if diff and not args.allow_config_change:
         sys.exit(f"train.py: --resume with settings that differ from the run's config.json: {diff} "
                  f"(--allow_config_change to resume anyway)")
@@ -288,7 +291,7 @@ def start_run(argv):
 
 def run_folder_problem(args):
     """--resume PATH resolved (args.out_dir becomes PATH's run, args.resume its checkpoint folder or
-    True), the default --out_dir filled in, and the folder checked for writing: None, or one line."""
+    True) and the run folder checked for writing: None, or one line saying what is wrong."""
     if isinstance(args.resume, str):
         try:
             run, ckpt = checkpoint.resume_target(args.resume)

@@ -108,13 +108,13 @@ def run_config(run):
     try:
         cfg = checkpoint.read_config(run)
     except ValueError as e:
-        sys.exit(f"eval.py: --model {run}: {e}")
+        sys.exit(f"eval.py: --model {run}: {e}; fix or restore the file")
     for key, (ok, want) in RUN_KEYS.items():
         if key in cfg and not ok(cfg[key]):
             sys.exit(f"eval.py: --model {run}: {path}: '{key}' is {json.dumps(cfg[key])[:60]}, expected {want}; "
                      f"fix the file or pass the value as a flag")
     if "model" not in cfg:
-        sys.exit(f"eval.py: --model {run}: {path} names no 'model'")
+        sys.exit(f"eval.py: --model {run}: {path} names no 'model'; fix or restore the file")
     return cfg
 
 

@@ -257,15 +257,15 @@ def main(argv=None):
         if chance and args.eval_blank:
             out.update(report.evaluate(policy, processor, eval_ex, args, rank, world, fast=fast, blank=True))
         return out
+    def save(step):   # rotation reads the run's metrics: it keeps the newest checkpoint they vouch for
+        path = os.path.join(args.out_dir, "metrics.jsonl")
+        records = report.read_jsonl(path) if rank == 0 and os.path.exists(path) else []
+        checkpoint.save(args.out_dir, step, policy, opt, args.keep, records, args.ptd_coef)
     policy.eval()
     first = held_out(chance=True) if eval_ex and start == 0 else None
     if first:
         emit({"step": 0, **first})
         print0(f"step    0 | {report.eval_text(first, args.eval_samples)} (no hints, {len(eval_ex)} problems)")
-    def save(step):   # rotation reads the run's metrics: it keeps the newest checkpoint they vouch for
-        path = os.path.join(args.out_dir, "metrics.jsonl")
-        records = report.read_jsonl(path) if rank == 0 and os.path.exists(path) else []
-        checkpoint.save(args.out_dir, step, policy, opt, args.keep, records, args.ptd_coef)
     t_start, bad, collapsed = time.time(), 0, 0
     for step in range(start, args.steps):
         for g in opt.param_groups:
