@@ -163,8 +163,10 @@ def evaluate(model, processor, examples, args, rank=0, world=1, fast=None, blank
     for i in mine:
         ex = examples[i]
         p = tutor.tutor_prompt(processor, ex, fmt) if args.with_hints else None
-        images = rollout.open_images(ex)
-        prompts.append(p or rollout.encode(processor, ex["question"], report.blank_images(images) if blank else images))
+        if p is None:
+            images = rollout.open_images(ex)
+            p = rollout.encode(processor, ex["question"], report.blank_images(images) if blank else images)
+        prompts.append(p)
     if not blank:
         cap_new_tokens(args, model, int(all_max(torch.tensor(max((len(p["input_ids"]) for p in prompts), default=0)))),
                        rank)
