@@ -40,6 +40,10 @@ COMMON="--steps $STEPS --eval_every ${EVAL_EVERY:-20} --save_every 0 --no_checkp
 HELD="--eval_n 400 --eval_samples 8 --eval_blank 1"      # pass@1, pass@8, the chance line at both ends
 DEV="--eval_data toy/data/dev.jsonl --eval_n 400 --eval_samples 4 --eval_blank 0"   # what the rule reads
 DEV_SEED2=${DEV_SEED2:-101}
+# task 5's confirmation: the values docs/PREREGISTRATION.md froze (set there, not here)
+SEEDS5=${SEEDS5:-"21 22 23 24 25 26 27 28"}
+GRPO_LR5=${GRPO_LR5:-unset}; GRPO_WARM5=${GRPO_WARM5:-unset}; LAMBDA5=${LAMBDA5:-unset}; WARM5=${WARM5:-unset}
+OTHER_LAMBDA5=${OTHER_LAMBDA5:-unset}; UNANSWER_LAMBDA5=${UNANSWER_LAMBDA5:-unset}
 WARM=${WARM:-30}                # dev5b: PTD-PO's chosen warm-up
 DEV5="--eval_data toy/data/dev.jsonl --eval_n 300 --eval_samples 2 --eval_blank 0 --eval_every 10"
 PTD="--algo ptdpo --lr $PTD_LR"
@@ -57,6 +61,15 @@ case "${PHASE:-dev}" in
       echo "$PTD --divergence $OTHER --ptd_coef $OTHER_LAMBDA $HELD --seed $s --out_dir $OUT/ptdpo_other_s$s"
       echo "$PTD --divergence $DIV --ptd_coef $LAMBDA --tutor_context none $HELD --seed $s --out_dir $OUT/control_s$s"
       echo "$PTD --divergence $DIV --ptd_coef $LAMBDA --tutor_context unanswer $HELD --seed $s --out_dir $OUT/unanswer_s$s"
+    done ;;
+  eval5)   # task 5, the pre-registered confirmation (docs/PREREGISTRATION.md fixes every value here)
+    E="--eval_every 10 --eval_n 600 --eval_samples 8 --eval_blank 1"
+    for s in $SEEDS5; do
+      echo "--algo grpo --lr $GRPO_LR5 --warmup_steps $GRPO_WARM5 $E --seed $s --out_dir $OUT/grpo_s$s"
+      echo "$PTD --divergence jsd --ptd_coef $LAMBDA5 --warmup_steps $WARM5 $E --seed $s --out_dir $OUT/ptdpo_s$s"
+      echo "$PTD --divergence fkl --ptd_coef $OTHER_LAMBDA5 --warmup_steps $WARM5 $E --seed $s --out_dir $OUT/ptdpo_other_s$s"
+      echo "$PTD --divergence jsd --ptd_coef $LAMBDA5 --warmup_steps $WARM5 --tutor_context none $E --seed $s --out_dir $OUT/control_s$s"
+      echo "$PTD --divergence jsd --ptd_coef $UNANSWER_LAMBDA5 --warmup_steps $WARM5 --tutor_context unanswer $E --seed $s --out_dir $OUT/unanswer_s$s"
     done ;;
   ablations)   # ABLATIONS="answer_tutor rkl" runs a subset
     for s in $ABL_SEEDS; do
@@ -100,7 +113,7 @@ case "${PHASE:-dev}" in
     echo "$PTD --divergence fkl --ptd_coef 4 $W --out_dir $OUT/dev_fkl_lam4_warm10"
     echo "--algo grpo --lr 5e-4 $W --out_dir $OUT/dev_grpo_lr5e-4_warm10" ;;
   summary) ;;
-  *) echo "PHASE must be dev, dev5, dev5seed, dev5b, eval, ablations, levers or summary"; exit 2 ;;
+  *) echo "PHASE must be dev, dev5, dev5seed, dev5b, eval5, eval, ablations, levers or summary"; exit 2 ;;
 esac > "$jobs_file"
 "$PY" -c "import toy; toy.ensure()"   # build the demo data once, before the parallel runs
 start=$(date +%s)
