@@ -2,35 +2,37 @@
 toy.py: the embedded demo, built offline in code: a synthetic visual task and a tiny Qwen-VL.
 
 The task: a 96x96 picture, a 3x3 grid of 3-5 coloured shapes (10 colours, 8 shapes, no colour or
-shape twice in a scene); one shape's cell is framed in grey, another's cell is shaded. Two buckets,
-recorded as `category`:
-    easy: "What colour is the shape in the frame?"              -> the framed shape's colour
-          "What colour is the shape in the shaded cell?"        -> the shaded shape's colour
-    hard: "What colour is the shape on the tinted background?"  -> the shaded shape's colour
-    response: "<think>I read the shape on the tinted background.</think><answer>red</answer>"
-The student reads both marks (easy: ~99%). The hard question is a pivot it gets wrong: the warm
-start bound "tinted background" to the frame, with some label noise (a planted misconception,
-standing in for a model's wrong habit), so the student answers the framed shape's colour most of
-the time and the right one now and then (~8%). Many hard groups of rollouts then all fail (no
-GRPO signal), others are mixed (GRPO learns there), and the student is unsure rather than
-saturated, so the paper's JSD has a gradient to give. The hint frames the shaded shape in black on
-the tutor's copy and names the framed one as the distractor; with it the same frozen model answers
-the hard problems (~99%). The skill to learn is a short step, a routine the student already runs
-reached through words it misreads, and the diagnostics prove it learnable in the main job's
-budget by supervision before any RL is spent (probe below).
+shape twice in a scene); one shape's cell is framed in grey, another's cell is shaded. Three
+buckets, recorded as `category`:
+    easy:  "What colour is the shape in the frame?"              -> the framed shape's colour
+           "What colour is the shape in the shaded cell?"        -> the shaded shape's colour
+    hard:  "What colour is the shape on the tinted background?"  -> the shaded shape's colour
+    pivot: "What colour is the shape inside the border?"         -> the framed shape's colour
+    response: "<think>I read the shape inside the border.</think><answer>red</answer>"
+The student reads both marks (easy: ~99%). The hard and pivot questions are reached through words
+the warm start bound to the other mark (planted misreadings, standing in for a model's wrong
+habits): hard is answered right ~12% of the time, so its groups are often mixed (GRPO learns
+there); pivot is answered right ~0% of the time, so (almost) all its groups fail (only the tutor
+can teach it). The hint is words only (a focus region, a distractor, two steps); the tutor, the
+same frozen model with the hint in its prompt and the student's exact pixels, answers both (~99%)
+and follows the hint's words when they point elsewhere (the counterfactual). The skills are short
+steps, routines the student already runs reached through words it misreads, and the diagnostics
+prove them learnable in the main job's budget by supervision before any RL is spent (probe).
 
 The model: tiny_model.py's ~1M-parameter Qwen3-VL (or Qwen2.5-VL), its tokenizer trained on
-the text this task can say, then warm-started here on the task's problems.
+the text task 4 could say, then warm-started here in two phases (warm_start).
 
-    python toy.py --threads 1     # data + tiny model + warm start -> toy/ (deterministic)
-    python toy.py --steps 0       # random weights only (what the model-side tests use)
+    python toy.py --threads 1                 # data + tiny model + warm start -> toy/ (deterministic)
+    python toy.py --steps 0 --steps2 0        # random weights only (what the model-side tests use)
+    python toy.py --diagnose_only             # the diagnostics of toy/model as it is
 
 The build ends with the diagnostics (toy/model/diagnostics.json: pass@1 per bucket for student,
-tutor and blank image; the step-0 shares of all-fail and mixed groups on training problems, the
-tutor's score on the all-fail ones and the student's probability of the tutor's answer on its
-failures; the learnability probe) and exits non-zero when the model misses the regime (REGIME).
-The warm start draws its own problems (toy/data/warm.jsonl), so the training split is unseen.
-The tasks tried before this one, and why they were left: docs/DEMO.md.
+tutor and blank image, the tutor on the student's failures, the counterfactual; the step-0 shares
+of all-fail and mixed groups per bucket on training problems, the tutor's score on the all-fail
+ones and the student's probability of the tutor's answer on its failures; the learnability
+probes) and exits non-zero when the model misses the regime (REGIME). The warm start draws its own
+problems (toy/data/warm.jsonl, warm2.jsonl), so the training split is unseen. The tasks tried
+before this one, and why they were left: docs/DEMO.md.
 """
 import argparse
 import json
@@ -215,6 +217,15 @@ def build_data(out_dir, n_train=4000, n_eval=600, seed=0, shares=None, n_warm=80
     with open(os.path.join(out_dir, "task.json"), "w") as f:
         json.dump({"version": TASK_VERSION, "seed": seed, "shares": shares}, f)
     return paths
+
+
+def task_shares(data_dir):
+    """The training split's bucket shares, as toy/data/task.json records them (SHARES if unknown)."""
+    try:
+        with open(os.path.join(data_dir, "task.json")) as f:
+            return json.load(f).get("shares") or SHARES
+    except (OSError, ValueError):
+        return SHARES
 
 
 def data_is_current(data_dir):
@@ -518,7 +529,8 @@ def counterfactual(model, processor, examples, max_new_tokens=32, temperature=1.
     out = report.pass_counts(model, processor, prompts, exs, 1, max_new_tokens, temperature, seed=seed)
     said = [reward.normalize(reward.extract_answer(t) or "") for t in out["texts"]]
     hint_way = [reward.normalize(other_marked(ex["record"])["colour"]) for ex in exs]
-    follows = sum(s == h for s, h in zip(said, hint_way)) / len(exs)
+    cut = out.get("cut", torch.zeros(len(exs), dtype=torch.bool)).tolist()   # scored wrong, as `correct` is
+    follows = sum(s == h and not c for s, h, c in zip(said, hint_way, cut)) / len(exs)
     question = out["correct"].float().mean().item()
     return {"n": len(exs), "follows_hint": follows, "follows_question": question, "other": 1 - follows - question}
 
@@ -685,15 +697,19 @@ def regime_failures(res, regime=REGIME):
                    f"{regime['tutor_on_all_fail']:.2f}: the hint does not help enough")
     for b in sorted(set(by) - {"easy"}):
         for key, what in (("tutor", "problems"), ("tutor_on_failures", "problems the student fails")):
-            if not by[b].get(key, float("nan")) >= regime["tutor_text_min"]:
+            if not by[b].get(key, float("nan")) >= regime["tutor_text_min"]:   # nan (no failure) fails too
                 out.append(f"the tutor (the hint's words, the student's pixels) solves {by[b].get(key, float('nan')):.3f} "
                            f"of the {b} {what} (needs >= {regime['tutor_text_min']:.2f})")
     cf = res.get("counterfactual", {}).get("follows_hint", float("nan"))
     if not cf >= regime["counterfactual_min"]:
         out.append(f"shown a hint that points to the other marked shape, the tutor follows it {cf:.3f} of the time "
                    f"(needs >= {regime['counterfactual_min']:.2f}): it does not read the hint's words")
-    piv = g["by_bucket"].get("pivot")
-    if piv and not (piv["all_fail"] >= regime["pivot_all_fail_min"] and piv["mixed"] <= regime["pivot_mixed_max"]):
+    missing = [b for b in BUCKETS if b not in by or (b != "easy" and (
+               b not in g["by_bucket"] or (res.get("probe") and b not in res["probe"]["final"])))]
+    if missing:
+        out.append(f"no diagnostics for the bucket(s) {missing}: every bucket of the task is needed")
+    piv = g["by_bucket"].get("pivot", {"all_fail": float("nan"), "mixed": float("nan")})
+    if not (piv["all_fail"] >= regime["pivot_all_fail_min"] and piv["mixed"] <= regime["pivot_mixed_max"]):
         out.append(f"the pivot bucket's training groups: all-fail {piv['all_fail']:.2f} (needs >= "
                    f"{regime['pivot_all_fail_min']:.2f}), mixed {piv['mixed']:.2f} (needs <= {regime['pivot_mixed_max']:.2f}): "
                    f"GRPO has a way in there")
@@ -737,11 +753,16 @@ def run_diagnostics(args, model, processor, model_dir, train_path, eval_path):
     if args.probe_steps:
         t = time.time()
         held = data.load_jsonl(eval_path, report=lambda s: None)
+        shares = task_shares(os.path.dirname(train_path))
         res["probe"] = {"steps": args.probe_steps, "prompts_per_step": args.probe_batch, "lr": args.probe_lr,
                         "warmup": args.probe_warmup, "curve": {}, "final": {}, "batch_size": {}, "n_eval": {}}
         for b in sorted({ex["category"] for ex in held} - {"easy"}):
-            batch = max(1, round(args.probe_batch * SHARES[b]))   # the bucket's prompts a step in the run
-            curve = probe(model_dir, [ex for ex in trains if ex["category"] == b],
+            batch = max(1, round(args.probe_batch * shares.get(b, SHARES[b])))   # the bucket's prompts a step
+            pool = [ex for ex in trains if ex["category"] == b]
+            if len(pool) < batch:
+                raise SystemExit(f"toy.py: the probe of the {b} bucket needs {batch} training problems a step, "
+                                 f"{train_path} has {len(pool)}")
+            curve = probe(model_dir, pool,
                           [ex for ex in held if ex["category"] == b], args.probe_steps, batch, args.probe_lr,
                           warmup=args.probe_warmup, seed=args.seed)[b]
             res["probe"]["curve"][b], res["probe"]["final"][b] = curve, curve[args.probe_steps]
@@ -794,8 +815,8 @@ def parse_shares(text):
         shares = {k.strip(): float(v) for k, v in (part.split("=") for part in text.split(","))}
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected bucket=share,... got {text!r}")
-    if set(shares) != set(BUCKETS) or abs(sum(shares.values()) - 1) > 1e-6 or min(shares.values()) < 0:
-        raise argparse.ArgumentTypeError(f"needs a share >= 0 for each of {sorted(BUCKETS)}, summing to 1: {text!r}")
+    if set(shares) != set(BUCKETS) or abs(sum(shares.values()) - 1) > 1e-6 or min(shares.values()) <= 0:
+        raise argparse.ArgumentTypeError(f"needs a share > 0 for each of {sorted(BUCKETS)}, summing to 1: {text!r}")
     return {b: shares[b] for b in BUCKETS}
 
 

@@ -92,10 +92,10 @@ case "${PHASE:-dev}" in
       done
     done
     echo "--algo grpo --lr 1e-4 --warmup_steps 10 $DEV5 --seed $s --out_dir $OUT/dev_grpo_lr1e-4_w10_s$s" ;;
-  dev5seed)  # task 5: each method's chosen setting on the second development seed (GRPO_ARGS, PTD_ARGS)
+  dev5seed)  # task 5: each method's chosen setting on the second development seed, named as on the first
     s=$DEV_SEED2
-    echo "--algo grpo $GRPO_ARGS $DEV5 --seed $s --out_dir $OUT/dev_grpo_chosen_s$s"
-    echo "$PTD --divergence jsd $PTD_ARGS $DEV5 --seed $s --out_dir $OUT/dev_jsd_chosen_s$s" ;;
+    echo "--algo grpo --lr $GRPO_LR5 --warmup_steps $GRPO_WARM5 $DEV5 --seed $s --out_dir $OUT/dev_grpo_lr${GRPO_LR5}_w${GRPO_WARM5}_s$s"
+    echo "$PTD --divergence jsd --ptd_coef $LAMBDA5 --warmup_steps $WARM5 $DEV5 --seed $s --out_dir $OUT/dev_jsd_lam${LAMBDA5}_w${WARM5}_s$s" ;;
   dev5b)  # task 5: the other divergence's and the un-answer control's lambda, at PTD-PO's chosen warm-up
     for s in $DEV_SEED; do
       for lam in 1 4 16; do

@@ -241,6 +241,18 @@ def regime(easy_student=0.97, easy_blank=0.1, all_fail=0.45, mixed=0.25, tutor_o
             "probe": {"final": {"hard": probe, "pivot": 0.9}, "steps": 60, "batch_size": 8, "lr": 5e-4}}
 
 
+def no_pivot(res):
+    res["by_bucket"].pop("pivot")
+    res["groups"]["by_bucket"].pop("pivot")
+    res["probe"]["final"].pop("pivot")
+    return res
+
+
+def one_bucket(res, bucket, **values):
+    res["by_bucket"][bucket].update(values)
+    return res
+
+
 def test_regime_check_names_what_is_missed():
     assert toy.regime_failures(regime()) == []
     toy.check_regime(regime())                               # met: returns quietly
@@ -258,7 +270,12 @@ def test_regime_check_names_what_is_missed():
               "no failure to measure the tutor on": regime(tutor_fail=float("nan")),
               "the tutor ignores the hint": regime(follows=0.05),
               "GRPO has a way into the pivot": regime(pivot_mixed=0.2),
-              "the pivot is not all-fail": regime(pivot_fail=0.6)}
+              "the pivot is not all-fail": regime(pivot_fail=0.6),
+              "no pivot bucket at all": no_pivot(regime()),
+              "the tutor cannot read the pivot's words": one_bucket(regime(), "pivot", tutor=0.3),
+              "the tutor fails the pivot where the student fails": one_bucket(regime(), "pivot", tutor_on_failures=0.5),
+              "the pivot is not learnable": {**regime(), "probe": {**regime()["probe"], "final": {"hard": 0.9,
+                                                                                                  "pivot": 0.2}}}}
     for name, res in misses.items():
         assert toy.regime_failures(res), name
         with pytest.raises(SystemExit) as e:
@@ -309,6 +326,17 @@ def test_the_build_is_bitwise_deterministic(tmp_path):
     assert a == b
     toy.main(["--out_dir", str(tmp_path / "c"), "--seed", "1"] + argv)
     assert sha256(tmp_path / "c" / "model" / "model.safetensors") != a
+
+
+def test_phase_2_from_a_saved_phase_1_is_the_full_builds_model(tmp_path):
+    """--start_from a saved phase 1 gives the full build's weights byte for byte (phase 2 has its own
+    random streams): how the shipped model was made, and what a full rebuild reproduces."""
+    argv = ["--steps", "2", "--steps2", "2", "--n_train", "12", "--n_eval", "6", "--n_warm", "24", "--batch_size", "4",
+            "--probe_steps", "0", "--diag_n", "3", "--group_n", "3", "--threads", "1", "--no_check"]
+    toy.main(["--out_dir", str(tmp_path / "full"), "--save_phase1", str(tmp_path / "p1")] + argv)
+    toy.main(["--out_dir", str(tmp_path / "two"), "--start_from", str(tmp_path / "p1")] + argv[:1] + ["0"] + argv[2:])
+    assert sha256(tmp_path / "two" / "model" / "model.safetensors") == sha256(
+        tmp_path / "full" / "model" / "model.safetensors")
 
 
 def test_data_left_by_an_older_task_is_redrawn(tmp_path):
