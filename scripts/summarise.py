@@ -148,10 +148,29 @@ def choose(groups, names, seed=100):
             print(f"| {fam} | none keeps easy >= {100 * EASY_FLOOR:.0f}% | - | - | - | {run} |")
 
 
-def eval_tables(groups, names):
+def chance_lines(path, n=None):
+    """'uniform guess 10%; most common answer per bucket: ...' for a demo held-out split (its first
+    n problems), or '' when the file is not there."""
+    if not os.path.exists(path):
+        return ""
+    from collections import Counter
+    with open(path) as f:
+        recs = [json.loads(line) for line in f][:n]
+    by = {}
+    for r in recs:
+        by.setdefault(r.get("category") or "all", []).append(r["answer"])
+    common = ", ".join(f"{b} {100 * Counter(a).most_common(1)[0][1] / len(a):.1f}%" for b, a in sorted(by.items()))
+    return f"Chance lines: a uniform guess over the 10 colours 10%; the most common answer per bucket: {common}.\n"
+
+
+def eval_tables(groups, names, eval_path="toy/data/eval.jsonl"):
     first = next(iter(groups[names[0]].values()))
     steps = [m["step"] for m in first["evals"]]
-    print("Held-out pass@1 per bucket (mean ± std over seeds); blank: the same model on white pictures.\n")
+    print("Held-out pass@1 per bucket (mean ± std over seeds); blank: the same model on white pictures.")
+    if "pivot" in first["buckets"]:   # the current demo's split (task 4's runs used task 4's data)
+        print(chance_lines(eval_path, first["settings"].get("eval_n") or None))
+    else:
+        print()
     print("| method | seeds | bucket | start | " + " | ".join(f"step {s}" for s in steps[1:]) +
           " | end pass@8 | end blank | start blank |")
     print("|---|---|---|---|" + "---|" * (len(steps) - 1) + "---|---|---|")
