@@ -9,8 +9,8 @@ A hint is structured data (the paper's two parts), never the answer:
 boxes in pixels of the original image; both parts optional, not both empty. "frame": true asks
 the tutor's copy of the image to carry a frame around each focus box (draw_focus). That is a
 visual channel beyond the paper's method (its tutor gets the same pixels as the student), so
-it is off unless the data asks for it; the embedded demo asks, because a ~1M-parameter model
-cannot use boxes given in words.
+it is off unless the data asks for it. The embedded demo's hints are words only (its warm start
+used the frame as a scaffold, then taught the tutor to follow the words; docs/DEMO.md).
 
     validate_hint(hint, image_size)       -> the hint, cleaned, or ValueError naming the field
     render_hint(hint, image_size, ...)    -> the deterministic text block the tutor reads
