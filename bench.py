@@ -136,7 +136,7 @@ def bench_step(a):
     import train
     args = config.get_args(["--prompts_per_step", str(a.prompts), "--minibatch_prompts", str(a.prompts),
                            "--no_export", "--threads", str(a.threads)])
-    config.resolve_paths(args)
+    train.resolve_paths(args)
     import data
     import rollout
     examples = data.load_jsonl(args.train_data, report=lambda s: None)

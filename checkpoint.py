@@ -465,7 +465,7 @@ def left_usual_range(records, ptd_coef):
     seen = []
     for r in sorted((r for r in records if "grad_norm" in r), key=lambda r: r["step"]):
         gn = float(r["grad_norm"])
-        div = max((r.get(k, 0.0) for k in ("jsd", "fkl", "rkl")), default=0.0)
+        div = r.get("div", 0.0)
         learns = (ptd_coef > 0 and r.get("distilled_frac", 0) > 0 and div > 0) or r.get("mixed_group_frac", 0) > 0 \
             or r.get("kl", 0) > 0
         scale = statistics.median([g for g in seen if g > 0] or [math.inf])

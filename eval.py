@@ -78,7 +78,8 @@ def pass_at_k(n, c, k):
 def resolve_model(args):
     args.default_cap = args.max_new_tokens is None       # a default cap is fitted to the model (cap_new_tokens)
     if args.model == "toy":
-        args.model, _, demo_eval = config.demo_paths()
+        import toy   # the demo, built on first use
+        args.model, _, demo_eval = toy.ensure()
         args.data = args.data or demo_eval
     elif os.path.exists(os.path.join(args.model, "config.json")) and os.path.exists(
             os.path.join(args.model, "metrics.jsonl")):      # a run directory: its export and eval data
@@ -260,11 +261,6 @@ def read_metrics(run):
     return [by_step[k] for k in sorted(by_step, key=lambda k: (k[0], k[2], k[1]))]
 
 
-def divergence(m):
-    """The distillation term of a step, whichever divergence the run used."""
-    return next((m[k] for k in ("jsd", "fkl", "rkl") if k in m), 0.0)
-
-
 def compare(runs, png):
     """A summary table of several runs and one PNG with their curves."""
     for run in runs:
@@ -280,7 +276,7 @@ def compare(runs, png):
                      "pass1_start": ev[0]["eval_pass1"] if ev else float("nan"),
                      "pass1_end": ev[-1]["eval_pass1"] if ev else float("nan"),
                      "entropy_end": sum(m["entropy"] for m in tail) / max(len(tail), 1),
-                     "jsd_mean": sum(divergence(m) for m in tr) / max(len(tr), 1),
+                     "jsd_mean": sum(report.divergence_of(m) for m in tr) / max(len(tr), 1),
                      "distilled_frac": sum(m["distilled_frac"] for m in tr) / max(len(tr), 1),
                      "seconds": sum(m["t_rollout"] + m["t_old"] + m["t_ref_tutor"] + m["t_update"] for m in tr)})
     print(f"{'run':40s} {'steps':>5s} {'pass@1 0':>9s} {'pass@1 end':>10s} {'entropy':>8s} {'jsd':>8s} "
@@ -303,7 +299,7 @@ def compare(runs, png):
         tr = [m for m in ms if "reward" in m]
         axes[0].plot([m["step"] for m in ev], [m["eval_pass1"] for m in ev], marker="o", label=label)
         for ax, key in zip(axes[1:], ("reward", "entropy", "jsd")):
-            ax.plot([m["step"] for m in tr], [divergence(m) if key == "jsd" else m[key] for m in tr],
+            ax.plot([m["step"] for m in tr], [report.divergence_of(m) if key == "jsd" else m[key] for m in tr],
                     label=label, alpha=0.8)
     titles = ("held-out pass@1 (no hints)", "train reward", "policy entropy", "distillation divergence")
     for ax, title in zip(axes, titles):

@@ -15,6 +15,8 @@ loss.py: the PTD-PO objective as small pure functions on tensors.
                     397ea11, compute_topk_kl with kl_direction "jsd_kl", detaches the student's
                     weights p inside KL(student || M); with the tutor detached too, the student's
                     gradient then cancels exactly: tests/test_loss.py reproduces that computation.)
+- unanswer:         the break-the-answer control's target (no hint, the rollout's own tokens off).
+- ptdpo_loss:       the whole objective of a micro-batch from the pieces above: what train.py calls.
 - union_support:    student top-K ids union tutor top-K ids, deduplicated, padded, masked.
 - head_logprobs:    log-probs at the sampled token and at a support, entropy and top-K ids,
                     from final hidden states and the lm_head weight, chunked over positions so
@@ -92,10 +94,11 @@ def policy_loss(logp, old_logp, advantages, mask, normaliser,
 def k3_kl(logp, ref_logp, clamp=10.0):
     """k3 estimator of KL(policy || ref) per token: exp(ref - logp) - (ref - logp) - 1 >= 0.
 
-    Unbiased for the KL when tokens are sampled from the policy, and never negative. The log
-    ratio is clamped (+-clamp) for stability, as verl's "low_var_kl" does. Shapes: any, same.
+    Unbiased for the KL when tokens are sampled from the policy, and never negative. Shapes: any,
+    same. For stability the log ratio d = ref - logp is clamped at +-20 and the value at `clamp`
+    (10), as verl's "low_var_kl" does (tests/test_loss.py checks it against verl's formula).
     """
-    d = (ref_logp - logp).clamp(-clamp, clamp)
+    d = (ref_logp - logp).clamp(-20.0, 20.0)
     return (torch.exp(d) - d - 1.0).clamp(max=clamp)
 
 # -----------------------------------------------------------------------------
@@ -180,6 +183,65 @@ def topk_reverse_kl(student_logp, tutor_logp, mask):
 
 
 DIVERGENCES = {"jsd": topk_jsd, "fkl": topk_forward_kl, "rkl": topk_reverse_kl}
+
+
+UNSURE = 0.99   # the break-the-answer control breaks the tokens the frozen model gave less than this
+
+
+def unanswer(logp, support_ids, response_ids, sampled_logp):
+    """The break-the-answer control's target (--tutor_context unanswer): the frozen model's logp
+    (N, R, M) on support_ids, with the sampled token (response_ids (N, R), its log-prob
+    sampled_logp (N, R)) set to -30 and the rest renormalised (divided by 1 - p_sampled), at
+    positions where p_sampled < UNSURE; unchanged elsewhere. (A sampled token outside the support
+    keeps its mass in the tail: rare at K = 100.)"""
+    unsure = (sampled_logp < torch.log(torch.tensor(UNSURE))).unsqueeze(-1)      # (N, R, 1)
+    is_sampled = support_ids == response_ids.unsqueeze(-1)                        # (N, R, M)
+    rest = logp - torch.log1p(-sampled_logp.exp().clamp(max=1 - 1e-6)).unsqueeze(-1)
+    broken = torch.where(is_sampled, torch.full_like(logp, -30.0), rest)
+    return torch.where(unsure, broken, logp)
+
+# -----------------------------------------------------------------------------
+# the whole objective
+
+
+def ptdpo_loss(logp, old_logp, adv, mask, n_tok, ptd_group, distil, ref_logp=None, kl_coef=0.0,
+               support_logp=None, tutor_logp=None, support_mask=None, n_div=0.0, ptd_coef=0.0,
+               divergence="jsd", clip_low=0.2, clip_high=0.3, dual_clip=3.0):
+    """The PTD-PO loss of a micro-batch: L = L_GRPO + kl_coef * L_KL * (1 - g) + ptd_coef * L_PTD.
+
+    logp, old_logp, mask: (B, T) the policy's and the rollout policy's log-probs of the sampled
+    tokens, response mask; adv: (B,) group advantages; ptd_group: (B,) bool, g: the row's group
+    is a PTD group (accuracy < tau, with a hint); distil: (B,) bool, the rows the tutor teaches.
+    ref_logp: (B, T) the frozen reference's log-probs, or None for no KL term.
+    support_logp, tutor_logp, support_mask: (B, T, M) the policy's and the tutor's log-probs on
+    the union support and its mask, or None for no distillation term.
+    - L_GRPO: policy_loss, divided by n_tok;
+    - L_KL: k3_kl summed over the tokens of rows OUTSIDE PTD groups, divided by n_tok: in a PTD
+      group the tutor is the anchor, so the KL is switched off there;
+    - L_PTD: DIVERGENCES[divergence](student, tutor) summed over the tokens of the distilled rows,
+      divided by n_div, with no advantage (the paper's eq. for the gated Top-K JSD).
+    n_tok, n_div: the response tokens, and those of distilled rows, of the whole global
+    mini-batch (all micro-batches, all ranks): the sums of every micro-batch's loss are then
+    exact token means. Returns (loss, parts): parts holds tensors (pg_loss, tokens, the clip
+    fractions; kl, kl_tokens; div, div_tokens) for the log.
+    """
+    pg, met = policy_loss(logp, old_logp, adv, mask, n_tok, clip_low, clip_high, dual_clip)
+    total, parts = pg, {"pg_loss": pg, "tokens": mask.sum(), **met}
+    if ref_logp is not None:
+        km = mask & ~ptd_group.unsqueeze(1)                               # (B, T)
+        kl = (k3_kl(logp, ref_logp) * km).sum()
+        total = total + kl_coef * kl / n_tok
+        parts.update(kl=kl, kl_tokens=km.sum())
+    if tutor_logp is not None and n_div > 0:
+        dm = mask & distil.unsqueeze(1)                                   # (B, T)
+        d = DIVERGENCES[divergence](support_logp, tutor_logp, support_mask & dm.unsqueeze(-1))
+        div = (d * dm).sum()                                              # d: (B, T)
+        total = total + ptd_coef * div / n_div
+        parts.update(div=div, div_tokens=dm.sum())
+    return total, parts
+
+# -----------------------------------------------------------------------------
+# the tutor's support
 
 
 def union_support(student_ids, tutor_ids, pad_id=0):

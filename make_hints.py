@@ -60,7 +60,8 @@ def generate_hints(args):
     todo = [ex for ex in examples if ex["id"] not in done]
     print(f"{len(examples)} examples, {len(done)} already in {args.out}, {len(todo)} to do")
     if args.model == "toy":  # the demo model, built if missing (a folder named toy/ is not a model)
-        args.model = config.demo_paths()[0]
+        import toy
+        args.model = toy.ensure()[0]
     model, processor = rollout.load_model(args.model, dtype=args.dtype, device=args.device)
     opened_think = rollout.opens_think(processor)  # a Thinking template: replies start inside <think>
     report = Counter()

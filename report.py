@@ -18,6 +18,7 @@ import sys
 import torch
 from tqdm import tqdm
 
+import loss
 import reward
 import rollout
 from distributed import all_sum, print0
@@ -30,10 +31,12 @@ def waiting(total, desc, rank):
     return tqdm(total=total, desc=desc, unit="rows", leave=False, delay=5, disable=rank != 0)
 
 
-def step_metrics(step, rewards, well_formed, truncated, mask, entropy, ptd_group, distil, stats, same, times,
-                 args):
-    """The step's numbers, summed over ranks (`same`: values already equal on every rank)."""
-    G, m = args.group_size, mask.float()
+def step_metrics(step, G, rewards, well_formed, truncated, mask, entropy, ptd_group, distil, stats, same,
+                 times):
+    """The step's numbers, summed over ranks (`same`: values already equal on every rank). G: the
+    group size. One key per quantity: "div" is the distillation divergence, whichever one the run's
+    --divergence names (config.json says which)."""
+    m = mask.float()
     local = {"reward": rewards.sum(), "format": well_formed.sum(), "rows": float(len(rewards)), "len": m.sum(),
              "entropy": (entropy.cpu() * m).sum(), "distilled": distil.float().sum(),
              "ptd_groups": ptd_group.float().sum() / G, "groups": float(len(rewards) // G),
@@ -46,7 +49,7 @@ def step_metrics(step, rewards, well_formed, truncated, mask, entropy, ptd_group
     t0, t1, t2, t3, t4 = times
     return {"step": step + 1, "reward": tot["reward"] / tot["rows"], "format": tot["format"] / tot["rows"],
             "entropy": tot["entropy"] / max(tot["len"], 1), "kl": tot["kl"] / max(tot["kl_tokens"], 1),
-            args.divergence: tot["div"] / max(tot["div_tokens"], 1),
+            "div": tot["div"] / max(tot["div_tokens"], 1),
             "distilled_frac": tot["distilled"] / tot["rows"], "ptd_group_frac": tot["ptd_groups"] / tot["groups"],
             "mixed_group_frac": tot["mixed_groups"] / tot["groups"],
             "all_fail_frac": tot["all_fail_groups"] / tot["groups"], "all_pass_frac": tot["all_pass_groups"] / tot["groups"],
@@ -197,10 +200,19 @@ def eval_text(m, n):
     return "held-out " + " | ".join(parts)
 
 
+def divergence_of(m):
+    """The distillation divergence of a step's record: "div", or in a run logged before that key
+    the one named by the divergence (loss.DIVERGENCES' names); 0 when there is none."""
+    if "div" in m:
+        return m["div"]
+    return next((m[k] for k in loss.DIVERGENCES if k in m), 0.0)
+
+
 def log_line(m, div):
+    """One line per step; div: the divergence's name (--divergence), the label of m["div"]."""
     return (f"step {m['step']:4d} | reward {m['reward']:.3f} | groups fail/pass {m['all_fail_frac']:.2f}/"
             f"{m['all_pass_frac']:.2f} | entropy {m['entropy']:.3f} | kl {m['kl']:.4f} | "
-            f"{div} {m[div]:.4f} | distilled {m['distilled_frac']:.2f} | clip {m['clip_frac_low']:.3f}/"
+            f"{div} {m['div']:.4f} | distilled {m['distilled_frac']:.2f} | clip {m['clip_frac_low']:.3f}/"
             f"{m['clip_frac_high']:.3f} | len {m['resp_len']:.1f} | time {m['t_rollout']:.1f}/"
             f"{m['t_old'] + m['t_ref_tutor']:.1f}/{m['t_update']:.1f}s | {m['tok_per_s']:.0f} tok/s")
 

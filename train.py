@@ -13,9 +13,12 @@ the paper's and the demo's presets, are in config.py (`python train.py --help`).
 method, read top to bottom; main() at the end is the loop; report.py measures and writes.
 Left out on purpose: vLLM rollouts, sequence packing, tensor/context parallelism, LoRA.
 """
+import argparse
+import json
 import os
 import sys
 import time
+from dataclasses import dataclass
 
 import torch
 
@@ -28,7 +31,7 @@ import report
 import reward
 import rollout
 import tutor
-from distributed import all_max, all_sum, print0
+from distributed import all_max, all_sum, print0, setup
 
 # -----------------------------------------------------------------------------
 # one training step
@@ -38,14 +41,16 @@ def train_step(step, policy, ref, processor, opt, examples, args, rank, world, f
     """One PTD-PO step on this rank's share of the prompts. Returns the step's metrics."""
     G = args.group_size
     exs, prompt_ids = my_prompts(examples, step, args, rank, world)
-    prompts = [rollout.encode(processor, ex["question"], rollout.open_images(ex)) for ex in exs]
-    row_example = torch.arange(len(exs)).repeat_interleave(G)                  # (N,) example of each row
+    images = [rollout.open_images(ex) for ex in exs]
+    prompts = [rollout.encode(processor, ex["question"], im) for ex, im in zip(exs, images)]
+    row_example = torch.arange(len(exs)).repeat_interleave(G)                  # (N,) row -> example
     row_prompts = [prompts[i] for i in row_example.tolist()]
     t0 = time.time()
     # 1. rollouts: G per prompt, from the policy itself (no grad)
     with report.waiting(len(prompts) * G, f"step {step + 1} rollouts", rank) as bar:
-        ids, mask = rollout.sample(policy, processor, prompts, G, args.max_new_tokens, args.temperature, args.top_p,
-                                   args.kv_cache_gb, seed=args.seed * 100_003 + step, prompt_ids=prompt_ids,
+        ids, mask = rollout.sample(policy, processor, prompts, G, args.max_new_tokens,
+                                   args.temperature, args.top_p, args.kv_cache_gb,
+                                   seed=args.seed * 100_003 + step, prompt_ids=prompt_ids,
                                    progress=bar, fast=fast)
     # 2. rewards: correctness only
     rewards, well_formed, truncated = rewards_of(processor, ids, mask, exs, row_example)
@@ -53,41 +58,97 @@ def train_step(step, policy, ref, processor, opt, examples, args, rank, world, f
     adv = loss.group_advantages(rewards, G, scale_by_std=not args.no_std_norm)
     # 4. gate: a PTD group has accuracy < tau and a hint (a tutor with nothing to say cannot
     #    replace the KL anchor); its failed rows (or all, --distill_all) are distilled
-    hinted = torch.tensor([tutor.can_teach(ex, args.tutor_context) for ex in exs]).repeat_interleave(G)
-    ptd_group = (rewards.view(-1, G).mean(1) < args.tau).repeat_interleave(G) & hinted & (args.algo == "ptdpo")
+    hinted = torch.tensor([tutor.can_teach(ex, args.tutor_context) for ex in exs])
+    ptd_group = ((rewards.view(-1, G).mean(1) < args.tau) & hinted).repeat_interleave(G) \
+        & (args.algo == "ptdpo")
     distil = ptd_group & ((rewards == 0) | args.distill_all)
     t1 = time.time()
     # 5. old-policy log-probs, entropy and the student's top-K ids (no grad)
     topk = args.topk if args.topk > 0 else policy.get_output_embeddings().weight.shape[0]
-    score_kw = dict(temperature=args.temperature, token_budget=args.token_budget, chunk_size=args.chunk_size)
-    old_scores = rollout.score(policy, row_prompts, ids, mask, topk=topk if distil.any() else 0, entropy=True,
-                               **score_kw)
+    score_kw = dict(temperature=args.temperature, token_budget=args.token_budget,
+                    chunk_size=args.chunk_size)
+    old = rollout.score(policy, row_prompts, ids, mask, topk=topk if distil.any() else 0,
+                        entropy=True, **score_kw)
+    batch = Batch(row_prompts, ids, mask, old["logp"].float().cpu(), adv, ptd_group, distil)
     t2 = time.time()
     # 6. reference log-probs for the k3 KL, rows outside PTD groups (no grad)
-    ref_scores = None
     if args.kl_coef > 0:
-        ref_logp = rollout.score_rows(ref, row_prompts, ids, mask, ~ptd_group, **score_kw)["logp"]
-        ref_scores = {"logp": ref_logp.float(), "wanted": ~ptd_group}
-    # 7. the tutor: the same frozen model with the hint in context, on the distilled rows (no grad)
-    tutor_scores = None
+        batch.ref_logp = rollout.score_rows(ref, row_prompts, ids, mask, ~ptd_group,
+                                            **score_kw)["logp"].float()
+    # 7. the tutor: the same scoring call by the same frozen model, on the tutor's prompts of the
+    #    distilled rows; its support is the student's top-K ids united with its own (no grad)
     if args.algo == "ptdpo":
-        tutor_scores = tutor.teach(ref, processor, exs, rows=row_example, response_ids=ids, response_mask=mask,
-                                   distil=distil, student_topk=old_scores["topk_ids"], topk=topk,
-                                   context=args.tutor_context, hint_style=args.hint_style, **score_kw)
+        tutor_prompts = tutor_rows(processor, rollout.box_format(ref), exs, images, row_example,
+                                   distil, args.tutor_context, args.hint_style)
+        student_topk = old["topk_ids"]
+        if student_topk is None:   # nothing distilled on this rank: an empty support of the width
+            student_topk = torch.zeros((*ids.shape, topk), dtype=torch.long)
+        scored = rollout.score_rows(ref, tutor_prompts, ids, mask, distil,
+                                    union_with=student_topk.cpu(), topk=topk, **score_kw)
+        tutor_targets(batch, scored, student_topk.shape[-1] + topk, args.tutor_context)
     t3 = time.time()
-    # 8. the update: clipped surrogate + kl_coef * k3 KL + ptd_coef * divergence, per mini-batch
+    # 8. the update: loss.ptdpo_loss per micro-batch, one optimiser step per mini-batch
     policy.train()
-    batch = {"prompts": row_prompts, "ids": ids, "mask": mask, "old_logp": old_scores["logp"].float().cpu(),
-             "adv": adv, "distil": distil, "ref": ref_scores, "tutor": tutor_scores}
     stats, same = update(policy, opt, batch, args, world)
     policy.eval()
-    if fast is not None:   # the generation copy takes the new weights, in place (every rank: a collective)
+    if fast is not None:   # the generation copy takes the new weights, in place (a collective)
         fast.refresh(policy)
     if torch.cuda.is_available():   # the step's peak, the busiest rank's
-        same["peak_mem_gb"] = all_max(torch.tensor(torch.cuda.max_memory_allocated() / 2 ** 30)).item()
+        peak = torch.cuda.max_memory_allocated() / 2 ** 30
+        same["peak_mem_gb"] = all_max(torch.tensor(peak)).item()
         torch.cuda.reset_peak_memory_stats()
-    return report.step_metrics(step, rewards, well_formed, truncated, mask, old_scores["entropy"], ptd_group, distil,
-                               stats, same, (t0, t1, t2, t3, time.time()), args)
+    return report.step_metrics(step, G, rewards, well_formed, truncated, mask, old["entropy"],
+                               ptd_group, distil, stats, same, (t0, t1, t2, t3, time.time()))
+
+
+@dataclass
+class Batch:
+    """The step's rows on this rank (N = prompts x G, prompt-major), as the update reads them.
+    ref_logp is None without a KL term; the tutor's fields are None without a tutor (GRPO)."""
+    prompts: list                  # (N) encoded student prompt of each row
+    ids: torch.Tensor              # (N, R) sampled responses, right-padded
+    mask: torch.Tensor             # (N, R) bool, response tokens
+    old_logp: torch.Tensor         # (N, R) the rollout policy's log-probs
+    adv: torch.Tensor              # (N,) group advantages
+    ptd_group: torch.Tensor        # (N,) bool, the row's group is a PTD group
+    distil: torch.Tensor           # (N,) bool, the tutor teaches this row
+    ref_logp: torch.Tensor = None      # (N, R) the frozen reference's log-probs
+    support_ids: torch.Tensor = None   # (N, R, M) union support
+    support_mask: torch.Tensor = None  # (N, R, M) bool
+    tutor_logp: torch.Tensor = None    # (N, R, M) the tutor's log-probs on the support
+
+
+def tutor_rows(processor, box_format, exs, images, row_example, distil, context, hint_style):
+    """The tutor's encoded prompt of each distilled row (None elsewhere), one per example."""
+    prompts, cache = [None] * len(distil), {}
+    for r in distil.nonzero().squeeze(-1).tolist():
+        i = row_example[r].item()
+        if i not in cache:
+            resized = rollout.resized_size(processor, images[i][0]) if box_format == "pixels" else None
+            inp = tutor.tutor_input(exs[i], images[i], context, box_format, resized, hint_style)
+            if inp is None:
+                raise ValueError(f"example {exs[i].get('id')} has no hint; gate on tutor.can_teach")
+            cache[i] = rollout.encode(processor, *inp)
+        prompts[r] = cache[i]
+    return prompts
+
+
+def tutor_targets(batch, scored, width, context):
+    """The tutor's scores (rollout.score_rows on the distilled rows) into the batch: zeros / False
+    on rows not distilled and on padding; the break-the-answer control's target where asked."""
+    N, R = batch.ids.shape
+    if scored["support_ids"] is None:   # nothing distilled on this rank
+        batch.support_ids = torch.zeros((N, R, width), dtype=torch.long)
+        batch.support_mask = torch.zeros((N, R, width), dtype=torch.bool)
+        batch.tutor_logp = torch.zeros((N, R, width), dtype=torch.float32)
+        return
+    batch.support_ids = scored["support_ids"]
+    batch.support_mask = scored["support_mask"] & batch.mask.unsqueeze(-1)
+    batch.tutor_logp = scored["support_logp"].float()
+    if context == "unanswer":
+        i = batch.distil.nonzero().squeeze(-1)
+        batch.tutor_logp[i] = loss.unanswer(batch.tutor_logp[i], batch.support_ids[i],
+                                            batch.ids[i], scored["logp"][i].float())
 
 
 def rewards_of(processor, ids, mask, exs, row_example):
@@ -104,6 +165,10 @@ def rewards_of(processor, ids, mask, exs, row_example):
     return correct, well_formed, truncated
 
 
+STATS = ("pg_loss", "kl", "kl_tokens", "div", "div_tokens", "clip_frac_low", "clip_frac_high",
+         "clip_frac_dual", "tokens")
+
+
 def update(policy, opt, batch, args, world):
     """Clipped-surrogate updates over the step's mini-batches; returns summed metrics.
 
@@ -112,17 +177,17 @@ def update(policy, opt, batch, args, world):
     across ranks, not averaged: each rank's loss is multiplied by the world size (gloo lacks the
     reduce op FSDP2's set_gradient_divide_factor needs). A mini-batch whose loss or gradient norm
     is not finite is skipped on every rank, never applied."""
-    prompts, mask, distil = batch["prompts"], batch["mask"], batch["distil"]
+    mask, distil = batch.mask, batch.distil
     rows_per_mb = max(args.group_size, args.minibatch_prompts * args.group_size // world)
-    stats = dict.fromkeys(("pg_loss", "kl", "kl_tokens", "div", "div_tokens", "clip_frac_low", "clip_frac_high",
-                           "clip_frac_dual", "tokens"), 0.0)
+    stats = dict.fromkeys(STATS, 0.0)
     grad_norm, skipped, n_mb = 0.0, 0, 0
-    for start in range(0, len(prompts), rows_per_mb):
-        mb_rows = list(range(start, min(len(prompts), start + rows_per_mb)))
+    for start in range(0, len(batch.prompts), rows_per_mb):
+        mb_rows = list(range(start, min(len(batch.prompts), start + rows_per_mb)))
         n_tok = max(1.0, all_sum(mask[mb_rows].sum().double()).item())
         n_div = all_sum((mask[mb_rows] & distil[mb_rows].unsqueeze(1)).sum().double()).item()
-        lens = [len(prompts[i]["input_ids"]) + batch["ids"].shape[1] for i in mb_rows]
-        plan = [([mb_rows[j] for j in cut], 1.0) for cut in rollout.micro_batches(lens, args.token_budget)]
+        lens = [len(batch.prompts[i]["input_ids"]) + batch.ids.shape[1] for i in mb_rows]
+        plan = [([mb_rows[j] for j in cut], 1.0)
+                for cut in rollout.micro_batches(lens, args.token_budget)]
         # every rank must run as many backward passes as the busiest one (FSDP collectives):
         # the others add weight-0 passes over one row
         plan += [([mb_rows[0]], 0.0)] * (int(all_max(torch.tensor(len(plan)))) - len(plan))
@@ -144,37 +209,33 @@ def update(policy, opt, batch, args, world):
             continue
         opt.step()
         grad_norm += gn.item()
-    return stats, {"grad_norm": grad_norm / max(n_mb - skipped, 1), "skipped": skipped, "minibatches": n_mb}
+    mean_norm = grad_norm / max(n_mb - skipped, 1)
+    return stats, {"grad_norm": mean_norm, "skipped": skipped, "minibatches": n_mb}
 
 
 def microbatch_loss(policy, batch, micro, n_tok, n_div, args):
-    """The loss of one micro-batch (`micro`: its rows), divided by the global normalisers; its parts."""
+    """loss.ptdpo_loss of one micro-batch (`micro`: its rows) under the policy, with grad, divided
+    by the global normalisers; and its parts as numbers for the log."""
     dev = next(policy.parameters()).device
-    ref_scores, tutor_scores, distil = batch["ref"], batch["tutor"], batch["distil"]
-    m = batch["mask"][micro].to(dev)
-    sup = tutor_scores["support_ids"][micro] if tutor_scores is not None else None
-    out = rollout.score(policy, [batch["prompts"][i] for i in micro], batch["ids"][micro], batch["mask"][micro],
-                        support=sup, temperature=args.temperature, token_budget=10 ** 12,
+    on = lambda t: None if t is None else t[micro].to(dev)            # noqa: E731
+    has_tutor = batch.tutor_logp is not None
+    out = rollout.score(policy, [batch.prompts[i] for i in micro], batch.ids[micro],
+                        batch.mask[micro], support=batch.support_ids[micro] if has_tutor else None,
+                        temperature=args.temperature, token_budget=10 ** 12,
                         chunk_size=args.chunk_size, grad=True)
-    pg, met = loss.policy_loss(out["logp"], batch["old_logp"][micro].to(dev), batch["adv"][micro].to(dev), m, n_tok,
-                               args.clip_low, args.clip_high, args.dual_clip)
-    total, parts = pg, {"pg_loss": pg.item(), "tokens": m.sum().item()}
+    m = on(batch.mask)
+    total, parts = loss.ptdpo_loss(
+        out["logp"], on(batch.old_logp), on(batch.adv), m, n_tok, on(batch.ptd_group),
+        on(batch.distil), ref_logp=on(batch.ref_logp), kl_coef=args.kl_coef,
+        support_logp=out["support_logp"], tutor_logp=on(batch.tutor_logp),
+        support_mask=on(batch.support_mask), n_div=n_div, ptd_coef=args.ptd_coef,
+        divergence=args.divergence, clip_low=args.clip_low, clip_high=args.clip_high,
+        dual_clip=args.dual_clip)
+    tokens = parts["tokens"].item()
+    numbers = {k: parts[k].item() for k in STATS if k in parts}
     for k in ("clip_frac_low", "clip_frac_high", "clip_frac_dual"):
-        parts[k] = met[k].item() * parts["tokens"]
-    if ref_scores is not None:   # k3 KL on rows outside PTD groups: there the tutor is the anchor
-        km = m & ref_scores["wanted"][micro].to(dev).unsqueeze(1)
-        kl = (loss.k3_kl(out["logp"], ref_scores["logp"][micro].to(dev)) * km).sum()
-        total = total + args.kl_coef * kl / n_tok
-        parts.update(kl=kl.item(), kl_tokens=km.sum().item())
-    if tutor_scores is not None and n_div > 0:   # token mean over the distilled rows, no advantage
-        dm = m & distil[micro].to(dev).unsqueeze(1)
-        smask = tutor_scores["support_mask"][micro].to(dev) & dm.unsqueeze(-1)
-        divergence = loss.DIVERGENCES[args.divergence]
-        d = divergence(out["support_logp"], tutor_scores["tutor_logp"][micro].to(dev), smask)   # (b, R)
-        div = (d * dm).sum()
-        total = total + args.ptd_coef * div / n_div
-        parts.update(div=div.item(), div_tokens=dm.sum().item())
-    return total, parts
+        numbers[k] = parts[k].item() * tokens
+    return total, numbers
 
 
 def my_prompts(examples, step, args, rank, world):
@@ -236,15 +297,129 @@ def load_models(args, device):
     return policy, ref, processor
 
 # -----------------------------------------------------------------------------
+# run set-up: torchrun, the demo's files, the resume check, config.json, data
+
+
+def resolve_paths(args):
+    """--model toy becomes the demo's model directory and, unless given, its data splits (the
+    demo builds them on first use: the one call into it)."""
+    if args.model == "toy":
+        import toy
+        args.model, demo_train, demo_eval = toy.ensure()
+        args.train_data = args.train_data or demo_train
+        args.eval_data = args.eval_data or demo_eval
+    if not args.train_data:
+        sys.exit("train.py: --train_data is required with a model other than 'toy'")
+
+
+def start_run(argv):
+    """Arguments, torchrun, the demo's paths (built on rank 0), the resume check, config.json."""
+    args = config.get_args(argv)
+    rank, world, device = setup(single_process_group=True)
+    if args.minibatch_prompts % world:
+        sys.exit(f"train.py: --minibatch_prompts {args.minibatch_prompts} is not a multiple of "
+                 f"the {world} ranks")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    problem = None
+    if rank == 0:   # the run folder first: a bad one stops the run before anything is built
+        problem = run_folder_problem(args)
+        if not problem:
+            resolve_paths(args)
+    box = [vars(args), problem]   # rank 0 may have built the demo; everyone uses its paths
+    torch.distributed.broadcast_object_list(box, src=0)
+    args, problem = argparse.Namespace(**box[0]), box[1]
+    if problem:
+        sys.exit(f"train.py: {problem}")
+    run_config = {**vars(args), "world_size": world}
+    check_resume(args, run_config)
+    if not args.resume and checkpoint.clear(args.out_dir):
+        print0(f"train.py: a new run in {args.out_dir}: the earlier run's checkpoints and metrics "
+               f"are replaced (--resume continues a run instead)")
+    torch.manual_seed(args.seed)
+    print0("config:\n" + json.dumps(vars(args), indent=1))
+    torch.distributed.barrier()   # every rank has read the old config.json before it is replaced
+    if rank == 0:
+        try:
+            checkpoint.write_config(args.out_dir, run_config)
+        except OSError as e:
+            sys.exit(f"train.py: cannot write {os.path.join(args.out_dir, 'config.json')}: "
+                     f"{checkpoint.os_error(e)}: {checkpoint.fix_for(e)}")
+    return args, rank, world, device
+
+
+def check_resume(args, run_config):
+    """--resume: stop when the settings that fix the data order or the algorithm (RESUME_KEYS)
+    differ from the run's config.json, unless --allow_config_change."""
+    try:
+        diff = checkpoint.config_changes(args.out_dir, run_config, config.RESUME_KEYS) \
+            if args.resume else ""
+    except ValueError as e:          # a file that is not a JSON object: nothing to check against
+        if not args.allow_config_change:
+            sys.exit(f"train.py: --resume cannot check the run's settings: {e}; restore the file, "
+                     f"or rerun with --allow_config_change")
+        print0(f"train.py: --resume cannot check the run's settings: {e}; resuming anyway "
+               f"(--allow_config_change)")
+        diff = ""
+    if diff and not args.allow_config_change:
+        sys.exit(f"train.py: --resume with settings that differ from the run's config.json: "
+                 f"{diff} (--allow_config_change to resume anyway)")
+
+
+def run_folder_problem(args):
+    """--resume PATH resolved (args.out_dir becomes PATH's run, args.resume its checkpoint folder
+    or True) and the run folder checked for writing: None, or one line saying what is wrong."""
+    if isinstance(args.resume, str):
+        try:
+            run, ckpt = checkpoint.resume_target(args.resume)
+        except ValueError as e:
+            return str(e)
+        if args.out_dir and os.path.abspath(args.out_dir) != run:
+            return (f"--resume {args.resume} belongs to the run in {run}, not to --out_dir "
+                    f"{args.out_dir}: leave --out_dir out (or give --out_dir {run})")
+        args.out_dir, args.resume = run, ckpt or True
+    return checkpoint.out_dir_problem(args.out_dir)
+
+
+def check_full_vocabulary_fits(topk, n_rows, max_new_tokens, policy):
+    """--topk -1 keeps (rows x response tokens x 2V) support buffers: refuse what cannot fit."""
+    if topk != -1:
+        return
+    V = policy.get_output_embeddings().weight.shape[0]
+    need = n_rows * max_new_tokens * 2 * V * 13         # int64 ids + bool mask + fp32 log-probs
+    have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+    if need > 0.5 * have:
+        sys.exit(f"train.py: --topk -1 (full vocabulary, V = {V}) needs ~{need / 2 ** 30:.1f} GB "
+                 f"of host memory per rank for {n_rows} rows x {max_new_tokens} tokens; "
+                 f"{have / 2 ** 30:.1f} GB free. Use --topk 100.")
+
+
+def load_data(args, processor, rank):
+    """Training and held-out examples, validated (file:line:field) and length-checked."""
+    log = print0 if rank == 0 else (lambda *a: None)
+
+    def load(path, n=0, spoiler_filter=True):
+        ex = data.load_jsonl(path, args.strict, report=log, spoiler_filter=spoiler_filter,
+                             allow_outside_images=args.allow_outside_images)
+        return data.check_lengths(ex[:n] if n else ex, processor, args.max_prompt_tokens,
+                                  args.strict, report=log)
+    try:   # held-out data never needs hints
+        return (load(args.train_data, spoiler_filter=not args.no_spoiler_filter),
+                load(args.eval_data, args.eval_n) if args.eval_data else [])
+    except data.DataError as e:
+        sys.exit(f"train.py: {e}")
+
+# -----------------------------------------------------------------------------
 # the loop
 
 
 def main(argv=None):
-    args, rank, world, device = config.start_run(argv)
+    args, rank, world, device = start_run(argv)
     policy, ref, processor = load_models(args, device)
-    config.check_full_vocabulary_fits(args, policy, world)
+    check_full_vocabulary_fits(args.topk, args.prompts_per_step // world * args.group_size,
+                               args.max_new_tokens, policy)
     opt = torch.optim.AdamW(policy.parameters(), lr=args.lr, weight_decay=args.weight_decay, betas=(0.9, 0.999))
-    train_ex, eval_ex = config.load_data(args, processor, rank)
+    train_ex, eval_ex = load_data(args, processor, rank)
     chosen = args.resume if isinstance(args.resume, str) else None     # --resume PATH: that checkpoint
     start = checkpoint.load(args.out_dir, policy, opt, chosen) if args.resume else 0
     if args.resume and start == 0:

@@ -36,6 +36,7 @@ import loss  # noqa: E402
 import reward  # noqa: E402
 import rollout  # noqa: E402
 import toy  # noqa: E402
+import train  # noqa: E402
 import tutor  # noqa: E402
 from config import add_flags  # noqa: E402
 
@@ -81,7 +82,13 @@ def signal(student, teacher, processor, exs, ids, mask, topk):
     prompts = [rollout.encode(processor, ex["question"], rollout.open_images(ex)) for ex in exs]
     every = torch.ones(len(exs), dtype=torch.bool)
     old = rollout.score(student, prompts, ids, mask, topk=topk)
-    t = tutor.teach(teacher, processor, exs, torch.arange(len(exs)), ids, mask, every, old["topk_ids"], topk=topk)
+    # train.py's tutor pass: the tutor's prompts, scored by the call the reference pass makes
+    tutor_prompts = train.tutor_rows(processor, rollout.box_format(teacher), exs,
+                                     [rollout.open_images(ex) for ex in exs], torch.arange(len(exs)),
+                                     every, "hint", "structured")
+    t = rollout.score_rows(teacher, tutor_prompts, ids, mask, every, union_with=old["topk_ids"], topk=topk)
+    t["support_mask"] &= mask.unsqueeze(-1)
+    t["tutor_logp"] = t["support_logp"].float()
     st = rollout.score(student, prompts, ids, mask, support=t["support_ids"])
     sup, smask = t["support_ids"], t["support_mask"]                   # (N, R, M)
     out = {"jsd": loss.topk_jsd(st["support_logp"], t["tutor_logp"], smask) * mask}
@@ -94,7 +101,7 @@ def signal(student, teacher, processor, exs, ids, mask, topk):
 
 def tutor_image(ex):
     """The tutor's picture: the student's, framed where the hint asks (tutor.tutor_prompt's)."""
-    return tutor.tutor_images(ex)[0]
+    return tutor.tutor_images(ex, rollout.open_images(ex))[0]
 
 
 def piece(tok, i):
@@ -216,7 +223,7 @@ def draw(rows, tok, out, title, show=60, n_mark=3):
 
 def collect(args):
     """The rows to draw: example, pictures, hint text, response ids and the per-token signal."""
-    model_dir = args.model or config.demo_paths()[0]
+    model_dir = args.model or toy.ensure()[0]
     eval_path = args.data or os.path.join(toy.DEFAULT_DIR, "data", "eval.jsonl")
     if args.data is None and not os.path.exists(eval_path):   # the demo's data alone (toy.ensure would build a model too)
         toy.build_data(os.path.dirname(eval_path))
@@ -232,7 +239,7 @@ def collect(args):
         image = rollout.open_images(ex)[0]
         resized = rollout.resized_size(processor, image) if fmt == "pixels" else None
         rows.append({"example": ex, "student_image": image, "tutor_image": tutor_image(ex),
-                     "hint": tutor.tutor_extra(ex, "hint", fmt, resized), "ids": ids[r][m].tolist(),
+                     "hint": tutor.tutor_text(ex, "hint", fmt, resized), "ids": ids[r][m].tolist(),
                      **{k: v[r][m].tolist() for k, v in sig.items()}})
     return rows, processor, model
 

@@ -192,7 +192,7 @@ def test_after_a_divergence_the_stop_points_at_the_checkpoint_before_the_numbers
 
 def test_the_usual_range_comes_from_the_runs_own_history():
     def recs(norms, **kw):
-        return [{"step": i + 1, "grad_norm": g, "skipped": 0, "distilled_frac": 0.5, "jsd": 0.1, **kw}
+        return [{"step": i + 1, "grad_norm": g, "skipped": 0, "distilled_frac": 0.5, "div": 0.1, **kw}
                 for i, g in enumerate(norms)]
     assert checkpoint.left_usual_range(recs([1.0, 2.0, 0.5, 9.0]), ptd_coef=0.05) == (None, "")
     assert checkpoint.left_usual_range(recs([1.0, 2.0, 0.5, 11.0]), ptd_coef=0.05)[0] == 4       # 10x the median 1.0
@@ -517,11 +517,11 @@ def test_a_full_disk_during_the_export_leaves_no_half_export_and_the_earlier_one
 
 @pytest.fixture
 def front_door(tiny, toy_data):
-    """config.start_run(argv) in this process for a tiny run; the process group it makes is undone."""
-    import config
+    """train.start_run(argv) in this process for a tiny run; the process group it makes is undone."""
+    import train
 
     def start(out, *extra):
-        return config.start_run(["--model", tiny[2], "--train_data", toy_data[1], "--eval_data", toy_data[2],
+        return train.start_run(["--model", tiny[2], "--train_data", toy_data[1], "--eval_data", toy_data[2],
                                  "--threads", "1", *(["--out_dir", str(out)] if out else []), *extra])
     yield start
     if torch.distributed.is_initialized():

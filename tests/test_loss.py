@@ -314,3 +314,53 @@ def test_k3_kl_by_hand():
     assert torch.allclose(loss.k3_kl(lp, ref), d.exp() - d - 1)
     assert loss.k3_kl(lp, ref)[0] == 0 and (loss.k3_kl(lp, ref) >= 0).all()
     assert torch.isfinite(loss.k3_kl(torch.tensor([0.0]), torch.tensor([-1e9]))).all()
+
+
+def verl_low_var_kl(logp, ref_logp):
+    """verl's kl_penalty(..., "low_var_kl") (verl/trainer/ppo/core_algos.py), written out."""
+    kl = (ref_logp - logp).clamp(min=-20, max=20)
+    return (torch.exp(kl) - kl - 1).clamp(min=-10, max=10)
+
+
+def test_k3_kl_equals_verls_low_var_kl_everywhere_including_its_clamps():
+    g = torch.Generator().manual_seed(7)
+    lp = torch.randn(4000, generator=g) * 12          # log ratios far past +-10 and +-20
+    ref = torch.randn(4000, generator=g) * 12
+    assert ((ref - lp).abs() > 20).any() and ((ref - lp) < -10).any()
+    assert torch.equal(loss.k3_kl(lp, ref), verl_low_var_kl(lp, ref))
+    lp.requires_grad_()
+    (ours,) = torch.autograd.grad(loss.k3_kl(lp, ref).sum(), lp)
+    (verl,) = torch.autograd.grad(verl_low_var_kl(lp, ref).sum(), lp)
+    assert torch.equal(ours, verl)
+
+
+def test_ptdpo_loss_by_hand_on_two_rows_of_three_tokens():
+    """Row 0: a PTD group's failed rollout, distilled, 2 response tokens; row 1: outside PTD
+    groups, 3 tokens. The policy has not moved (ratio 1), so the clipped surrogate is -A per token;
+    the KL counts row 1 only, the divergence row 0 only; each term is a global token mean."""
+    ln2 = math.log(2.0)
+    logp = torch.tensor([[-1.0, -2.0, -3.0], [-1.0, -1.0, -1.0]], requires_grad=True)
+    mask = torch.tensor([[True, True, False], [True, True, True]])
+    adv = torch.tensor([-1.0, 1.0])
+    ptd_group, distil = torch.tensor([True, False]), torch.tensor([True, False])
+    # ref - logp: row 1 gives k3 = 0, 1 - ln 2, ln 2 - 1/2 (sum 1/2); row 0's 5 and 7 must not count
+    ref = torch.tensor([[4.0, 5.0, 0.0], [-1.0, -1.0 + ln2, -1.0 - ln2]])
+    # support: one real id (student 1/2, tutor 3/4; the tails 1/2 and 1/4) and one padding slot
+    student = torch.tensor([math.log(0.5), -9.0]).expand(2, 3, 2).clone()
+    tutor = torch.tensor([math.log(0.75), -1.0]).expand(2, 3, 2).clone()
+    smask = torch.tensor([True, False]).expand(2, 3, 2).clone()
+    total, parts = loss.ptdpo_loss(logp, logp.detach(), adv, mask, 5.0, ptd_group, distil, ref_logp=ref,
+                                   kl_coef=0.1, support_logp=student, tutor_logp=tutor, support_mask=smask,
+                                   n_div=2.0, ptd_coef=2.0)
+    kl = lambda a, b: sum(x * math.log(x / y) for x, y in zip(a, b))
+    p, q = (0.5, 0.5), (0.75, 0.25)
+    m = tuple((x + y) / 2 for x, y in zip(p, q))
+    jsd = 0.5 * kl(p, m) + 0.5 * kl(q, m)
+    pg = (2 * 1.0 + 3 * -1.0) / 5                                    # -A per token, token mean
+    assert abs(parts["pg_loss"].item() - pg) < 1e-12
+    assert abs(parts["kl"].item() - 0.5) < 1e-12 and parts["kl_tokens"].item() == 3
+    assert abs(parts["div"].item() - 2 * jsd) < 1e-12 and parts["div_tokens"].item() == 2
+    assert abs(total.item() - (pg + 0.1 * 0.5 / 5 + 2.0 * 2 * jsd / 2)) < 1e-12
+    # grpo (no reference, no tutor) is the clipped surrogate alone
+    alone, parts = loss.ptdpo_loss(logp, logp.detach(), adv, mask, 5.0, ptd_group, distil)
+    assert abs(alone.item() - pg) < 1e-12 and set(parts) >= {"pg_loss", "tokens"} and "kl" not in parts

@@ -1,5 +1,5 @@
 """The README's snippet for using the Top-K JSD and the tutor in another loop runs as printed, and
-computes what train.py computes (tutor.teach's support and log-probs, rollout.score's student side)."""
+computes what train.py computes (the tutor pass's support and log-probs, rollout.score's student side)."""
 import os
 import re
 
@@ -8,7 +8,7 @@ import torch
 
 import rollout
 import toy
-import tutor
+from test_tutor import teach
 
 README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
 pytestmark = pytest.mark.skipif(not os.path.exists(os.path.join(toy.DEFAULT_DIR, "model", "config.json")),
@@ -28,11 +28,11 @@ def test_the_readme_snippet_runs_and_matches_the_training_loop():
     assert torch.isfinite(l_ptd) and l_ptd > 0
     assert all(p.grad is None for p in frozen.parameters())                 # the tutor is never trained
     assert sum(p.grad.abs().sum() for p in policy.parameters() if p.grad is not None) > 0
-    # the same numbers through the project's own path: tutor.teach and rollout.score
+    # the same numbers through the project's own path: the tutor pass and rollout.score
     ids, mask, G, K, T = ns["ids"], ns["mask"], ns["G"], ns["K"], ns["T"]
     student_topk = torch.zeros(mask.shape + (K,), dtype=torch.long)
     student_topk[mask] = ns["old"]["topk_ids"]
-    taught = tutor.teach(frozen, ns["processor"], [ns["ex"]], torch.zeros(G, dtype=torch.long), ids, mask,
+    taught = teach(frozen, ns["processor"], [ns["ex"]], torch.zeros(G, dtype=torch.long), ids, mask,
                          torch.ones(G, dtype=torch.bool), student_topk, topk=K, temperature=T)
     teacher = ns["teacher"]
     assert torch.equal(taught["support_ids"][mask], teacher["support_ids"])

@@ -14,7 +14,7 @@ import rollout
 import tiny_model
 import toy
 import train
-import tutor
+from test_tutor import teach
 from test_distributed import run
 
 pytestmark = pytest.mark.skipif(not os.path.exists(os.path.join(toy.DEFAULT_DIR, "model", "config.json")),
@@ -60,7 +60,7 @@ def test_topk_jsd_tail_carries_real_mass(wide):
     rows = torch.arange(4).repeat_interleave(2)
     rp = [prompts[i] for i in rows.tolist()]
     old = rollout.score(model, rp, ids, mask, topk=100)
-    t = tutor.teach(model, processor, exs, rows, ids, mask, torch.ones(8, dtype=torch.bool), old["topk_ids"], topk=100)
+    t = teach(model, processor, exs, rows, ids, mask, torch.ones(8, dtype=torch.bool), old["topk_ids"], topk=100)
     st = rollout.score(model, rp, ids, mask, support=t["support_ids"])
     sup_mass = st["support_logp"].masked_fill(~t["support_mask"], -math.inf).logsumexp(-1).exp()   # (N, R)
     tail = (1 - sup_mass)[mask]
@@ -83,9 +83,9 @@ def test_train_eval_and_make_hints_run_at_real_vocabulary(wide, tmp_path):
         ms = [json.loads(x) for x in open(os.path.join(out, "metrics.jsonl"))]
         steps_m = [m for m in ms if "reward" in m]
         assert len(steps_m) == steps and all(m["skipped"] == 0 for m in steps_m)
-        assert all(math.isfinite(m[k]) for m in steps_m for k in ("entropy", "kl", "jsd", "reward", "grad_norm"))
+        assert all(math.isfinite(m[k]) for m in steps_m for k in ("entropy", "kl", "div", "reward", "grad_norm"))
         if algo == "ptdpo":
-            assert any(m["jsd"] > 0 and m["distilled_frac"] > 0 for m in steps_m)
+            assert any(m["div"] > 0 and m["distilled_frac"] > 0 for m in steps_m)
     res = str(tmp_path / "eval.json")
     run(["eval.py", "--model", str(tmp_path / "ptdpo"), "--limit", "4", "--n_samples", "2", "--out", res])
     assert json.load(open(res))["problems"] == 4

@@ -43,7 +43,7 @@ def test_step_metrics_count_all_fail_all_pass_and_mixed_groups():
     m = report.step_metrics(0, rewards, rewards, zeros, torch.ones(N, R, dtype=torch.bool), torch.zeros(N, R),
                            zeros, zeros, stats, {}, (0, 1, 2, 3, 4), args)
     assert m["all_fail_frac"] == 0.5 and m["all_pass_frac"] == 0.25 and m["mixed_group_frac"] == 0.25
-    assert "groups fail/pass 0.50/0.25" in report.log_line({**m, "jsd": 0.0}, "jsd")
+    assert "groups fail/pass 0.50/0.25" in report.log_line({**m, "div": 0.0}, "jsd")
 
 
 def test_eval_text_shows_each_bucket():

@@ -1,13 +1,31 @@
-"""tutor.py: alignment, it sees the image, the hint matters, the support is right, the gate."""
+"""tutor.py's prompts scored as train.py's tutor pass scores them: alignment, it sees the image,
+the hint matters, the support is right, the gate."""
 import pytest
 import torch
 from PIL import Image
 
 import data
 import hints
+import loss
 import rollout
+import train
 import tutor
 from test_rollout import ragged_responses, single_row_logp
+
+
+def teach(model, processor, exs, rows, ids, mask, distil, student_topk, topk=100, context="hint",
+          hint_style="structured", **score_kw):
+    """train.train_step's tutor pass (step 7) on its own: the tutor's prompts (tutor.py), scored
+    by the frozen model with the reference pass's call, into full-size (N, R, M) buffers."""
+    images = [rollout.open_images(ex) for ex in exs]
+    prompts = train.tutor_rows(processor, rollout.box_format(model), exs, images, rows, distil,
+                               context, hint_style)
+    scored = rollout.score_rows(model, prompts, ids, mask, distil, union_with=student_topk,
+                                topk=topk, **score_kw)
+    batch = train.Batch(None, ids, mask, None, None, None, distil)
+    train.tutor_targets(batch, scored, student_topk.shape[-1] + topk, context)
+    return {"support_ids": batch.support_ids, "support_mask": batch.support_mask,
+            "tutor_logp": batch.tutor_logp}
 
 
 def student_topk(model, processor, exs, ids, mask, k=5):
@@ -18,7 +36,7 @@ def student_topk(model, processor, exs, ids, mask, k=5):
 def run_teach(model, processor, exs, ids, mask, k=5, **kw):
     top = student_topk(model, processor, exs, ids, mask, k)
     every = torch.ones(len(exs), dtype=torch.bool)
-    return tutor.teach(model, processor, exs, torch.arange(len(exs)), ids, mask, every, top, topk=k, **kw), top
+    return teach(model, processor, exs, torch.arange(len(exs)), ids, mask, every, top, topk=k, **kw), top
 
 
 def test_tutor_matches_unpadded_single_row_hinted_forward(tiny, examples):
@@ -27,7 +45,7 @@ def test_tutor_matches_unpadded_single_row_hinted_forward(tiny, examples):
     ids, mask = ragged_responses(processor.tokenizer, 4)
     # the sampled token is always in the support: score it by putting it in the student top-K
     top = torch.cat([ids.unsqueeze(-1), student_topk(model, processor, exs, ids, mask, 4)], -1)
-    out = tutor.teach(model, processor, exs, torch.arange(4), ids, mask, torch.ones(4, dtype=torch.bool), top, topk=4)
+    out = teach(model, processor, exs, torch.arange(4), ids, mask, torch.ones(4, dtype=torch.bool), top, topk=4)
     for i, ex in enumerate(exs):
         p = tutor.tutor_prompt(processor, ex, rollout.box_format(model))
         assert "Hint:" in processor.tokenizer.decode(p["input_ids"])
@@ -45,7 +63,7 @@ def test_tutor_sees_the_image(tiny, examples, tmp_path):
     other = tmp_path / "other.png"
     Image.new("RGB", ex["image_size"], (0, 255, 0)).save(other)
     ex2 = {**ex, "images": [str(other)]}
-    b = tutor.teach(model, processor, [ex2], torch.arange(1), ids, mask, torch.ones(1, dtype=torch.bool), top,
+    b = teach(model, processor, [ex2], torch.arange(1), ids, mask, torch.ones(1, dtype=torch.bool), top,
                     topk=5)
     diff = (a["tutor_logp"] - b["tutor_logp"]).abs()[a["support_mask"] & b["support_mask"]]
     assert diff.max() > 1e-4
@@ -57,13 +75,13 @@ def test_the_hint_matters_and_an_empty_hint_is_the_plain_reference(tiny, example
     ids, mask = ragged_responses(processor.tokenizer, 1)
     a, top = run_teach(model, processor, [ex], ids, mask)
     other = {**ex, "hint": {"regions": [], "steps": ["Something else entirely."]}}
-    b = tutor.teach(model, processor, [other], torch.arange(1), ids, mask, torch.ones(1, dtype=torch.bool), top,
+    b = teach(model, processor, [other], torch.arange(1), ids, mask, torch.ones(1, dtype=torch.bool), top,
                     topk=5)
     both = a["support_mask"] & b["support_mask"]
     assert (a["tutor_logp"] - b["tutor_logp"]).abs()[both].max() > 1e-4
     # an empty hint: the tutor's prompt is the student's, so its log-probs are the reference's
     empty = {**ex, "hint": None, "hint_text": ""}
-    c = tutor.teach(model, processor, [empty], torch.arange(1), ids, mask, torch.ones(1, dtype=torch.bool), top,
+    c = teach(model, processor, [empty], torch.arange(1), ids, mask, torch.ones(1, dtype=torch.bool), top,
                     topk=5)
     plain = rollout.encode(processor, ex["question"], rollout.open_images(ex))
     ref = rollout.score(model, [plain], ids, mask, support=c["support_ids"])
@@ -94,7 +112,7 @@ def test_only_distilled_rows_are_taught_and_the_buffers_are_full_size(tiny, exam
     ids, mask = ragged_responses(processor.tokenizer, 3)
     top = student_topk(model, processor, exs, ids, mask)
     distil = torch.tensor([True, False, True])
-    out = tutor.teach(model, processor, exs, torch.arange(3), ids, mask, distil, top, topk=5)
+    out = teach(model, processor, exs, torch.arange(3), ids, mask, distil, top, topk=5)
     assert out["support_ids"].shape == (3, ids.shape[1], 10)
     assert not out["support_mask"][1].any() and (out["tutor_logp"][1] == 0).all()
     assert out["support_mask"][0].any() and out["support_mask"][2].any()
@@ -109,7 +127,7 @@ def test_the_gate_needs_a_hint_and_teach_refuses_an_unhinted_row(tiny, examples)
     ids, mask = ragged_responses(processor.tokenizer, 1)
     top = student_topk(model, processor, [bare], ids, mask)
     with pytest.raises(ValueError, match="no hint"):
-        tutor.teach(model, processor, [bare], torch.arange(1), ids, mask, torch.ones(1, dtype=torch.bool), top, topk=5)
+        teach(model, processor, [bare], torch.arange(1), ids, mask, torch.ones(1, dtype=torch.bool), top, topk=5)
 
 
 def test_answer_context_puts_the_answer_in_the_tutor_prompt(tiny, examples):
@@ -178,8 +196,8 @@ def test_the_no_hint_control_teaches_the_reference_distribution(tiny, examples):
     exs = examples[:2]
     top = student_topk(model, processor, exs, ids, mask)
     every = torch.ones(2, dtype=torch.bool)
-    none = tutor.teach(model, processor, exs, torch.arange(2), ids, mask, every, top, topk=5, context="none")
-    hint = tutor.teach(model, processor, exs, torch.arange(2), ids, mask, every, top, topk=5, context="hint")
+    none = teach(model, processor, exs, torch.arange(2), ids, mask, every, top, topk=5, context="none")
+    hint = teach(model, processor, exs, torch.arange(2), ids, mask, every, top, topk=5, context="hint")
     prompts = [rollout.encode(processor, ex["question"], rollout.open_images(ex)) for ex in exs]
     ref = rollout.score(model, prompts, ids, mask, support=none["support_ids"])
     m = none["support_mask"]
@@ -188,13 +206,13 @@ def test_the_no_hint_control_teaches_the_reference_distribution(tiny, examples):
 
 
 def test_the_break_the_answer_target_removes_the_unsure_sampled_token_and_renormalises():
-    """tutor.unanswer on a hand-made distribution: where the frozen model gave the sampled token
+    """loss.unanswer on a hand-made distribution: where the frozen model gave the sampled token
     p < UNSURE, that token gets ~0 and every other probability (tail included) is divided by
     1 - p; where it was sure, the target is untouched."""
     probs = torch.tensor([[[0.6, 0.2, 0.1, 0.05], [0.995, 0.002, 0.001, 0.001]]])   # (1, 2, 4), tails .05, .001
     support = torch.tensor([[[7, 3, 9, 4], [5, 3, 9, 4]]])
     sampled = torch.tensor([[7, 5]])
-    out = tutor.unanswer(probs.log(), support, sampled, torch.tensor([[0.6, 0.995]]).log()).exp()
+    out = loss.unanswer(probs.log(), support, sampled, torch.tensor([[0.6, 0.995]]).log()).exp()
     assert out[0, 0, 0] < 1e-12
     assert torch.allclose(out[0, 0, 1:], probs[0, 0, 1:] / 0.4)
     assert torch.allclose(1 - out[0, 0].sum(), torch.tensor(0.05 / 0.4), atol=1e-6)   # the tail, renormalised
@@ -210,15 +228,15 @@ def test_the_break_the_answer_control_reads_the_students_prompt_and_breaks_its_o
     ids, mask = rollout.sample(model, processor, prompts, 1, 6, temperature=0)   # greedy: in the support
     top = student_topk(model, processor, exs, ids, mask)
     every = torch.ones(2, dtype=torch.bool)
-    none = tutor.teach(model, processor, exs, torch.arange(2), ids, mask, every, top, topk=5, context="none")
-    broken = tutor.teach(model, processor, exs, torch.arange(2), ids, mask, every, top, topk=5, context="unanswer")
+    none = teach(model, processor, exs, torch.arange(2), ids, mask, every, top, topk=5, context="none")
+    broken = teach(model, processor, exs, torch.arange(2), ids, mask, every, top, topk=5, context="unanswer")
     assert torch.equal(none["support_ids"], broken["support_ids"]) and torch.equal(none["support_mask"],
                                                                                    broken["support_mask"])
     p_sampled = rollout.score(model, prompts, ids, mask)["logp"].exp()
-    expected = tutor.unanswer(none["tutor_logp"], none["support_ids"], ids, p_sampled.log())
+    expected = loss.unanswer(none["tutor_logp"], none["support_ids"], ids, p_sampled.log())
     m = none["support_mask"]
     assert torch.allclose(broken["tutor_logp"][m], expected[m], atol=1e-4)
-    hit = (none["support_ids"] == ids.unsqueeze(-1)) & m & (p_sampled < tutor.UNSURE).unsqueeze(-1)
+    hit = (none["support_ids"] == ids.unsqueeze(-1)) & m & (p_sampled < loss.UNSURE).unsqueeze(-1)
     assert hit.any() and (broken["tutor_logp"][hit] <= -29).all()                   # the sampled tokens: ~0
     assert tutor.can_teach(examples[0], "unanswer") and tutor.tutor_prompt(
         processor, examples[0], rollout.box_format(model), context="unanswer")["input_ids"].equal(prompts[0]["input_ids"])

@@ -10,7 +10,7 @@ import data
 import loss
 import rollout
 import toy
-import tutor
+from test_tutor import teach
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts"))
 import tutor_figure  # noqa: E402
@@ -33,7 +33,7 @@ def test_figure_draws_the_topk_jsd_of_a_failed_rollout(tmp_path):
     mask = torch.ones_like(ids, dtype=torch.bool)
     prompt = [rollout.encode(processor, ex["question"], rollout.open_images(ex))]
     old = rollout.score(model, prompt, ids, mask, topk=100)
-    t = tutor.teach(model, processor, [ex], torch.arange(1), ids, mask, torch.ones(1, dtype=torch.bool),
+    t = teach(model, processor, [ex], torch.arange(1), ids, mask, torch.ones(1, dtype=torch.bool),
                     old["topk_ids"], topk=100)
     st = rollout.score(model, prompt, ids, mask, support=t["support_ids"])
     want = loss.topk_jsd(st["support_logp"], t["tutor_logp"], t["support_mask"])[0]
