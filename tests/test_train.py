@@ -6,7 +6,9 @@ import pytest
 import torch
 
 import config
+import loss
 import report
+import train
 
 
 def test_a_real_model_gets_the_papers_settings_and_the_demo_its_own():
@@ -32,16 +34,27 @@ def test_the_hint_ablation_switches_parse_and_default_to_the_method():
     assert {"hint_style", "no_spoiler_filter"} <= set(config.RESUME_KEYS)
 
 
+def test_help_shows_both_presets_values_and_config_is_only_configuration():
+    text = config.argparse.ArgumentParser()
+    for add in (config._algorithm, config._sampling_and_optimisation, config._system_and_logging):
+        add(text)
+    text = " ".join(text.format_help().split())
+    for k in config.DEMO:
+        assert f"(default: {config.PAPER[k]}, the paper's; --model toy: {config.DEMO[k]})" in text, k
+    source = open(config.__file__).read()
+    for name in ("checkpoint", "data", "toy", "distributed"):
+        assert f"import {name}" not in source and f"from {name} " not in source
+
+
 def test_step_metrics_count_all_fail_all_pass_and_mixed_groups():
     G, R = 4, 3
     rewards = torch.tensor([0., 0, 0, 0, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0])      # fail, pass, mixed, fail
     N = len(rewards)
-    args = config.get_args(["--group_size", str(G)])
     zeros = torch.zeros(N, dtype=torch.bool)
-    stats = dict.fromkeys(("pg_loss", "kl", "kl_tokens", "div", "div_tokens", "clip_frac_low", "clip_frac_high",
-                           "clip_frac_dual", "tokens"), 0.0)
-    m = report.step_metrics(0, rewards, rewards, zeros, torch.ones(N, R, dtype=torch.bool), torch.zeros(N, R),
-                           zeros, zeros, stats, {}, (0, 1, 2, 3, 4), args)
+    stats = dict.fromkeys(train.STATS, 0.0)
+    m = report.step_metrics(0, G, rewards, rewards, zeros, torch.ones(N, R, dtype=torch.bool), torch.zeros(N, R),
+                            zeros, zeros, stats, {}, (0, 1, 2, 3, 4))
+    assert "div" in m and not set(m) & set(loss.DIVERGENCES)                  # one key, whichever divergence
     assert m["all_fail_frac"] == 0.5 and m["all_pass_frac"] == 0.25 and m["mixed_group_frac"] == 0.25
     assert "groups fail/pass 0.50/0.25" in report.log_line({**m, "div": 0.0}, "jsd")
 
