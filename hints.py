@@ -15,7 +15,8 @@ used the frame as a scaffold, then taught the tutor to follow the words; docs/DE
     validate_hint(hint, image_size)       -> the hint, cleaned, or ValueError naming the field
     render_hint(hint, image_size, ...)    -> the deterministic text block the tutor reads
     render_hint_text(hint)                -> the same hint as one paragraph of prose (the
-                                             unstructured-hint ablation: no boxes, no roles, no list)
+                                             unstructured-hint ablation: no boxes, no roles,
+                                             no list)
     draw_focus(image, hint)               -> a copy of the image with the focus boxes framed
 
 What the tutor needs and nothing else: the standard library and Pillow (draw_focus). Writing and
@@ -66,7 +67,8 @@ def validate_hint(hint, image_size=None):
             raise ValueError(f"{where}.role: must be one of {ROLES}, got {role!r}")
         if not isinstance(label, str):
             raise ValueError(f"{where}.label: expected a string")
-        clean["regions"].append({"box": [float(v) for v in box], "label": label.strip(), "role": role})
+        clean["regions"].append({"box": [float(v) for v in box], "label": label.strip(),
+                                 "role": role})
     for i, s in enumerate(steps):
         if not isinstance(s, str) or not s.strip():
             raise ValueError(f"hint.steps[{i}]: expected a non-empty string")
@@ -127,8 +129,9 @@ def render_hint_text(hint):
     """The hint as free text instead of regions and steps: the paper's structured vs unstructured
     ablation, made from the same hint so that only the form changes. No boxes (a free-text hint
     names places in words), no Look at / Ignore headings, no numbered steps."""
-    focus = [r["label"] or "the key region" for r in hint["regions"] if r["role"] == "focus"]
-    other = [r["label"] or "the other regions" for r in hint["regions"] if r["role"] == "distractor"]
+    regions = hint["regions"]
+    focus = [r["label"] or "the key region" for r in regions if r["role"] == "focus"]
+    other = [r["label"] or "the other regions" for r in regions if r["role"] == "distractor"]
     parts = []
     if focus:
         parts.append("What matters is " + " and ".join(focus) + ".")

@@ -49,7 +49,8 @@ def group_advantages(rewards, group_size, eps=1e-6, scale_by_std=True):
     if rewards.ndim != 1 or rewards.numel() % group_size != 0:
         raise ValueError(f"rewards must be 1-D with a multiple of group_size={group_size} "
                          f"elements, got shape {tuple(rewards.shape)}")
-    r = (rewards if rewards.is_floating_point() else rewards.float()).view(-1, group_size)   # (groups, G)
+    r = rewards if rewards.is_floating_point() else rewards.float()
+    r = r.view(-1, group_size)                                      # (groups, G)
     centred = r - r.mean(dim=1, keepdim=True)
     if scale_by_std:
         centred = centred / (r.std(dim=1, keepdim=True) + eps)
@@ -82,9 +83,10 @@ def policy_loss(logp, old_logp, advantages, mask, normaliser,
     loss = (per_token * mask).sum() / normaliser
     with torch.no_grad():
         n = mask.sum().clamp(min=1)
+        share = lambda hit: (hit.to(mask.dtype) * mask).sum() / n     # noqa: E731
         metrics = {
-            "clip_frac_low": (((ratio < 1.0 - clip_low) & (adv < 0)).to(mask.dtype) * mask).sum() / n,
-            "clip_frac_high": (((ratio > 1.0 + clip_high) & (adv > 0)).to(mask.dtype) * mask).sum() / n,
+            "clip_frac_low": share((ratio < 1.0 - clip_low) & (adv < 0)),
+            "clip_frac_high": share((ratio > 1.0 + clip_high) & (adv > 0)),
             "clip_frac_dual": (((loss3 < clipped) & (adv < 0)).to(mask.dtype) * mask).sum() / n,
             "ratio_mean": (ratio * mask).sum() / n,
         }
@@ -121,9 +123,9 @@ def _with_tail(logp, mask):
     # each branch gets inputs inside its own domain, so the branch torch.where discards cannot
     # produce an inf whose zero-weighted gradient would become NaN
     small = lse > -math.log(2.0)
-    tail = torch.where(small,
-                       torch.log(-torch.expm1(lse.clamp(min=-math.log(2.0)))),   # tail small: expm1 exact
-                       torch.log1p(-torch.exp(lse.clamp(max=-math.log(2.0)))))   # tail large: log1p exact
+    tail = torch.where(small,   # tail small: expm1 exact; tail large: log1p exact
+                       torch.log(-torch.expm1(lse.clamp(min=-math.log(2.0)))),
+                       torch.log1p(-torch.exp(lse.clamp(max=-math.log(2.0)))))
     return torch.cat([logp, tail], dim=-1)
 
 
@@ -173,19 +175,21 @@ def topk_jsd(student_logp, tutor_logp, mask, beta=0.5):
 def topk_forward_kl(student_logp, tutor_logp, mask):
     """KL(tutor || student) on support + tail, per position (mode covering). (..., M) -> (...)
     mask as for topk_jsd (required)."""
-    return _kl(_with_tail(_upcast(tutor_logp).detach(), mask), _with_tail(_upcast(student_logp), mask))
+    tutor, student = _upcast(tutor_logp).detach(), _upcast(student_logp)
+    return _kl(_with_tail(tutor, mask), _with_tail(student, mask))
 
 
 def topk_reverse_kl(student_logp, tutor_logp, mask):
     """KL(student || tutor) on support + tail, per position (mode seeking). (..., M) -> (...)
     mask as for topk_jsd (required)."""
-    return _kl(_with_tail(_upcast(student_logp), mask), _with_tail(_upcast(tutor_logp).detach(), mask))
+    tutor, student = _upcast(tutor_logp).detach(), _upcast(student_logp)
+    return _kl(_with_tail(student, mask), _with_tail(tutor, mask))
 
 
 DIVERGENCES = {"jsd": topk_jsd, "fkl": topk_forward_kl, "rkl": topk_reverse_kl}
 
 
-UNSURE = 0.99   # the break-the-answer control breaks the tokens the frozen model gave less than this
+UNSURE = 0.99   # the break-the-answer control breaks the tokens the frozen model gave less
 
 
 def unanswer(logp, support_ids, response_ids, sampled_logp):
@@ -278,7 +282,8 @@ def _logits(h, weight, temperature):
 
 
 def _head_chunk(h, weight, targets, support, temperature):
-    """One chunk with grad: the sampled token's log-prob and the support's. Recomputed in backward."""
+    """One chunk with grad: the sampled token's log-prob and the support's (recomputed in the
+    backward pass)."""
     logits = _logits(h, weight, temperature)                        # (n, V)
     lse = torch.logsumexp(logits, dim=-1, keepdim=True)             # (n, 1)
     tok = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - lse.squeeze(-1)
@@ -336,7 +341,8 @@ def head_logprobs(hidden, weight, targets, support=None, union_with=None, topk=0
         for k, v in part.items():
             if v is not None:
                 outs.setdefault(k, []).append(v)
-    res = {k: None for k in ("logp", "support_logp", "support_ids", "support_mask", "entropy", "topk_ids")}
+    keys = ("logp", "support_logp", "support_ids", "support_mask", "entropy", "topk_ids")
+    res = dict.fromkeys(keys)
     res.update({k: torch.cat(v) for k, v in outs.items()})
     if res["logp"] is None:
         res["logp"] = hidden.new_zeros(0)

@@ -21,17 +21,19 @@ The verdict, strict on purpose (a false accept is reward hacking waiting to happ
 3. Otherwise the optional math_verify package (pip install math-verify), where installed and
    USE_MATH_VERIFY is on; answers.ask_math_verify says when its verdict counts.
 4. Otherwise the normalised texts must be equal.
-Model text is never evaluated as code; every scan is linear or bounded (tests/test_reward.py feeds it
-a 1 MB response and 10,000 nested braces). Imports: the standard library and answers.py (itself
+Model text is never evaluated as code; every scan is linear or bounded (tests/test_reward.py feeds
+it a 1 MB response and 10,000 nested braces). Imports: the standard library and answers.py (itself
 standard library only, math_verify optional): copy the two files anywhere.
 """
 import re
 
-from answers import ask_math_verify, clean_unicode, compare, parse_number, unwrap  # noqa: F401 (re-exported)
+from answers import (ask_math_verify, clean_unicode, compare,  # noqa: F401 (re-exported)
+                     parse_number, unwrap)
 
 MAX_ANSWER_CHARS = 1000   # an "answer" longer than this is not a short verifiable answer
 TAIL_CHARS = 2000         # "the answer is X" is looked for in the last characters only
-USE_MATH_VERIFY = True    # ask math_verify where installed; tests and scripts/reward_table.py flip it
+# ask math_verify where installed; tests and scripts/reward_table.py flip it
+USE_MATH_VERIFY = True
 
 # -----------------------------------------------------------------------------
 # extraction
@@ -63,7 +65,8 @@ def _rfind_all(text, needles):
 
 
 # what may stand between boxes that form one list answer: "\boxed{1}, \boxed{2} and \boxed{3}"
-_BETWEEN_BOXES = re.compile(r"(?:[\s,;.$]|\\[(),;\[\]]|\\q?quad|\\text\{\s*(?:and|or)\s*\}|and|or)*")
+_BETWEEN_BOXES = re.compile(r"(?:[\s,;.$]|\\[(),;\[\]]|\\q?quad|"
+                            r"\\text\{\s*(?:and|or)\s*\}|and|or)*")
 
 
 def _boxed(text):
@@ -84,7 +87,8 @@ def _boxed(text):
     return ", ".join(reversed(parts)) if parts else None
 
 
-_ANSWER_IS = re.compile(r"(?:final answer|the answer|answer)\s*(?:is|:|=)\s*:?\s*([^\n]{1,200})", re.I)
+_ANSWER_IS = re.compile(r"(?:final answer|the answer|answer)\s*(?:is|:|=)\s*:?\s*"
+                        r"([^\n]{1,200})", re.I)
 
 
 def extract_answer(text):
@@ -109,8 +113,8 @@ def extract_answer(text):
 # text normalisation (text answers, multiple choice, and hints.py)
 
 
-_TEXT_WRAP = re.compile(r"\\(?:text|textbf|textit|textnormal|textrm|mathrm|mathbf|mathit|operatorname|mbox)"
-                        r"\{([^{}]*)\}")
+_TEXT_WRAP = re.compile(r"\\(?:text|textbf|textit|textnormal|textrm|mathrm|mathbf|mathit|"
+                        r"operatorname|mbox)\{([^{}]*)\}")
 
 
 def normalize(s):
@@ -127,7 +131,8 @@ def normalize(s):
 # multiple choice
 
 
-_LETTER = re.compile(r"^(?:(?:option|choice|answer)\s*:?\s*)?\(?([a-z])\)?(?:[.:)。]|\s|$|(?=[\u3000-\u9fff]))", re.I)
+_LETTER = re.compile(r"^(?:(?:option|choice|answer)\s*:?\s*)?\(?([a-z])\)?"
+                     r"(?:[.:)。]|\s|$|(?=[\u3000-\u9fff]))", re.I)
 
 
 def choice_letter(raw):
@@ -140,7 +145,8 @@ def choice_letter(raw):
         return None
     letter = m.group(1)
     # a lower-case bare letter followed by a word is an article ("a cat"), not an option
-    explicit = s[:1] == "(" or s.lower().startswith(("option", "choice", "answer")) or letter.isupper()
+    explicit = s[:1] == "(" or s.lower().startswith(("option", "choice", "answer")) \
+        or letter.isupper()
     return letter.upper() if explicit else None
 
 
@@ -165,7 +171,8 @@ def answers_match(pred, gold, choices=None):
     if not p:
         return False
     opts = options(choices)
-    gold_letter = g.upper() if len(g) == 1 and g.isalpha() and (opts or not _is_math(gold)) else None
+    lettered = len(g) == 1 and g.isalpha() and (opts or not _is_math(gold))
+    gold_letter = g.upper() if lettered else None
     if gold_letter:
         picked = choice_letter(pred) or choice_letter(_stated(pred) or "")
         if picked is not None:
@@ -178,7 +185,8 @@ def answers_match(pred, gold, choices=None):
         if picked in opts and normalize(opts[picked]) == g:
             return True
     if _WORD.fullmatch(pred) and _WORD.fullmatch(gold):
-        return p == g   # two words ("no", "on"): text, not products of variables, which would be equal
+        # two words ("no", "on"): text, not products of variables, which would be equal
+        return p == g
     verdict = compare(pred, gold)
     stated = _stated(pred) if verdict is None else None
     if stated:
@@ -200,7 +208,8 @@ _MATH_SPAN = re.compile(r"(?s:\$\$(.+?)\$\$|\\\[(.+?)\\\])|\$([^$\n]+)\$|\\\(([^
 
 
 def _stated(pred):
-    """The answer a sentence states: its one $...$ (or \\(...\\)), else what follows "the answer is"."""
+    """The answer a sentence states: its one $...$ (or \\(...\\)), else what follows
+    "the answer is"."""
     spans = _MATH_SPAN.findall(pred.replace("\\$", ""))
     if len(spans) == 1:
         return next(x for x in spans[0] if x).strip()

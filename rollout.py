@@ -29,7 +29,8 @@ import torch
 import loss
 from sampler import RowSampler, row_keys
 
-FORMAT_PROMPT = "First think inside <think> </think>, then give the final answer inside <answer> </answer>."
+FORMAT_PROMPT = ("First think inside <think> </think>, then give the final answer inside "
+                 "<answer> </answer>.")
 # Thinking templates (Qwen3-VL-*-Thinking) open <think> themselves in the generation prompt
 FORMAT_PROMPT_THINKING = "After thinking, give the final answer inside <answer> </answer>."
 EOS = "<|im_end|>"               # Qwen chat turns end here; generation stops at it
@@ -79,13 +80,16 @@ def image_only_processor(cls, image_processor, tokenizer, chat_template=None):
 def load_model(path, dtype="auto", device="auto", trust_remote_code=False):
     """(model, processor) from a hub id or a local directory, in eval mode, on device."""
     from transformers import AutoModelForImageTextToText
-    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(device)
     try:
         model = AutoModelForImageTextToText.from_pretrained(
             path, dtype=resolve_dtype(dtype, device), trust_remote_code=trust_remote_code,
             attn_implementation="sdpa")
     except OSError as e:   # a missing directory reads as a malformed hub id: say what was meant
-        where = "no such directory" if not os.path.isdir(path) else "no loadable model in that directory"
+        where = "no such directory" if not os.path.isdir(path) \
+            else "no loadable model in that directory"
         raise SystemExit(f"cannot load model {path!r}: {where}, and not a reachable hub id "
                          f"({str(e).splitlines()[0][:200]})") from None
     model.to(device).eval()
@@ -154,7 +158,8 @@ def smart_resize(height, width, factor, min_pixels, max_pixels):
     count within bounds), written out here so lengths can be counted without decoding pixels.
     tests/test_rollout.py checks it against the processor's own image grids."""
     if max(height, width) / min(height, width) > 200:
-        raise ValueError(f"aspect ratio {max(height, width) / min(height, width):.0f} over Qwen-VL's limit of 200")
+        ratio = max(height, width) / min(height, width)
+        raise ValueError(f"aspect ratio {ratio:.0f} over Qwen-VL's limit of 200")
     h, w = round(height / factor) * factor, round(width / factor) * factor
     if h * w > max_pixels:
         beta = math.sqrt(height * width / max_pixels)
@@ -171,7 +176,8 @@ def prompt_length(processor, question, image_sizes):
     without decoding pixels (checking a 39k-problem dataset must not open 39k images)."""
     ip = processor.image_processor
     factor = ip.patch_size * ip.merge_size
-    n = len(processor.tokenizer(prompt_text(processor, question, n_images=len(image_sizes)))["input_ids"])
+    text = prompt_text(processor, question, n_images=len(image_sizes))
+    n = len(processor.tokenizer(text)["input_ids"])
     for w, h in image_sizes:
         rh, rw = smart_resize(h, w, factor, ip.size["shortest_edge"], ip.size["longest_edge"])
         n += (rh // factor) * (rw // factor) - 1      # one <|image_pad|> becomes the image's tokens
@@ -180,7 +186,8 @@ def prompt_length(processor, question, image_sizes):
 
 def decode(processor, ids, mask):
     """Response texts of (N, R) ids under their mask, special tokens dropped."""
-    return processor.tokenizer.batch_decode([r[m] for r, m in zip(ids, mask)], skip_special_tokens=True)
+    return processor.tokenizer.batch_decode([r[m] for r, m in zip(ids, mask)],
+                                            skip_special_tokens=True)
 
 
 def eos_id(processor):
@@ -211,7 +218,8 @@ def collate(prompts, pad_id, responses=None, response_mask=None, device="cpu"):
         ids = torch.cat([ids, responses.masked_fill(~response_mask, pad_id)], dim=1)
         attn = torch.cat([attn, response_mask.long()], dim=1)
         mm = torch.cat([mm, torch.zeros_like(responses)], dim=1)
-    return {"input_ids": ids.to(device), "attention_mask": attn.to(device), "mm_token_type_ids": mm.to(device),
+    return {"input_ids": ids.to(device), "attention_mask": attn.to(device),
+            "mm_token_type_ids": mm.to(device),
             "pixel_values": torch.cat([p["pixel_values"] for p in prompts]).to(device),
             "image_grid_thw": torch.cat([p["image_grid_thw"] for p in prompts]).to(device)}
 
@@ -309,13 +317,14 @@ def sample(model, processor, prompts, group_size, max_new_tokens, temperature=1.
     # the fast path samples from its own copy of the weights: no shard to gather
     with gathered(model) if fast is None else contextlib.nullcontext(), plain_generation(gen_model):
         budget = int(kv_cache_gb * 2 ** 30 / kv_bytes_per_token(gen_model))
-        if fast is not None:   # its static cache: whole attention windows, within the free memory too
+        if fast is not None:   # its static cache: whole attention windows, within free memory
             budget, lengths = fast.token_budget(budget), [fast.padded(n) for n in lengths]
         for idx in micro_batches(lengths, budget):
             batch = collate([rows[i] for i in idx], pad, device=device)
             call = (batch, keys[idx], max_new_tokens, temperature, top_p, banned, eos)
             gen = fast.generate(*call, max_tokens=budget) if fast is not None else None
-            if gen is None:   # the plain path, or a batch the fast one hands back (decode.FastSampler.generate)
+            # the plain path, or a batch the fast one hands back (decode.FastSampler.generate)
+            if gen is None:
                 gen = hf_generate(gen_model, *call, pad)
             out += list(gen.cpu())
             if progress is not None:
@@ -379,7 +388,8 @@ def _score_forward(self, batch, response_ids, response_mask, support=None, union
     out = loss.head_logprobs(hidden[m], weight, response_ids[m],
                              support=support[m] if support is not None else None,
                              union_with=union_with[m] if union_with is not None else None,
-                             topk=topk, temperature=temperature, chunk_size=chunk_size, entropy=entropy)
+                             topk=topk, temperature=temperature, chunk_size=chunk_size,
+                             entropy=entropy)
     return {k: (None if v is None else _unflatten(v, m)) for k, v in out.items()}
 
 
@@ -430,12 +440,13 @@ def score(model, prompts, response_ids, response_mask, support=None, union_with=
         for idx in micro_batches(lengths, token_budget):
             r_ids, r_mask = response_ids[idx].to(device), response_mask[idx].to(device)
             batch = collate([prompts[i] for i in idx], pad, r_ids, r_mask, device)
-            parts.append(getattr(model, SCORER)(batch, r_ids, r_mask,
-                                         support=support[idx].to(device) if support is not None else None,
-                                         union_with=union_with[idx].to(device) if union_with is not None else None,
-                                         topk=topk, temperature=temperature, chunk_size=chunk_size,
-                                         entropy=entropy))
-    return {k: (None if parts[0][k] is None else torch.cat([p[k] for p in parts])) for k in parts[0]}
+            on = lambda t: None if t is None else t[idx].to(device)   # noqa: E731
+            parts.append(getattr(model, SCORER)(batch, r_ids, r_mask, support=on(support),
+                                                union_with=on(union_with), topk=topk,
+                                                temperature=temperature, chunk_size=chunk_size,
+                                                entropy=entropy))
+    return {k: (None if parts[0][k] is None else torch.cat([p[k] for p in parts]))
+            for k in parts[0]}
 
 
 def score_rows(model, prompts, response_ids, response_mask, rows, union_with=None, **kw):

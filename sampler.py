@@ -100,10 +100,10 @@ def choose(logits, keys, step, banned, temperature, top_p, tries=8, block=1024):
         return logits.argmax(-1), torch.zeros_like(keys, dtype=torch.bool)
     if temperature != 1.0:
         logits = logits / temperature
-    # NaN / +inf (a diverged model) become valid logits, as in sample_rows; finite rows are untouched
+    # NaN / +inf (a diverged model) become valid logits, as in sample_rows; finite rows untouched
     logits = torch.nan_to_num(logits, nan=0.0, posinf=1e30, neginf=float("-inf"))
-    return accept(block_cdf(logits, logits.amax(-1, keepdim=True), block), keys, step, top_p, tries, block,
-                  sync=False)
+    return accept(block_cdf(logits, logits.amax(-1, keepdim=True), block), keys, step, top_p,
+                  tries, block, sync=False)
 
 
 def accept(cdf, keys, step, top_p, tries, block, sync):
@@ -117,8 +117,8 @@ def accept(cdf, keys, step, top_p, tries, block, sync):
     and the rows without one (B,)."""
     e, bsum, bcdf, Z = cdf
     if not sync:
-        tok, p = draw(e, bsum, bcdf, Z, keys, step, torch.arange(tries if top_p < 1.0 else 1, device=e.device),
-                      block)                                        # (B, A)
+        attempts = torch.arange(tries if top_p < 1.0 else 1, device=e.device)
+        tok, p = draw(e, bsum, bcdf, Z, keys, step, attempts, block)   # (B, A)
         if top_p >= 1.0:
             return tok[:, 0], torch.zeros_like(keys, dtype=torch.bool)
         ok = ((1.0 - p) < top_p) | (mass_above(e, tok).double() / Z < top_p)      # (B, A)
@@ -178,7 +178,8 @@ def mass_above(e, tok):
     -> (B, A) fp32. One pass over the rows per draw: a single (B, A, V) comparison measured ~2x
     slower on a CPU (it writes its temporary out)."""
     t = e.gather(-1, tok)                                           # (B, A)
-    return torch.stack([torch.where(e > t[:, a:a + 1], e, 0.0).sum(-1) for a in range(tok.shape[1])], -1)
+    return torch.stack([torch.where(e > t[:, a:a + 1], e, 0.0).sum(-1)
+                        for a in range(tok.shape[1])], -1)
 
 
 def mass_above_row(row, tok):
@@ -197,7 +198,8 @@ class RowSampler:
 
     def __init__(self, row_keys, temperature, top_p, banned, prompt_width):
         self.keys = torch.as_tensor(row_keys, dtype=torch.long)
-        self.temperature, self.top_p, self.banned, self.width = temperature, top_p, banned, prompt_width
+        self.temperature, self.top_p = temperature, top_p
+        self.banned, self.width = banned, prompt_width
 
     def __call__(self, input_ids, scores):
         scores = scores.float()
@@ -208,5 +210,6 @@ class RowSampler:
         else:
             logits = scores / self.temperature if self.temperature != 1.0 else scores
             choice = sample_rows(logits, self.keys.to(scores.device), step, self.top_p)
-        return scores.fill_(float("-inf")).scatter_(-1, choice.unsqueeze(-1), 0.0)   # in place: no copy
+        # in place: no copy
+        return scores.fill_(float("-inf")).scatter_(-1, choice.unsqueeze(-1), 0.0)
 

@@ -8,9 +8,10 @@ train.py: PTD-PO (and plain GRPO) on FSDP2, one flat loop.
                                                       # a real model gets the paper's settings
 
 The method's flags: --algo ptdpo|grpo, --group_size G, --tau, --topk K, --ptd_coef (lambda),
---kl_coef, --divergence jsd|fkl|rkl, --tutor_context hint|answer|none|unanswer, --distill_all; the rest, and
-the paper's and the demo's presets, are in config.py (`python train.py --help`). train_step is the
-method, read top to bottom; main() at the end is the loop; report.py measures and writes.
+--kl_coef, --divergence jsd|fkl|rkl, --tutor_context hint|answer|none|unanswer, --distill_all;
+the rest, and the paper's and the demo's presets, are in config.py (`python train.py --help`).
+train_step is the method, read top to bottom, and loss.ptdpo_loss its objective; main() at the
+end is the loop; report.py measures and writes.
 Left out on purpose: vLLM rollouts, sequence packing, tensor/context parallelism, LoRA.
 """
 import argparse
@@ -93,12 +94,18 @@ def train_step(step, policy, ref, processor, opt, examples, args, rank, world, f
     policy.eval()
     if fast is not None:   # the generation copy takes the new weights, in place (a collective)
         fast.refresh(policy)
-    if torch.cuda.is_available():   # the step's peak, the busiest rank's
-        peak = torch.cuda.max_memory_allocated() / 2 ** 30
-        same["peak_mem_gb"] = all_max(torch.tensor(peak)).item()
-        torch.cuda.reset_peak_memory_stats()
+    same.update(peak_memory())
     return report.step_metrics(step, G, rewards, well_formed, truncated, mask, old["entropy"],
                                ptd_group, distil, stats, same, (t0, t1, t2, t3, time.time()))
+
+
+def peak_memory():
+    """{"peak_mem_gb": the step's peak CUDA memory, the busiest rank's}; {} on a CPU."""
+    if not torch.cuda.is_available():
+        return {}
+    peak = all_max(torch.tensor(torch.cuda.max_memory_allocated() / 2 ** 30)).item()
+    torch.cuda.reset_peak_memory_stats()
+    return {"peak_mem_gb": peak}
 
 
 @dataclass
@@ -124,7 +131,8 @@ def tutor_rows(processor, box_format, exs, images, row_example, distil, context,
     for r in distil.nonzero().squeeze(-1).tolist():
         i = row_example[r].item()
         if i not in cache:
-            resized = rollout.resized_size(processor, images[i][0]) if box_format == "pixels" else None
+            resized = rollout.resized_size(processor, images[i][0]) \
+                if box_format == "pixels" else None
             inp = tutor.tutor_input(exs[i], images[i], context, box_format, resized, hint_style)
             if inp is None:
                 raise ValueError(f"example {exs[i].get('id')} has no hint; gate on tutor.can_teach")
@@ -260,7 +268,8 @@ def shard(model, param_dtype):
     removes it). One process is a world of one: the same code path, the same precision. FSDP
     averages gradients over ranks; our losses are divided by global token counts, so update()
     multiplies them by the world size to turn that average into the sum the normalisation needs."""
-    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard, register_fsdp_forward_method
+    from torch.distributed.fsdp import (MixedPrecisionPolicy, fully_shard,
+                                        register_fsdp_forward_method)
     mp = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32)
     inner = model.model
     fully_shard(inner.visual, mp_policy=mp)
@@ -275,22 +284,26 @@ def load_models(args, device):
     """The policy (fp32 master) and the frozen reference / tutor (compute dtype), both sharded."""
     from PIL import Image
     dtype = rollout.resolve_dtype(args.dtype, device)
-    policy, processor = rollout.load_model(args.model, "float32", str(device), args.trust_remote_code)
+    policy, processor = rollout.load_model(args.model, "float32", str(device),
+                                           args.trust_remote_code)
     ref, _ = rollout.load_model(args.model, args.dtype, str(device), args.trust_remote_code)
     ref.requires_grad_(False)
     if args.grad_ckpt:
-        enable = getattr(policy, "activation_checkpointing_enable", None)   # transformers >= 5.24's name
+        # transformers >= 5.24's name, then the older one
+        enable = getattr(policy, "activation_checkpointing_enable", None)
         if enable:
             enable(activation_checkpointing_kwargs={"use_reentrant": False})
         else:
-            policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            policy.gradient_checkpointing_enable(
+                gradient_checkpointing_kwargs={"use_reentrant": False})
     policy, ref = shard(policy, dtype), shard(ref, dtype)
     # FSDP2 initialises lazily in the root's first forward; generate() must not come first
     p0 = rollout.encode(processor, "Hello.", [Image.new("RGB", (64, 64))])
     one = torch.ones(1, 1, dtype=torch.long)
     with torch.no_grad():
         for m in (policy, ref):
-            getattr(m, rollout.SCORER)(rollout.collate([p0], 0, one, one.bool(), device), one.to(device),
+            getattr(m, rollout.SCORER)(rollout.collate([p0], 0, one, one.bool(), device),
+                                       one.to(device),
                                        one.bool().to(device))
             m.reshard()   # the root keeps its parameters unsharded after a forward; the optimiser
             #               must be built on the sharded ones
@@ -413,24 +426,41 @@ def load_data(args, processor, rank):
 # the loop
 
 
+def every(interval, step, steps):
+    """Whether step (0-based) ends an interval of `interval` steps before the run's last."""
+    return bool(interval) and (step + 1) % interval == 0 and step + 1 < steps
+
+
+def stop_diverged(out_dir, ptd_coef, step, bad, rank):
+    """Exit 1 after max_bad_steps non-finite steps in a row, naming the checkpoint to trust."""
+    records = report.read_jsonl(os.path.join(out_dir, "metrics.jsonl")) if rank == 0 else []
+    where = checkpoint.before_divergence(out_dir, records, ptd_coef) if rank == 0 else ""
+    print0(f"train.py: stopped at step {step + 1}: {bad} steps in a row with a non-finite loss or "
+           f"gradient (diverged; try a lower --lr). Nothing exported. {where}")
+    sys.exit(1)
+
+
 def main(argv=None):
     args, rank, world, device = start_run(argv)
     policy, ref, processor = load_models(args, device)
     check_full_vocabulary_fits(args.topk, args.prompts_per_step // world * args.group_size,
                                args.max_new_tokens, policy)
-    opt = torch.optim.AdamW(policy.parameters(), lr=args.lr, weight_decay=args.weight_decay, betas=(0.9, 0.999))
+    opt = torch.optim.AdamW(policy.parameters(), lr=args.lr, weight_decay=args.weight_decay,
+                            betas=(0.9, 0.999))
     train_ex, eval_ex = load_data(args, processor, rank)
     chosen = args.resume if isinstance(args.resume, str) else None     # --resume PATH: that checkpoint
     start = checkpoint.load(args.out_dir, policy, opt, chosen) if args.resume else 0
     if args.resume and start == 0:
-        print0(f"--resume: no valid checkpoint in {os.path.join(args.out_dir, 'checkpoints')}; starting at step 0")
+        where = os.path.join(args.out_dir, "checkpoints")
+        print0(f"--resume: no valid checkpoint in {where}; starting at step 0")
     # rollouts on CUDA: decode.py's fast loop over a bf16 copy of the (resumed) policy
     fast = decode.for_run(policy, args, device)
     emit = report.open_metrics(args, rank, start)
     def held_out(chance=False):   # chance: the blank-image score too (the run's start and end)
         out = report.evaluate(policy, processor, eval_ex, args, rank, world, fast=fast)
         if chance and args.eval_blank:
-            out.update(report.evaluate(policy, processor, eval_ex, args, rank, world, fast=fast, blank=True))
+            out.update(report.evaluate(policy, processor, eval_ex, args, rank, world, fast=fast,
+                                       blank=True))
         return out
     def save(step):   # rotation reads the run's metrics: it keeps the newest checkpoint they vouch for
         path = os.path.join(args.out_dir, "metrics.jsonl")
@@ -440,7 +470,8 @@ def main(argv=None):
     first = held_out(chance=True) if eval_ex and start == 0 else None
     if first:
         emit({"step": 0, **first})
-        print0(f"step    0 | {report.eval_text(first, args.eval_samples)} (no hints, {len(eval_ex)} problems)")
+        print0(f"step    0 | {report.eval_text(first, args.eval_samples)} "
+               f"(no hints, {len(eval_ex)} problems)")
     t_start, bad, collapsed = time.time(), 0, 0
     for step in range(start, args.steps):
         for g in opt.param_groups:
@@ -448,20 +479,15 @@ def main(argv=None):
         m = train_step(step, policy, ref, processor, opt, train_ex, args, rank, world, fast)
         m["lr"] = opt.param_groups[0]["lr"]
         bad = bad + 1 if m["skipped"] else 0
-        if eval_ex and args.eval_every and (step + 1) % args.eval_every == 0 and step + 1 < args.steps:
+        if eval_ex and every(args.eval_every, step, args.steps):
             m.update(held_out())
         emit(m)
         print0(report.log_line(m, args.divergence) +
                (f" | {report.eval_text(m, args.eval_samples)}" if "eval_pass1" in m else ""))
         collapsed = report.collapse_check(m, collapsed)
         if bad >= args.max_bad_steps:
-            records = report.read_jsonl(os.path.join(args.out_dir, "metrics.jsonl")) if rank == 0 else []
-            where = checkpoint.before_divergence(args.out_dir, records, args.ptd_coef) if rank == 0 else ""
-            print0(f"train.py: stopped at step {step + 1}: {bad} steps in a row with a non-finite loss or "
-                   f"gradient (diverged; try a lower --lr). Nothing exported. {where}")
-            sys.exit(1)
-        if bad == 0 and args.save_every and (step + 1) % args.save_every == 0 and step + 1 < args.steps \
-                and not args.no_checkpoints:
+            stop_diverged(args.out_dir, args.ptd_coef, step, bad, rank)
+        if bad == 0 and every(args.save_every, step, args.steps) and not args.no_checkpoints:
             save(step + 1)   # never after a bad step
     last = held_out(chance=True) if eval_ex else {}
     if last:
@@ -471,7 +497,8 @@ def main(argv=None):
     if not args.no_export:
         checkpoint.export_hf(policy, processor, os.path.join(args.out_dir, "final"))
     if last:
-        report.summary(args, first, last, len(eval_ex), time.time() - t_start, world, device, collapsed)
+        report.summary(args, first, last, len(eval_ex), time.time() - t_start, world, device,
+                       collapsed)
     torch.distributed.destroy_process_group()
     return last
 

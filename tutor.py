@@ -52,7 +52,8 @@ def can_teach(ex, context="hint"):
 def tutor_text(ex, context="hint", box_format="norm1000", resized=None, hint_style="structured"):
     """The text the tutor reads and the student does not, or None when there is none.
     hint_style "text" renders a structured hint as one paragraph of prose (an ablation);
-    resized: the (width, height) the processor resizes the image to, for pixel boxes (Qwen2.5-VL)."""
+    resized: the (width, height) the processor resizes the image to, for pixel boxes
+    (Qwen2.5-VL)."""
     if context in CONTROLS:
         return ""
     if context == "answer":
