@@ -41,7 +41,8 @@ from distributed import all_max, all_sum, print0, setup
 def train_step(step, policy, ref, processor, opt, examples, args, rank, world, fast=None):
     """One PTD-PO step on this rank's share of the prompts. Returns the step's metrics."""
     G = args.group_size
-    exs, prompt_ids = my_prompts(examples, step, args, rank, world)
+    exs, prompt_ids = my_prompts(examples, step, args.prompts_per_step, args.minibatch_prompts,
+                                 args.seed, rank, world)
     images = [rollout.open_images(ex) for ex in exs]
     prompts = [rollout.encode(processor, ex["question"], im) for ex, im in zip(exs, images)]
     row_example = torch.arange(len(exs)).repeat_interleave(G)                  # (N,) row -> example
@@ -81,16 +82,16 @@ def train_step(step, policy, ref, processor, opt, examples, args, rank, world, f
     if args.algo == "ptdpo":
         tutor_prompts = tutor_rows(processor, rollout.box_format(ref), exs, images, row_example,
                                    distil, args.tutor_context, args.hint_style)
-        student_topk = old["topk_ids"]
-        if student_topk is None:   # nothing distilled on this rank: an empty support of the width
-            student_topk = torch.zeros((*ids.shape, topk), dtype=torch.long)
+        student_topk = old["topk_ids"] if old["topk_ids"] is not None \
+            else torch.zeros((*ids.shape, topk), dtype=torch.long)   # none distilled on this rank
         scored = rollout.score_rows(ref, tutor_prompts, ids, mask, distil,
                                     union_with=student_topk.cpu(), topk=topk, **score_kw)
         tutor_targets(batch, scored, student_topk.shape[-1] + topk, args.tutor_context)
     t3 = time.time()
     # 8. the update: loss.ptdpo_loss per micro-batch, one optimiser step per mini-batch
     policy.train()
-    stats, same = update(policy, opt, batch, args, world)
+    stats, same = update(policy, opt, batch, max(G, args.minibatch_prompts * G // world),
+                         args.grad_clip, world, score_kw, objective(args))
     policy.eval()
     if fast is not None:   # the generation copy takes the new weights, in place (a collective)
         fast.refresh(policy)
@@ -177,8 +178,16 @@ STATS = ("pg_loss", "kl", "kl_tokens", "div", "div_tokens", "clip_frac_low", "cl
          "clip_frac_dual", "tokens")
 
 
-def update(policy, opt, batch, args, world):
-    """Clipped-surrogate updates over the step's mini-batches; returns summed metrics.
+def objective(args):
+    """loss.ptdpo_loss's settings, from the flags."""
+    return dict(kl_coef=args.kl_coef, ptd_coef=args.ptd_coef, divergence=args.divergence,
+                clip_low=args.clip_low, clip_high=args.clip_high, dual_clip=args.dual_clip)
+
+
+def update(policy, opt, batch, rows_per_mb, grad_clip, world, score_kw, objective):
+    """Clipped-surrogate updates over the step's mini-batches of rows_per_mb rows (this rank's);
+    returns summed metrics. score_kw: temperature, token_budget (it cuts the micro-batches),
+    chunk_size, as for rollout.score; objective: loss.ptdpo_loss's settings (objective()).
 
     Normalisers are global counts (all ranks): n_tok response tokens of the mini-batch (GRPO and
     KL), n_div response tokens of its distilled rows (divergence). So gradients must be summed
@@ -186,7 +195,6 @@ def update(policy, opt, batch, args, world):
     reduce op FSDP2's set_gradient_divide_factor needs). A mini-batch whose loss or gradient norm
     is not finite is skipped on every rank, never applied."""
     mask, distil = batch.mask, batch.distil
-    rows_per_mb = max(args.group_size, args.minibatch_prompts * args.group_size // world)
     stats = dict.fromkeys(STATS, 0.0)
     grad_norm, skipped, n_mb = 0.0, 0, 0
     for start in range(0, len(batch.prompts), rows_per_mb):
@@ -195,19 +203,19 @@ def update(policy, opt, batch, args, world):
         n_div = all_sum((mask[mb_rows] & distil[mb_rows].unsqueeze(1)).sum().double()).item()
         lens = [len(batch.prompts[i]["input_ids"]) + batch.ids.shape[1] for i in mb_rows]
         plan = [([mb_rows[j] for j in cut], 1.0)
-                for cut in rollout.micro_batches(lens, args.token_budget)]
+                for cut in rollout.micro_batches(lens, score_kw["token_budget"])]
         # every rank must run as many backward passes as the busiest one (FSDP collectives):
         # the others add weight-0 passes over one row
         plan += [([mb_rows[0]], 0.0)] * (int(all_max(torch.tensor(len(plan)))) - len(plan))
         opt.zero_grad(set_to_none=True)
         finite = True
         for micro, weight in plan:
-            total, parts = microbatch_loss(policy, batch, micro, n_tok, n_div, args)
+            total, parts = microbatch_loss(policy, batch, micro, n_tok, n_div, score_kw, objective)
             finite &= bool(torch.isfinite(total))
             (total * (weight * world)).backward()     # FSDP averages over ranks: undo it
             for k, v in parts.items():
                 stats[k] += v * weight
-        gn = torch.nn.utils.clip_grad_norm_(policy.parameters(), args.grad_clip)
+        gn = torch.nn.utils.clip_grad_norm_(policy.parameters(), grad_clip)
         gn = gn.full_tensor() if hasattr(gn, "full_tensor") else gn      # the same on every rank
         n_mb += 1
         if all_sum(torch.tensor(0.0 if finite else 1.0)).item() > 0 or not torch.isfinite(gn):
@@ -221,7 +229,7 @@ def update(policy, opt, batch, args, world):
     return stats, {"grad_norm": mean_norm, "skipped": skipped, "minibatches": n_mb}
 
 
-def microbatch_loss(policy, batch, micro, n_tok, n_div, args):
+def microbatch_loss(policy, batch, micro, n_tok, n_div, score_kw, objective):
     """loss.ptdpo_loss of one micro-batch (`micro`: its rows) under the policy, with grad, divided
     by the global normalisers; and its parts as numbers for the log."""
     dev = next(policy.parameters()).device
@@ -229,16 +237,13 @@ def microbatch_loss(policy, batch, micro, n_tok, n_div, args):
     has_tutor = batch.tutor_logp is not None
     out = rollout.score(policy, [batch.prompts[i] for i in micro], batch.ids[micro],
                         batch.mask[micro], support=batch.support_ids[micro] if has_tutor else None,
-                        temperature=args.temperature, token_budget=10 ** 12,
-                        chunk_size=args.chunk_size, grad=True)
+                        grad=True, **dict(score_kw, token_budget=10 ** 12))   # already cut
     m = on(batch.mask)
     total, parts = loss.ptdpo_loss(
         out["logp"], on(batch.old_logp), on(batch.adv), m, n_tok, on(batch.ptd_group),
-        on(batch.distil), ref_logp=on(batch.ref_logp), kl_coef=args.kl_coef,
-        support_logp=out["support_logp"], tutor_logp=on(batch.tutor_logp),
-        support_mask=on(batch.support_mask), n_div=n_div, ptd_coef=args.ptd_coef,
-        divergence=args.divergence, clip_low=args.clip_low, clip_high=args.clip_high,
-        dual_clip=args.dual_clip)
+        on(batch.distil), ref_logp=on(batch.ref_logp), support_logp=out["support_logp"],
+        tutor_logp=on(batch.tutor_logp), support_mask=on(batch.support_mask), n_div=n_div,
+        **objective)
     tokens = parts["tokens"].item()
     numbers = {k: parts[k].item() for k in STATS if k in parts}
     for k in ("clip_frac_low", "clip_frac_high", "clip_frac_dual"):
@@ -246,13 +251,13 @@ def microbatch_loss(policy, batch, micro, n_tok, n_div, args):
     return total, numbers
 
 
-def my_prompts(examples, step, args, rank, world):
+def my_prompts(examples, step, prompts_per_step, mb, seed, rank, world):
     """This rank's examples and their global prompt ids. Global mini-batch j = prompts
     [j*mb, (j+1)*mb), split evenly across ranks, so every optimiser step sees the same prompts
     whatever the number of ranks."""
-    mb, per = args.minibatch_prompts, args.minibatch_prompts // world
-    ids = [j * mb + rank * per + i for j in range(args.prompts_per_step // mb) for i in range(per)]
-    step_all = data.step_examples(examples, step, args.prompts_per_step, args.seed)
+    per = mb // world
+    ids = [j * mb + rank * per + i for j in range(prompts_per_step // mb) for i in range(per)]
+    step_all = data.step_examples(examples, step, prompts_per_step, seed)
     return [step_all[i] for i in ids], ids
 
 # -----------------------------------------------------------------------------
@@ -280,15 +285,13 @@ def shard(model, param_dtype):
     return model
 
 
-def load_models(args, device):
+def load_models(path, dtype, device, trust_remote_code=False, grad_ckpt=False):
     """The policy (fp32 master) and the frozen reference / tutor (compute dtype), both sharded."""
     from PIL import Image
-    dtype = rollout.resolve_dtype(args.dtype, device)
-    policy, processor = rollout.load_model(args.model, "float32", str(device),
-                                           args.trust_remote_code)
-    ref, _ = rollout.load_model(args.model, args.dtype, str(device), args.trust_remote_code)
+    policy, processor = rollout.load_model(path, "float32", str(device), trust_remote_code)
+    ref, _ = rollout.load_model(path, dtype, str(device), trust_remote_code)
     ref.requires_grad_(False)
-    if args.grad_ckpt:
+    if grad_ckpt:
         # transformers >= 5.24's name, then the older one
         enable = getattr(policy, "activation_checkpointing_enable", None)
         if enable:
@@ -296,15 +299,15 @@ def load_models(args, device):
         else:
             policy.gradient_checkpointing_enable(
                 gradient_checkpointing_kwargs={"use_reentrant": False})
-    policy, ref = shard(policy, dtype), shard(ref, dtype)
+    compute = rollout.resolve_dtype(dtype, device)
+    policy, ref = shard(policy, compute), shard(ref, compute)
     # FSDP2 initialises lazily in the root's first forward; generate() must not come first
     p0 = rollout.encode(processor, "Hello.", [Image.new("RGB", (64, 64))])
     one = torch.ones(1, 1, dtype=torch.long)
     with torch.no_grad():
         for m in (policy, ref):
             getattr(m, rollout.SCORER)(rollout.collate([p0], 0, one, one.bool(), device),
-                                       one.to(device),
-                                       one.bool().to(device))
+                                       one.to(device), one.bool().to(device))
             m.reshard()   # the root keeps its parameters unsharded after a forward; the optimiser
             #               must be built on the sharded ones
     return policy, ref, processor
@@ -442,7 +445,8 @@ def stop_diverged(out_dir, ptd_coef, step, bad, rank):
 
 def main(argv=None):
     args, rank, world, device = start_run(argv)
-    policy, ref, processor = load_models(args, device)
+    policy, ref, processor = load_models(args.model, args.dtype, device, args.trust_remote_code,
+                                         args.grad_ckpt)
     check_full_vocabulary_fits(args.topk, args.prompts_per_step // world * args.group_size,
                                args.max_new_tokens, policy)
     opt = torch.optim.AdamW(policy.parameters(), lr=args.lr, weight_decay=args.weight_decay,
