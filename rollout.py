@@ -4,6 +4,7 @@ rollout.py: the model as a sampler and a scorer.
     load_model(path)          a Qwen2.5-VL / Qwen3-VL model and processor: hub id, local
                               directory or the tiny demo model; image-only processor fallback
     encode(processor, ...)    one prompt (chat template + image) -> token ids and image tensors
+                              (prompts.py's, re-exported here with open_images, prompt_text)
     sample(model, ...)        G responses per prompt, batched by KV-cache budget, FSDP2-safe,
                               exactly softmax(logits / T) restricted to the top-p nucleus
                               (score() returns the full-softmax log-probs, as verl does);
@@ -27,14 +28,11 @@ import types
 import torch
 
 import loss
+from prompts import (FORMAT_PROMPT, FORMAT_PROMPT_THINKING, IMAGE,  # noqa: F401 (re-exported)
+                     encode, open_images, opens_think, prompt_text, resized_size)
 from sampler import RowSampler, row_keys
 
-FORMAT_PROMPT = ("First think inside <think> </think>, then give the final answer inside "
-                 "<answer> </answer>.")
-# Thinking templates (Qwen3-VL-*-Thinking) open <think> themselves in the generation prompt
-FORMAT_PROMPT_THINKING = "After thinking, give the final answer inside <answer> </answer>."
 EOS = "<|im_end|>"               # Qwen chat turns end here; generation stops at it
-IMAGE = "<|vision_start|><|image_pad|><|vision_end|>"   # one image's place in the chat text
 SCORER = "ptd_score"             # the scoring method attached to a model (an FSDP2 forward method)
 
 # -----------------------------------------------------------------------------
@@ -111,46 +109,7 @@ def box_format(model):
     return "norm1000" if model.config.model_type.startswith("qwen3") else "pixels"
 
 # -----------------------------------------------------------------------------
-# prompts
-
-
-def opens_think(processor):
-    """True for Thinking chat templates: their generation prompt already ends in <think>."""
-    msgs = [{"role": "user", "content": [{"type": "text", "text": "x"}]}]
-    text = processor.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
-    return text.rstrip().endswith("<think>")
-
-
-def prompt_text(processor, question, extra=None, instruct=True, n_images=1):
-    """The chat-formatted prompt: image(s), question, format instruction, then the hint block.
-    Student and tutor prompts differ only by `extra` (the hint block). instruct=False leaves the
-    format instruction out (the hint generator asks for JSON instead)."""
-    fmt = FORMAT_PROMPT_THINKING if opens_think(processor) else FORMAT_PROMPT
-    text = question.replace("<image>", "").strip() + ("\n" + fmt if instruct else "")
-    if extra:
-        text += "\n\n" + extra
-    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]}]
-    text = processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    return text.replace(IMAGE, IMAGE * n_images, 1) if n_images > 1 else text
-
-
-def open_images(ex):
-    """An example's images (data.py's record), decoded to RGB."""
-    from PIL import Image
-    return [Image.open(p).convert("RGB") for p in ex["images"]]
-
-
-def encode(processor, question, images, extra=None, instruct=True):
-    """One prompt -> dict(input_ids (P,), mm_token_type_ids (P,), pixel_values, image_grid_thw).
-    Several images repeat the image part of the template; the demo and most benchmarks use one."""
-    text = prompt_text(processor, question, extra, instruct, n_images=len(images))
-    out = processor(text=[text], images=images, return_tensors="pt", return_mm_token_type_ids=True)
-    image_token = processor.tokenizer.convert_tokens_to_ids("<|image_pad|>")
-    ids = out["input_ids"][0]
-    mm = out.get("mm_token_type_ids")
-    mm = mm[0] if mm is not None else (ids == image_token).long()
-    return {"input_ids": ids, "mm_token_type_ids": mm.long(),
-            "pixel_values": out["pixel_values"], "image_grid_thw": out["image_grid_thw"]}
+# prompt lengths and batches (the prompt itself: prompts.py)
 
 
 def smart_resize(height, width, factor, min_pixels, max_pixels):
@@ -192,13 +151,6 @@ def decode(processor, ids, mask):
 
 def eos_id(processor):
     return processor.tokenizer.convert_tokens_to_ids(EOS)
-
-
-def resized_size(processor, image):
-    """(width, height) of the image as the processor resizes it (for Qwen2.5-VL pixel boxes)."""
-    grid = processor.image_processor(images=[image], return_tensors="pt")["image_grid_thw"][0]
-    patch = processor.image_processor.patch_size
-    return int(grid[2]) * patch, int(grid[1]) * patch
 
 
 def collate(prompts, pad_id, responses=None, response_mask=None, device="cpu"):
@@ -465,6 +417,3 @@ def score_rows(model, prompts, response_ids, response_mask, rows, union_with=Non
         else:
             out[k] = None
     return out
-
-# -----------------------------------------------------------------------------
-# moved

@@ -127,17 +127,16 @@ class Batch:
 
 
 def tutor_rows(processor, box_format, exs, images, row_example, distil, context, hint_style):
-    """The tutor's encoded prompt of each distilled row (None elsewhere), one per example."""
+    """The tutor's encoded prompt of each distilled row (None elsewhere), one per example, on the
+    student's own images."""
     prompts, cache = [None] * len(distil), {}
     for r in distil.nonzero().squeeze(-1).tolist():
         i = row_example[r].item()
         if i not in cache:
-            resized = rollout.resized_size(processor, images[i][0]) \
-                if box_format == "pixels" else None
-            inp = tutor.tutor_input(exs[i], images[i], context, box_format, resized, hint_style)
-            if inp is None:
+            cache[i] = tutor.tutor_prompt(processor, exs[i], box_format, context, hint_style,
+                                          images[i])
+            if cache[i] is None:
                 raise ValueError(f"example {exs[i].get('id')} has no hint; gate on tutor.can_teach")
-            cache[i] = rollout.encode(processor, *inp)
         prompts[r] = cache[i]
     return prompts
 

@@ -9,8 +9,9 @@ reference pass (rollout.score_rows, no grad) and loss.py compares the two distri
     tutor_input(ex, images, context, ...)  question + hint block + the student's own pixels (a
                                            framed copy only when the hint asks for one with
                                            "frame": true; see hints.py)
+    tutor_prompt(processor, ex, ...)       the same, encoded (prompts.encode): what is scored
 
-    inp = tutor_input(ex, images)          # train.py: prompt = rollout.encode(processor, *inp)
+Copy it with hints.py and prompts.py (no model code, no torch).
 
 The scoring then reads, for each distilled rollout, the tutor prompt followed by the student's
 own sampled response, and returns at every response position the support S = (student top-K ids)
@@ -32,12 +33,13 @@ needed).
 from typing import NamedTuple
 
 import hints
+import prompts
 
 CONTROLS = ("none", "unanswer")   # the tutor reads exactly the student's prompt
 
 
 class TutorInput(NamedTuple):
-    """One tutor prompt before encoding: rollout.encode(processor, *inp) takes it as it is."""
+    """One tutor prompt before encoding: prompts.encode(processor, *inp) takes it as it is."""
     question: str
     images: list      # PIL images: the student's, the first framed where the hint asks
     extra: str        # the text the tutor reads and the student does not ("" for the controls)
@@ -89,12 +91,11 @@ def tutor_input(ex, images, context="hint", box_format="norm1000", resized=None,
     return TutorInput(ex["question"], tutor_images(ex, images, context), extra)
 
 
-def tutor_prompt(processor, ex, box_format="norm1000", context="hint", hint_style="structured"):
-    """The encoded tutor prompt of one example (None if it has no hint), opening its images: a
-    convenience for callers that hold only a processor (eval.py --with_hints, the demo's
-    diagnostics). The method itself (train.py) encodes tutor_input with the student's images."""
-    import rollout   # here, not at the top: the tutor's inputs above need no model code
-    images = rollout.open_images(ex)
-    resized = rollout.resized_size(processor, images[0]) if box_format == "pixels" else None
+def tutor_prompt(processor, ex, box_format="norm1000", context="hint", hint_style="structured",
+                 images=None):
+    """The tutor's encoded prompt for one example (None if it has no hint): tutor_input through
+    prompts.encode. images: the student's (train.py passes them; default: the example's, opened)."""
+    images = prompts.open_images(ex) if images is None else images
+    resized = prompts.resized_size(processor, images[0]) if box_format == "pixels" else None
     inp = tutor_input(ex, images, context, box_format, resized, hint_style)
-    return None if inp is None else rollout.encode(processor, *inp)
+    return None if inp is None else prompts.encode(processor, *inp)
