@@ -276,14 +276,14 @@ def compare(runs, png):
                      "pass1_start": ev[0]["eval_pass1"] if ev else float("nan"),
                      "pass1_end": ev[-1]["eval_pass1"] if ev else float("nan"),
                      "entropy_end": sum(m["entropy"] for m in tail) / max(len(tail), 1),
-                     "jsd_mean": sum(report.divergence_of(m) for m in tr) / max(len(tr), 1),
+                     "div_mean": sum(report.divergence_of(m) for m in tr) / max(len(tr), 1),
                      "distilled_frac": sum(m["distilled_frac"] for m in tr) / max(len(tr), 1),
                      "seconds": sum(m["t_rollout"] + m["t_old"] + m["t_ref_tutor"] + m["t_update"] for m in tr)})
     print(f"{'run':40s} {'steps':>5s} {'pass@1 0':>9s} {'pass@1 end':>10s} {'entropy':>8s} {'jsd':>8s} "
           f"{'distilled':>9s} {'time s':>7s}")
     for r in rows:
         print(f"{r['run'][-40:]:40s} {r['steps']:5d} {r['pass1_start']:9.3f} {r['pass1_end']:10.3f} "
-              f"{r['entropy_end']:8.3f} {r['jsd_mean']:8.4f} {r['distilled_frac']:9.2f} {r['seconds']:7.0f}")
+              f"{r['entropy_end']:8.3f} {r['div_mean']:8.4f} {r['distilled_frac']:9.2f} {r['seconds']:7.0f}")
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -298,8 +298,8 @@ def compare(runs, png):
         ev = [m for m in ms if "eval_pass1" in m]
         tr = [m for m in ms if "reward" in m]
         axes[0].plot([m["step"] for m in ev], [m["eval_pass1"] for m in ev], marker="o", label=label)
-        for ax, key in zip(axes[1:], ("reward", "entropy", "jsd")):
-            ax.plot([m["step"] for m in tr], [report.divergence_of(m) if key == "jsd" else m[key] for m in tr],
+        for ax, key in zip(axes[1:], ("reward", "entropy", "div")):
+            ax.plot([m["step"] for m in tr], [report.divergence_of(m) if key == "div" else m[key] for m in tr],
                     label=label, alpha=0.8)
     titles = ("held-out pass@1 (no hints)", "train reward", "policy entropy", "distillation divergence")
     for ax, title in zip(axes, titles):
