@@ -7,6 +7,7 @@ prompts.py: the chat prompt the student and the tutor read, encoded for a Qwen-V
 Image(s), question, format instruction, then `extra`: the hint block, which the tutor reads and
 the student does not (tutor.py builds it). Everything else about the two prompts is the same,
 pixels included. Only the processor is used: no model, no torch import here.
+Left out on purpose: video inputs and multi-turn chats (one user turn with its images).
 """
 FORMAT_PROMPT = ("First think inside <think> </think>, then give the final answer inside "
                  "<answer> </answer>.")
