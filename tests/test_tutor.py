@@ -240,3 +240,23 @@ def test_the_break_the_answer_control_reads_the_students_prompt_and_breaks_its_o
     assert hit.any() and (broken["tutor_logp"][hit] <= -29).all()                   # the sampled tokens: ~0
     assert tutor.can_teach(examples[0], "unanswer") and tutor.tutor_prompt(
         processor, examples[0], rollout.box_format(model), context="unanswer")["input_ids"].equal(prompts[0]["input_ids"])
+
+
+def test_tutor_copies_with_hints_and_prompts_alone():
+    """tutor.py builds the tutor's inputs and scores nothing: its imports, nested ones included,
+    are hints.py and prompts.py (which imports nothing of the project), so no model code comes
+    with a copy."""
+    import ast
+    import os
+
+    def imports(module):
+        path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), module + ".py")
+        names = set()
+        for node in ast.walk(ast.parse(open(path).read())):
+            if isinstance(node, ast.Import):
+                names |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names.add(node.module.split(".")[0])
+        return names
+    assert imports("tutor") == {"typing", "hints", "prompts"}
+    assert imports("prompts") == {"PIL"} and imports("hints") <= {"PIL", "math", "re", "json"}
