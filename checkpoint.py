@@ -38,6 +38,7 @@ import torch
 import torch.distributed as dist
 
 from distributed import barrier, print0, rank
+from loss import DIVERGENCES
 
 STEP_DIR = re.compile(r"^step_(\d{6,})$")
 
@@ -465,7 +466,8 @@ def left_usual_range(records, ptd_coef):
     seen = []
     for r in sorted((r for r in records if "grad_norm" in r), key=lambda r: r["step"]):
         gn = float(r["grad_norm"])
-        div = r.get("div", 0.0)
+        # "div"; a run logged before that key has it under the divergence's own name
+        div = r.get("div", max((r.get(k, 0.0) for k in DIVERGENCES), default=0.0))
         learns = (ptd_coef > 0 and r.get("distilled_frac", 0) > 0 and div > 0) or r.get("mixed_group_frac", 0) > 0 \
             or r.get("kl", 0) > 0
         scale = statistics.median([g for g in seen if g > 0] or [math.inf])

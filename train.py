@@ -433,6 +433,14 @@ def every(interval, step, steps):
     return bool(interval) and (step + 1) % interval == 0 and step + 1 < steps
 
 
+def save_checkpoint(out_dir, step, policy, opt, keep, ptd_coef, rank):
+    """checkpoint.save; its rotation reads the run's metrics: it keeps the newest checkpoint they
+    vouch for."""
+    path = os.path.join(out_dir, "metrics.jsonl")
+    records = report.read_jsonl(path) if rank == 0 and os.path.exists(path) else []
+    checkpoint.save(out_dir, step, policy, opt, keep, records, ptd_coef)
+
+
 def stop_diverged(out_dir, ptd_coef, step, bad, rank):
     """Exit 1 after max_bad_steps non-finite steps in a row, naming the checkpoint to trust."""
     records = report.read_jsonl(os.path.join(out_dir, "metrics.jsonl")) if rank == 0 else []
@@ -451,7 +459,7 @@ def main(argv=None):
     opt = torch.optim.AdamW(policy.parameters(), lr=args.lr, weight_decay=args.weight_decay,
                             betas=(0.9, 0.999))
     train_ex, eval_ex = load_data(args, processor, rank)
-    chosen = args.resume if isinstance(args.resume, str) else None     # --resume PATH: that checkpoint
+    chosen = args.resume if isinstance(args.resume, str) else None   # --resume PATH: that one
     start = checkpoint.load(args.out_dir, policy, opt, chosen) if args.resume else 0
     if args.resume and start == 0:
         where = os.path.join(args.out_dir, "checkpoints")
@@ -465,10 +473,8 @@ def main(argv=None):
             out.update(report.evaluate(policy, processor, eval_ex, args, rank, world, fast=fast,
                                        blank=True))
         return out
-    def save(step):   # rotation reads the run's metrics: it keeps the newest checkpoint they vouch for
-        path = os.path.join(args.out_dir, "metrics.jsonl")
-        records = report.read_jsonl(path) if rank == 0 and os.path.exists(path) else []
-        checkpoint.save(args.out_dir, step, policy, opt, args.keep, records, args.ptd_coef)
+    def save(step):
+        save_checkpoint(args.out_dir, step, policy, opt, args.keep, args.ptd_coef, rank)
     policy.eval()
     first = held_out(chance=True) if eval_ex and start == 0 else None
     if first:

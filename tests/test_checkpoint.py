@@ -201,6 +201,8 @@ def test_the_usual_range_comes_from_the_runs_own_history():
     assert checkpoint.left_usual_range(recs([1.0, 0.0]), ptd_coef=0.05)[0] == 2       # nothing moves, rows to distil
     assert checkpoint.left_usual_range(recs([1.0, 0.0]), ptd_coef=0.0) == (None, "")   # the divergence has no weight
     assert checkpoint.left_usual_range(recs([0.0, 0.0, 3.0], distilled_frac=0.0), ptd_coef=0.05) == (None, "")
+    old = [{k if k != "div" else "jsd": v for k, v in r.items()} for r in recs([1.0, 0.0])]
+    assert checkpoint.left_usual_range(old, ptd_coef=0.05)[0] == 2         # a run logged before "div"
 
 
 def test_bf16_compute_keeps_fp32_master_weights_that_move_at_lr_1e6(tiny, toy_data, tmp_path):
