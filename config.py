@@ -234,7 +234,8 @@ def _system_and_logging(p):
                         "saved config.json")
     g.add_argument("--no_export", action="store_true", help="skip the final Hugging Face export")
     g.add_argument("--no_checkpoints", action="store_true",
-                   help="save no checkpoint, not even the last (timing runs: a 2B save is ~21 GB)")
+                   help="save no checkpoint, not even the last (timing runs; a 2B checkpoint's "
+                        "size: docs/ENGINEERING.md)")
     g.add_argument("--wandb", default="",
                    help="wandb project name (optional; needs `pip install wandb`)")
 
