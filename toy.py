@@ -292,8 +292,7 @@ def warm_target(ex, rng, hint_share, hard_truth, pivot_truth):
     if ex["category"] in ("hard", "pivot") and not hinted:
         truth = hard_truth if ex["category"] == "hard" else pivot_truth
         if rng.random() >= truth:   # the planted misreading: the other marked shape
-            wrong = rec["scene"][rec["shaded"] if rec["target"] == rec["framed"] else rec["framed"]]
-            return False, response(QUESTIONS[rec["kind"]][1], wrong["colour"])
+            return False, response(QUESTIONS[rec["kind"]][1], other_marked(rec)["colour"])
     return hinted, rec["gold_response"]
 
 
