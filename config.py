@@ -210,6 +210,9 @@ def _system_and_logging(p):
                         "with --resume PATH, PATH's run)")
     g.add_argument("--eval_every", type=NONNEG, default=20,
                    help="held-out evaluation interval (0: start/end)")
+    g.add_argument("--eval_start", type=int, choices=[0, 1], default=1,
+                   help="0: skip the step-0 evaluation (it depends on the model and the held-out "
+                        "problems only, so a comparison computes it once, not once per run)")
     g.add_argument("--eval_n", type=NONNEG, default=200,
                    help="held-out problems per evaluation (0: all)")
     g.add_argument("--eval_samples", type=POS, default=None,

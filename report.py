@@ -32,18 +32,27 @@ def waiting(total, desc, rank):
 
 
 def step_metrics(step, G, rewards, well_formed, truncated, mask, entropy, ptd_group, distil, stats, same,
-                 times):
+                 times, buckets=None):
     """The step's numbers, summed over ranks (`same`: values already equal on every rank). G: the
     group size. One key per quantity: "div" is the distillation divergence, whichever one the run's
-    --divergence names (config.json says which)."""
+    --divergence names (config.json says which). buckets: (names, each group's name) where the
+    data has categories: then the step's group counts per category too ("groups/<c>",
+    "mixed_groups/<c>", "all_fail_groups/<c>"; counts, so that a run's totals are their sums)."""
     m = mask.float()
+    per_group = rewards.view(-1, G).sum(1)
+    split = {}
+    for c in (buckets[0] if buckets else ()):
+        mine = torch.tensor([b == c for b in buckets[1]], dtype=torch.bool)
+        split.update({f"groups/{c}": mine.float().sum(),
+                      f"mixed_groups/{c}": (mine & (per_group > 0) & (per_group < G)).float().sum(),
+                      f"all_fail_groups/{c}": (mine & (per_group == 0)).float().sum()})
     local = {"reward": rewards.sum(), "format": well_formed.sum(), "rows": float(len(rewards)), "len": m.sum(),
              "entropy": (entropy.cpu() * m).sum(), "distilled": distil.float().sum(),
              "ptd_groups": ptd_group.float().sum() / G, "groups": float(len(rewards) // G),
              "truncated": truncated.float().sum(), "mixed_groups": (rewards.view(-1, G).std(1) > 0).float().sum(),
              # all-fail groups: GRPO's advantage is zero, only the tutor has a signal there
              "all_fail_groups": (rewards.view(-1, G).sum(1) == 0).float().sum(),
-             "all_pass_groups": (rewards.view(-1, G).sum(1) == G).float().sum(), **stats}
+             "all_pass_groups": (rewards.view(-1, G).sum(1) == G).float().sum(), **split, **stats}
     keys = sorted(local)
     tot = dict(zip(keys, all_sum(torch.tensor([float(local[k]) for k in keys], dtype=torch.float64)).tolist()))
     t0, t1, t2, t3, t4 = times
@@ -56,7 +65,7 @@ def step_metrics(step, G, rewards, well_formed, truncated, mask, entropy, ptd_gr
             **{k: tot[k] / max(tot["tokens"], 1) for k in ("clip_frac_low", "clip_frac_high", "clip_frac_dual")},
             **same, "resp_len": tot["len"] / tot["rows"], "truncated_frac": tot["truncated"] / tot["rows"],
             "t_rollout": t1 - t0, "t_old": t2 - t1, "t_ref_tutor": t3 - t2, "t_update": t4 - t3,
-            "tok_per_s": tot["len"] / max(t4 - t0, 1e-9)}
+            "tok_per_s": tot["len"] / max(t4 - t0, 1e-9), **{k: tot[k] for k in split}}
 
 # -----------------------------------------------------------------------------
 # held-out evaluation

@@ -96,8 +96,10 @@ def train_step(step, policy, ref, processor, opt, examples, args, rank, world, f
     if fast is not None:   # the generation copy takes the new weights, in place (a collective)
         fast.refresh(policy)
     same.update(peak_memory())
+    names = sorted({ex["category"] for ex in examples if ex.get("category")})   # the same on every rank
+    buckets = (names, [ex.get("category") for ex in exs]) if 0 < len(names) <= 8 else None
     return report.step_metrics(step, G, rewards, well_formed, truncated, mask, old["entropy"],
-                               ptd_group, distil, stats, same, (t0, t1, t2, t3, time.time()))
+                               ptd_group, distil, stats, same, (t0, t1, t2, t3, time.time()), buckets)
 
 
 def peak_memory():
@@ -476,7 +478,7 @@ def main(argv=None):
     def save(step):
         save_checkpoint(args.out_dir, step, policy, opt, args.keep, args.ptd_coef, rank)
     policy.eval()
-    first = held_out(chance=True) if eval_ex and start == 0 else None
+    first = held_out(chance=True) if eval_ex and start == 0 and args.eval_start else None
     if first:
         emit({"step": 0, **first})
         print0(f"step    0 | {report.eval_text(first, args.eval_samples)} "
@@ -500,7 +502,7 @@ def main(argv=None):
             save(step + 1)   # never after a bad step
     last = held_out(chance=True) if eval_ex else {}
     if last:
-        emit({"step": args.steps, **last, "final": True})
+        emit({"step": args.steps, **last, "final": True, "wall_s": time.time() - t_start})
     if args.steps > start and bad == 0 and not args.no_checkpoints:
         save(args.steps)
     if not args.no_export:

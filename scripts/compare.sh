@@ -82,20 +82,27 @@ case "${PHASE:-dev}" in
     done ;;
   dev5)   # task 5: every method's knobs on development seed 100 (docs/RESULTS.md, "Development phase")
     s=$DEV_SEED
-    for lam in 128 64 32; do
-      echo "$PTD --divergence jsd --ptd_coef $lam --warmup_steps 30 $DEV5 --seed $s --out_dir $OUT/dev_jsd_lam${lam}_w30_s$s"
-    done
-    echo "$PTD --divergence jsd --ptd_coef 128 --warmup_steps 10 $DEV5 --seed $s --out_dir $OUT/dev_jsd_lam128_w10_s$s"
     for w in 10 30; do
-      for lr in 5e-4 1e-3 2e-3 4e-3; do
+      for lam in 128 64 32; do
+        echo "$PTD --divergence jsd --ptd_coef $lam --warmup_steps $w $DEV5 --seed $s --out_dir $OUT/dev_jsd_lam${lam}_w${w}_s$s"
+      done
+      for lr in 1e-4 5e-4 1e-3 2e-3 4e-3; do
         echo "--algo grpo --lr $lr --warmup_steps $w $DEV5 --seed $s --out_dir $OUT/dev_grpo_lr${lr}_w${w}_s$s"
       done
-    done
-    echo "--algo grpo --lr 1e-4 --warmup_steps 10 $DEV5 --seed $s --out_dir $OUT/dev_grpo_lr1e-4_w10_s$s" ;;
-  dev5seed)  # task 5: each method's chosen setting on the second development seed, named as on the first
+    done ;;
+  dev5seed)  # task 5: the settings RUNS2 names (e.g. "grpo_lr5e-4_w10 jsd_lam128_w10 fkl_lam4_w10
+             # unanswer_lam64_w10") on the second development seed, named as on the first
     s=$DEV_SEED2
-    echo "--algo grpo --lr $GRPO_LR5 --warmup_steps $GRPO_WARM5 $DEV5 --seed $s --out_dir $OUT/dev_grpo_lr${GRPO_LR5}_w${GRPO_WARM5}_s$s"
-    echo "$PTD --divergence jsd --ptd_coef $LAMBDA5 --warmup_steps $WARM5 $DEV5 --seed $s --out_dir $OUT/dev_jsd_lam${LAMBDA5}_w${WARM5}_s$s" ;;
+    for r in ${RUNS2:?RUNS2 names the runs: method_lr/lam<value>_w<warm-up> ...}; do
+      IFS=_ read -r method knob warm <<< "$r"
+      value=${knob#lr}; value=${value#lam}; w=${warm#w}
+      case $method in
+        grpo) echo "--algo grpo --lr $value --warmup_steps $w $DEV5 --seed $s --out_dir $OUT/dev_${r}_s$s" ;;
+        jsd|fkl) echo "$PTD --divergence $method --ptd_coef $value --warmup_steps $w $DEV5 --seed $s --out_dir $OUT/dev_${r}_s$s" ;;
+        unanswer) echo "$PTD --divergence jsd --ptd_coef $value --tutor_context unanswer --warmup_steps $w $DEV5 --seed $s --out_dir $OUT/dev_${r}_s$s" ;;
+        *) echo "RUNS2: unknown method in $r" >&2; exit 2 ;;
+      esac
+    done ;;
   dev5b)  # task 5: the other divergence's and the un-answer control's lambda, at PTD-PO's chosen warm-up
     for s in $DEV_SEED; do
       for lam in 1 4 16; do

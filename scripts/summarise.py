@@ -49,7 +49,9 @@ def pack(root, out):
         with open(os.path.join(run, "config.json")) as f:
             cfg = json.load(f)
         rec = {"name": os.path.basename(run), "settings": {k: cfg.get(k) for k in SETTINGS},
-               "train": [{k: m[k] for k in TRAIN_KEYS if k in m} for m in recs if "reward" in m],
+               "train": [{k: v for k, v in m.items() if k in TRAIN_KEYS or "groups/" in k}
+                         for m in recs if "reward" in m],
+               "wall_s": recs[-1].get("wall_s"),
                "evals": [{k: v for k, v in m.items() if k == "step" or k.startswith("eval_")}
                          for m in recs if "eval_pass1" in m]}
         with open(os.path.join(out, rec["name"] + ".json"), "w") as f:

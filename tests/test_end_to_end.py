@@ -28,6 +28,13 @@ def test_demo_train_then_eval(tmp_path):
     for m in (first, last):
         assert {"eval_pass1/easy", "eval_pass1/hard", "eval_blank_pass1/hard", "eval_answers/hard/absent"} <= set(m)
     assert first["step"] == 0 and last["final"] and "blank image (before / after)" in log
+    # --eval_start 0: no step-0 evaluation (a comparison computes it once), the summary says "-"
+    out0 = str(tmp_path / "no_start")
+    log0 = run(["train.py", "--steps", "1", "--prompts_per_step", "2", "--minibatch_prompts", "2",
+                "--eval_n", "4", "--eval_samples", "1", "--eval_start", "0", "--out_dir", out0,
+                "--threads", "1", "--no_export"])
+    evals = [m for m in map(json.loads, open(os.path.join(out0, "metrics.jsonl"))) if "eval_pass1" in m]
+    assert [m["step"] for m in evals] == [1] and "before" in log0 and "(no hints" not in log0
     assert os.path.exists(os.path.join(out, "final", "model.safetensors"))
     # the summary's eval command runs as printed
     printed = next(x for x in log.splitlines() if "python eval.py" in x)

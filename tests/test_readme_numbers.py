@@ -1,5 +1,5 @@
 """The README's numbers are the committed files' numbers: the main job's excerpt is
-results/main_job_cpu.txt, and the development table is results/runs/dev_*.json."""
+results/main_job_cpu.txt, and the development table is results/runs/task5_v1/dev_*.json."""
 import json
 import os
 import re
@@ -25,7 +25,7 @@ def test_the_main_jobs_excerpt_is_its_committed_output():
 
 
 def dev_run(name):
-    with open(os.path.join(ROOT, "results", "runs", name + ".json")) as f:
+    with open(os.path.join(ROOT, "results", "runs", "task5_v1", name + ".json")) as f:
         return json.load(f)
 
 

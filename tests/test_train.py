@@ -57,6 +57,13 @@ def test_step_metrics_count_all_fail_all_pass_and_mixed_groups():
     assert "div" in m and not set(m) & set(loss.DIVERGENCES)                  # one key, whichever divergence
     assert m["all_fail_frac"] == 0.5 and m["all_pass_frac"] == 0.25 and m["mixed_group_frac"] == 0.25
     assert "groups fail/pass 0.50/0.25" in report.log_line({**m, "div": 0.0}, "jsd")
+    assert not any(k.startswith("groups/") for k in m)
+    # with categories: the counts per category (fail, pass, mixed, fail -> a, b, a, b)
+    m = report.step_metrics(0, G, rewards, rewards, zeros, torch.ones(N, R, dtype=torch.bool), torch.zeros(N, R),
+                            zeros, zeros, stats, {}, (0, 1, 2, 3, 4), (["a", "b", "c"], ["a", "b", "a", "b"]))
+    assert (m["groups/a"], m["mixed_groups/a"], m["all_fail_groups/a"]) == (2, 1, 1)
+    assert (m["groups/b"], m["mixed_groups/b"], m["all_fail_groups/b"]) == (2, 0, 1)
+    assert (m["groups/c"], m["mixed_groups/c"], m["all_fail_groups/c"]) == (0, 0, 0)
 
 
 def test_eval_text_shows_each_bucket():
