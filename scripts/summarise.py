@@ -109,8 +109,8 @@ def dev_table(groups, names):
     """One row per development run (name, seed); for task-5 runs (a pivot bucket) the choice rule's
     number per seed and its mean over the seeds, and whether easy held >= EASY_FLOOR throughout."""
     print("| run | seed | lr | warm-up | tutor | divergence | lambda | kl_coef | hard pass@1 (evaluations) | "
-          "pivot pass@1 (evaluations) | rule: area | lowest easy |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "pivot pass@1 (evaluations) | rule: area | lowest easy | pivot groups mixed in training |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name in names:
         for seed, r in sorted(groups[name].items(), key=lambda kv: kv[0]):
             s = r["settings"]
@@ -121,33 +121,43 @@ def dev_table(groups, names):
             tut = "-" if s["algo"] == "grpo" else s.get("tutor_context") or "hint"
             print(f"| {name} | {seed} | {s['lr']:g} | {s.get('warmup_steps')} | {tut} | {div} | {lam} | "
                   f"{s['kl_coef']:g} | {curve('hard')} | {curve('pivot')} | {100 * r['auc']:.1f} | "
-                  f"{100 * r['min_easy']:.1f} |")
+                  f"{100 * r['min_easy']:.1f} | {mixed_seen(r, 'pivot')} |")
 
 
-def choose(groups, names, seed=100):
-    """The task-5 rule, per method family, on the tuning seed: among a family's settings whose easy
-    pass@1 stays >= EASY_FLOOR at every evaluation, the highest area. (The chosen settings' runs on
-    the second development seed are shown in the table, not ranked.)"""
+def mixed_seen(r, bucket):
+    """'mixed / groups' of a bucket over the run's training steps ('-' for runs before the counts)."""
+    if not any(f"groups/{bucket}" in m for m in r["train"]):
+        return "-"
+    count = lambda key: int(sum(m.get(f"{key}/{bucket}", 0) for m in r["train"]))
+    return f"{count('mixed_groups')} / {count('groups')}"
+
+
+def choose(groups, names, seed=100, seed2=101, top=3):
+    """The task-5 rule, per method family: on the tuning seed, among a family's settings whose easy
+    pass@1 stays >= EASY_FLOOR at every evaluation, the highest area (its `top` best go to the
+    second seed; where none qualifies, the highest areas). The final choice: the highest mean area
+    over both seeds among the settings run on both that qualify on both; where none does, the
+    highest mean area, flagged."""
     fams = {}
     for name in names:
-        rs = [r for s, r in groups[name].items() if s == seed]
-        if not rs:
-            continue
         fam = name.split("_")[1] if name.count("_") > 1 else name
-        fams.setdefault(fam, []).append((statistics.mean(r["auc"] for r in rs), min(r["min_easy"] for r in rs),
-                                         name, len(rs)))
-    print(f"\nChoice rule (development seed {seed}): the highest area under the hard and pivot curves with easy "
-          f">= {100 * EASY_FLOOR:.0f}% at every evaluation\n")
-    print("| family | chosen | area | lowest easy | seeds | runner-up (area, lowest easy) |")
-    print("|---|---|---|---|---|---|")
-    for fam, rows in sorted(fams.items()):
-        ok = sorted((r for r in rows if r[1] >= EASY_FLOOR), reverse=True)
-        other = sorted((r for r in rows if r not in ok[:1]), reverse=True)
-        run = (f"{other[0][2]} ({100 * other[0][0]:.1f}, {100 * other[0][1]:.1f})") if other else "-"
-        if ok:
-            print(f"| {fam} | {ok[0][2]} | {100 * ok[0][0]:.1f} | {100 * ok[0][1]:.1f} | {ok[0][3]} | {run} |")
-        else:
-            print(f"| {fam} | none keeps easy >= {100 * EASY_FLOOR:.0f}% | - | - | - | {run} |")
+        fams.setdefault(fam, []).append(name)
+    ok = lambda r: r["min_easy"] >= EASY_FLOOR
+    print(f"\nChoice rule: the highest area under the hard and pivot curves with easy >= {100 * EASY_FLOOR:.0f}% "
+          f"at every evaluation; seed {seed} ranks, its {top} best run on seed {seed2}, the final choice uses both\n")
+    print(f"| family | best on {seed} (area, lowest easy) | final (mean area over {seed} and {seed2}) | qualifies on both |")
+    print("|---|---|---|---|")
+    for fam, fnames in sorted(fams.items()):
+        first = [(groups[n][seed], n) for n in fnames if seed in groups[n]]
+        ranked = sorted(first, key=lambda rn: (ok(rn[0]), rn[0]["auc"]), reverse=True)
+        best = ", ".join(f"{n} ({100 * r['auc']:.1f}, {100 * r['min_easy']:.1f}{'' if ok(r) else ' x'})"
+                         for r, n in ranked[:top]) or "-"
+        both = [n for n in fnames if seed in groups[n] and seed2 in groups[n]]
+        area = lambda n: statistics.mean(groups[n][x]["auc"] for x in (seed, seed2))
+        good = [n for n in both if ok(groups[n][seed]) and ok(groups[n][seed2])]
+        pick = max(good or both, key=area) if both else None
+        final = f"{pick} ({100 * area(pick):.1f})" if pick else "-"
+        print(f"| {fam} | {best} | {final} | {'yes' if good else 'no' if both else '-'} |")
 
 
 def chance_lines(path, n=None):
