@@ -63,9 +63,10 @@ case "${PHASE:-dev}" in
       echo "$PTD --divergence $DIV --ptd_coef $LAMBDA --tutor_context unanswer $HELD --seed $s --out_dir $OUT/unanswer_s$s"
     done ;;
   eval5)   # task 5, the pre-registered confirmation (docs/PREREGISTRATION.md fixes every value here)
-    E="--eval_every 10 --eval_n 600 --eval_samples 8 --eval_blank 1"
+    # the step-0 evaluation is computed once per seed (GRPO's run) and shared (summarise.py)
+    E="--eval_every 10 --eval_n 600 --eval_samples 8 --eval_blank 1 --eval_start 0"
     for s in $SEEDS5; do
-      echo "--algo grpo --lr $GRPO_LR5 --warmup_steps $GRPO_WARM5 $E --seed $s --out_dir $OUT/grpo_s$s"
+      echo "--algo grpo --lr $GRPO_LR5 --warmup_steps $GRPO_WARM5 $E --eval_start 1 --seed $s --out_dir $OUT/grpo_s$s"
       echo "$PTD --divergence jsd --ptd_coef $LAMBDA5 --warmup_steps $WARM5 $E --seed $s --out_dir $OUT/ptdpo_s$s"
       echo "$PTD --divergence fkl --ptd_coef $OTHER_LAMBDA5 --warmup_steps $WARM5 $E --seed $s --out_dir $OUT/ptdpo_other_s$s"
       echo "$PTD --divergence jsd --ptd_coef $LAMBDA5 --warmup_steps $WARM5 --tutor_context none $E --seed $s --out_dir $OUT/control_s$s"

@@ -51,12 +51,38 @@ def pack(root, out):
         rec = {"name": os.path.basename(run), "settings": {k: cfg.get(k) for k in SETTINGS},
                "train": [{k: v for k, v in m.items() if k in TRAIN_KEYS or "groups/" in k}
                          for m in recs if "reward" in m],
-               "wall_s": recs[-1].get("wall_s"),
+               "wall_s": recs[-1].get("wall_s"), "eval_settings": {k: cfg.get(k) for k in EVAL_KEYS},
                "evals": [{k: v for k, v in m.items() if k == "step" or k.startswith("eval_")}
                          for m in recs if "eval_pass1" in m]}
         with open(os.path.join(out, rec["name"] + ".json"), "w") as f:
             json.dump(rec, f, separators=(",", ":"))
+    shared_start(out)
     print(f"packed into {out}")
+
+
+EVAL_KEYS = ("model", "eval_data", "eval_n", "eval_samples", "max_new_tokens", "temperature", "top_p")
+
+
+def shared_start(out):
+    """Give each packed run that skipped its step-0 evaluation (--eval_start 0) the one of a run of
+    the same seed with the same model and evaluation settings, named in 'start_from': that
+    evaluation depends on nothing else, so a comparison computes it once per seed."""
+    runs = {}
+    for path in glob.glob(os.path.join(out, "*.json")):
+        with open(path) as f:
+            runs[path] = json.load(f)
+    key = lambda r: (r["settings"].get("seed"), tuple(str(r.get("eval_settings", {}).get(k)) for k in EVAL_KEYS))
+    donors = {key(r): r for r in runs.values() if r["evals"] and r["evals"][0]["step"] == 0}
+    for path, r in runs.items():
+        if r["evals"] and r["evals"][0]["step"] != 0:
+            donor = donors.get(key(r))
+            if donor is None:
+                raise SystemExit(f"summarise.py: {path} has no step-0 evaluation (--eval_start 0) and no run "
+                                 f"of seed {r['settings'].get('seed')} with the same evaluation has one")
+            r["evals"].insert(0, donor["evals"][0])
+            r["start_from"] = donor["name"]
+            with open(path, "w") as f:
+                json.dump(r, f, separators=(",", ":"))
 
 
 def load(path):

@@ -13,7 +13,7 @@ HARD = {("grpo", 1): (0.50, 0.90), ("grpo", 2): (0.60, 0.70), ("grpo", 3): (0.40
         ("ptdpo", 1): (0.80, 0.97), ("ptdpo", 2): (0.90, 0.99), ("ptdpo", 3): (0.70, 0.96)}
 
 
-def write_run(root, name, algo, seed, hard, finished=True):
+def write_run(root, name, algo, seed, hard, finished=True, start=True):
     d = root / name
     d.mkdir()
     (d / "config.json").write_text(json.dumps({"algo": algo, "divergence": "jsd", "ptd_coef": 32.0, "lr": 5e-4,
@@ -30,7 +30,29 @@ def write_run(root, name, algo, seed, hard, finished=True):
     if finished:
         recs.append({"step": 4, "eval_pass1": 0.9, "eval_pass1/easy": 0.95, "eval_pass1/hard": hard[1],
                      "eval_blank_pass1/hard": 0.11, "final": True})
+    if not start:   # --eval_start 0
+        recs.pop(0)
     (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+
+
+def test_a_run_without_its_step_0_evaluation_takes_its_seeds_shared_one(tmp_path):
+    """--eval_start 0 runs get the step-0 evaluation of the run of the same seed that made it
+    (named in start_from); a seed with none is an error naming the run."""
+    runs, out = tmp_path / "runs", tmp_path / "packed"
+    runs.mkdir()
+    write_run(runs, "grpo_s1", "grpo", 1, (0.5, 0.9))
+    write_run(runs, "ptdpo_s1", "ptdpo", 1, (0.8, 0.97), start=False)
+    summarise.pack(str(runs), str(out))
+    ptd, grpo = (json.load(open(out / f"{n}_s1.json")) for n in ("ptdpo", "grpo"))
+    assert ptd["start_from"] == "grpo_s1" and ptd["evals"][0] == grpo["evals"][0]
+    assert [e["step"] for e in ptd["evals"]] == [0, 2, 4] and "start_from" not in grpo
+    write_run(runs, "ptdpo_s2", "ptdpo", 2, (0.8, 0.97), start=False)
+    try:
+        summarise.pack(str(runs), str(out))
+    except SystemExit as e:
+        assert "ptdpo_s2.json" in str(e) and "seed 2" in str(e)
+    else:
+        raise AssertionError("a run with no step-0 evaluation anywhere was packed")
 
 
 def test_pack_and_tables_match_a_hand_computation(tmp_path, capsys):
