@@ -368,8 +368,8 @@ def warm_phase(model, processor, examples, steps, batch_size, lr, warmup, rng, m
     model.eval()
 
 
-WARM = {"steps": 1200, "lr": 2e-3, "steps2": 400, "lr2": 1e-3, "batch_size": 16, "warmup": 30,
-        "hint_share": 0.5, "answer_weight": 1.0, "hard_truth": 0.25, "pivot_truth": 0.01,
+WARM = {"steps": 1200, "lr": 2e-3, "steps2": 800, "lr2": 1e-3, "batch_size": 16, "warmup": 30,
+        "hint_share": 0.5, "answer_weight": 1.0, "hard_truth": 0.25, "pivot_truth": 0.0,
         "neutral_share": 0.25, "steps_drop": 0.5}
 
 

@@ -191,6 +191,8 @@ def test_shipped_checkpoint_loads_and_matches_its_diagnostics():
     assert shipped["command"].startswith("python toy.py") and shipped["args"]["seed"] == 0 and shipped["torch"]
     assert shipped["probe"]["steps"] == toy.PROBE["steps"] and shipped["probe"]["lr"] == toy.PROBE["lr"]
     assert shipped["probe"]["warmup"] == toy.PROBE["warmup"]
+    # built with the committed warm start's values (the bare `python toy.py` rebuilds it)
+    assert all(shipped["args"][k] == v for k, v in toy.WARM.items() if k in shipped["args"]), shipped["args"]
     assert shipped["model_sha256"] == sha256(os.path.join(model_dir, "model.safetensors"))   # the build's own
     model, processor = rollout.load_model(model_dir, "float32", "cpu")
     exs = data.load_jsonl(eval_path, report=lambda s: None)[:150]
