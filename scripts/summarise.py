@@ -252,10 +252,10 @@ def paired(groups, a, b, value):
 def verdict(groups):
     print("\nPaired differences, per evaluation seed (95% interval, t with seeds - 1 degrees of freedom):\n")
     task5 = all("pivot" in r["buckets"] for g in groups.values() for r in g.values())
-    measures = (("pivot at the end", lambda r: r["end"]["eval_pass1/pivot"]),
+    measures = (("pivot at the end", lambda r: r["end"]["eval_pass1/pivot"]),   # the three pre-registered
+                ("hard at the end", lambda r: r["end"]["eval_pass1/hard"]),     # (docs/PREREGISTRATION.md)
+                ("area: (hard + pivot) / 2, mean over evaluations after step 0", lambda r: r["auc"]),
                 ("pivot, mean over evaluations after step 0", lambda r: r["auc_pivot"]),
-                ("hard at the end", lambda r: r["end"]["eval_pass1/hard"]),
-                ("hard, mean over evaluations after step 0", lambda r: r["auc_hard"]),
                 ("easy, lowest over the run", lambda r: r["min_easy"])) if task5 else (
                 ("hard, mean over evaluations after step 0", lambda r: r["auc_hard"]),
                 ("hard at step 20", lambda r: r["curve"].get(20, {}).get("eval_pass1/hard", math.nan)),
