@@ -104,6 +104,15 @@ case "${PHASE:-dev}" in
         *) echo "RUNS2: unknown method in $r" >&2; exit 2 ;;
       esac
     done ;;
+  dev5c)  # task 5, amended after seed 100's grid (docs/RESULTS.md): PTD-PO's lambda above 128 at 30
+          # warm-up steps, and GRPO at lr 7e-4 with both warm-ups (two more settings each)
+    s=$DEV_SEED
+    for lam in 256 512; do
+      echo "$PTD --divergence jsd --ptd_coef $lam --warmup_steps 30 $DEV5 --seed $s --out_dir $OUT/dev_jsd_lam${lam}_w30_s$s"
+    done
+    for w in 10 30; do
+      echo "--algo grpo --lr 7e-4 --warmup_steps $w $DEV5 --seed $s --out_dir $OUT/dev_grpo_lr7e-4_w${w}_s$s"
+    done ;;
   dev5b)  # task 5: the other divergence's and the un-answer control's lambda, at PTD-PO's chosen warm-up
     for s in $DEV_SEED; do
       for lam in 1 4 16; do
@@ -121,7 +130,7 @@ case "${PHASE:-dev}" in
     echo "$PTD --divergence fkl --ptd_coef 4 $W --out_dir $OUT/dev_fkl_lam4_warm10"
     echo "--algo grpo --lr 5e-4 $W --out_dir $OUT/dev_grpo_lr5e-4_warm10" ;;
   summary) ;;
-  *) echo "PHASE must be dev, dev5, dev5seed, dev5b, eval5, eval, ablations, levers or summary"; exit 2 ;;
+  *) echo "PHASE must be dev, dev5, dev5seed, dev5b, dev5c, eval5, eval, ablations, levers or summary"; exit 2 ;;
 esac > "$jobs_file"
 "$PY" -c "import toy; toy.ensure()"   # build the demo data once, before the parallel runs
 start=$(date +%s)
