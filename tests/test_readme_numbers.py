@@ -1,5 +1,5 @@
-"""The README's numbers are the committed files' numbers: the main job's excerpt is
-results/main_job_cpu.txt, and the development table is results/runs/task5_v1/dev_*.json."""
+"""The README's and docs/DEMO.md's numbers are the committed files' numbers: the main job's excerpt is
+results/main_job_cpu.txt, and the development table is results/runs/task5_v1/dev_*.json, the shipped model's table toy/model/diagnostics.json."""
 import json
 import os
 import re
@@ -53,3 +53,31 @@ def test_the_development_table_is_the_committed_runs():
             assert abs(float(cells[2].split(";")[i]) - easy) < 0.05, (label, cells[2], easy)
             checked += 1
     assert checked == 7, checked
+
+
+def pct(text):
+    return float(text.strip().split("%")[0])
+
+
+def test_the_demo_docs_shipped_model_is_its_diagnostics():
+    """docs/DEMO.md's table of the shipped model, its counterfactual and its probes' end points
+    are toy/model/diagnostics.json's numbers (rounded to 0.1 point)."""
+    diag = json.loads(read("toy/model/diagnostics.json"))
+    demo = read("docs/DEMO.md").split("## The shipped model", 1)[1].split("The build checks", 1)[0]
+    rows = [r for r in demo.splitlines() if r.startswith("| ") and "%" in r]
+    assert len(rows) == 3
+    for row in rows:
+        name, student, tutor, failures, blank = [c.strip() for c in row.strip("|").split("|")]
+        b = diag["by_bucket"][name.split()[0]]
+        assert abs(pct(student) - 100 * b["student"]) < 0.051, (name, student)
+        assert abs(pct(tutor) - 100 * b["tutor"]) < 0.051, (name, tutor)
+        assert abs(pct(blank) - 100 * b["blank"]) < 0.051, (name, blank)
+        if "%" in failures:
+            assert abs(pct(failures) - 100 * b["tutor_on_failures"]) < 0.051, (name, failures)
+            assert f"({b['student_failures']})" in failures, (name, failures)
+    cf = diag["counterfactual"]
+    assert f"the other marked shape {100 * cf['follows_hint']:.1f}%" in demo.replace("\n  ", " ")
+    probe = diag["probe"]["final"]
+    for bucket, word in (("hard", "held-out hard"), ("pivot", "pivot")):
+        said = re.search(word + r" [\d.]+% -> [\d.]+% \((?:step )?25\) -> ([\d.]+)% \(80\)", demo.replace("\n  ", " "))
+        assert said and abs(float(said.group(1)) - 100 * probe[bucket]) < 0.051, (bucket, said)
