@@ -101,6 +101,7 @@ case "${PHASE:-dev}" in
         grpo) echo "--algo grpo --lr $value --warmup_steps $w $DEV5 --seed $s --out_dir $OUT/dev_${r}_s$s" ;;
         jsd|fkl) echo "$PTD --divergence $method --ptd_coef $value --warmup_steps $w $DEV5 --seed $s --out_dir $OUT/dev_${r}_s$s" ;;
         unanswer) echo "$PTD --divergence jsd --ptd_coef $value --tutor_context unanswer --warmup_steps $w $DEV5 --seed $s --out_dir $OUT/dev_${r}_s$s" ;;
+        unanswerfkl) echo "$PTD --divergence fkl --ptd_coef $value --tutor_context unanswer --warmup_steps $w $DEV5 --seed $s --out_dir $OUT/dev_${r}_s$s" ;;
         *) echo "RUNS2: unknown method in $r" >&2; exit 2 ;;
       esac
     done ;;
@@ -112,6 +113,10 @@ case "${PHASE:-dev}" in
     done
     for w in 10 30; do
       echo "--algo grpo --lr 7e-4 --warmup_steps $w $DEV5 --seed $s --out_dir $OUT/dev_grpo_lr7e-4_w${w}_s$s"
+    done ;;
+  dev5d)  # task 5, amended after dev5b: the un-answer control with forward KL, lambda 1, 4, 16
+    for lam in 1 4 16; do
+      echo "$PTD --divergence fkl --ptd_coef $lam --tutor_context unanswer --warmup_steps $WARM $DEV5 --seed $DEV_SEED --out_dir $OUT/dev_unanswerfkl_lam${lam}_w${WARM}_s$DEV_SEED"
     done ;;
   dev5b)  # task 5: the other divergence's and the un-answer control's lambda, at PTD-PO's chosen warm-up
     for s in $DEV_SEED; do
@@ -130,7 +135,7 @@ case "${PHASE:-dev}" in
     echo "$PTD --divergence fkl --ptd_coef 4 $W --out_dir $OUT/dev_fkl_lam4_warm10"
     echo "--algo grpo --lr 5e-4 $W --out_dir $OUT/dev_grpo_lr5e-4_warm10" ;;
   summary) ;;
-  *) echo "PHASE must be dev, dev5, dev5seed, dev5b, dev5c, eval5, eval, ablations, levers or summary"; exit 2 ;;
+  *) echo "PHASE must be dev, dev5, dev5seed, dev5b, dev5c, dev5d, eval5, eval, ablations, levers or summary"; exit 2 ;;
 esac > "$jobs_file"
 "$PY" -c "import toy; toy.ensure()"   # build the demo data once, before the parallel runs
 start=$(date +%s)
