@@ -44,6 +44,8 @@ DEV_SEED2=${DEV_SEED2:-101}
 SEEDS5=${SEEDS5:-"21 22 23 24 25 26 27 28"}
 GRPO_LR5=${GRPO_LR5:-unset}; GRPO_WARM5=${GRPO_WARM5:-unset}; LAMBDA5=${LAMBDA5:-unset}; WARM5=${WARM5:-unset}
 OTHER_LAMBDA5=${OTHER_LAMBDA5:-unset}; UNANSWER_LAMBDA5=${UNANSWER_LAMBDA5:-unset}
+DIV5=${DIV5:-unset}; OTHER5=${OTHER5:-unset}   # ptdpo's divergence (the main job's) and ptdpo_other's
+OTHER_WARM5=${OTHER_WARM5:-unset}
 WARM=${WARM:-30}                # dev5b: PTD-PO's chosen warm-up
 DEV5="--eval_data toy/data/dev.jsonl --eval_n 300 --eval_samples 2 --eval_blank 0 --eval_every 10"
 PTD="--algo ptdpo --lr $PTD_LR"
@@ -64,13 +66,13 @@ case "${PHASE:-dev}" in
     done ;;
   eval5)   # task 5, the pre-registered confirmation (docs/PREREGISTRATION.md fixes every value here)
     # the step-0 evaluation is computed once per seed (GRPO's run) and shared (summarise.py)
-    E="--eval_every 10 --eval_n 600 --eval_samples 8 --eval_blank 1 --eval_start 0"
+    E="--eval_every 10 --eval_n 300 --eval_samples 8 --eval_blank 1 --eval_start 0"
     for s in $SEEDS5; do
       echo "--algo grpo --lr $GRPO_LR5 --warmup_steps $GRPO_WARM5 $E --eval_start 1 --seed $s --out_dir $OUT/grpo_s$s"
-      echo "$PTD --divergence jsd --ptd_coef $LAMBDA5 --warmup_steps $WARM5 $E --seed $s --out_dir $OUT/ptdpo_s$s"
-      echo "$PTD --divergence fkl --ptd_coef $OTHER_LAMBDA5 --warmup_steps $WARM5 $E --seed $s --out_dir $OUT/ptdpo_other_s$s"
-      echo "$PTD --divergence jsd --ptd_coef $LAMBDA5 --warmup_steps $WARM5 --tutor_context none $E --seed $s --out_dir $OUT/control_s$s"
-      echo "$PTD --divergence jsd --ptd_coef $UNANSWER_LAMBDA5 --warmup_steps $WARM5 --tutor_context unanswer $E --seed $s --out_dir $OUT/unanswer_s$s"
+      echo "$PTD --divergence $DIV5 --ptd_coef $LAMBDA5 --warmup_steps $WARM5 $E --seed $s --out_dir $OUT/ptdpo_s$s"
+      echo "$PTD --divergence $OTHER5 --ptd_coef $OTHER_LAMBDA5 --warmup_steps $OTHER_WARM5 $E --seed $s --out_dir $OUT/ptdpo_other_s$s"
+      echo "$PTD --divergence $DIV5 --ptd_coef $LAMBDA5 --warmup_steps $WARM5 --tutor_context none $E --seed $s --out_dir $OUT/control_s$s"
+      echo "$PTD --divergence $DIV5 --ptd_coef $UNANSWER_LAMBDA5 --warmup_steps $WARM5 --tutor_context unanswer $E --seed $s --out_dir $OUT/unanswer_s$s"
     done ;;
   ablations)   # ABLATIONS="answer_tutor rkl" runs a subset
     for s in $ABL_SEEDS; do
