@@ -34,9 +34,9 @@ RESUME_KEYS = ("world_size", "model", "train_data", "algo", "group_size", "promp
 PAPER = {"ptd_coef": 0.05, "lr": 1e-6, "warmup_steps": 0, "max_new_tokens": 4096,
          "prompts_per_step": 384, "minibatch_prompts": 128, "steps": 200, "eval_samples": 1,
          "divergence": "jsd", "eval_blank": 0}
-DEMO = {"ptd_coef": 128.0, "lr": 5e-4, "warmup_steps": 10, "max_new_tokens": 32,
+DEMO = {"ptd_coef": 4.0, "lr": 5e-4, "warmup_steps": 30, "max_new_tokens": 32,
         "prompts_per_step": 16, "minibatch_prompts": 8, "steps": 80, "eval_samples": 8,
-        "divergence": "jsd", "eval_blank": 1}
+        "divergence": "fkl", "eval_blank": 1}
 
 DEMO_MODEL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "toy", "model")
 

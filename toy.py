@@ -673,7 +673,7 @@ def format_diagnostics(res, n):
 # warm-up, one probe per non-easy bucket with that bucket's prompts a step in the run (16 x its
 # share of the training split: 6 hard, 5 pivot). Trained on both buckets at once, as RL must, the
 # two pivots interfere (docs/DEMO.md); each probe asks whether its skill is learnable at all.
-PROBE = {"steps": 80, "batch": 16, "lr": 5e-4, "warmup": 10}
+PROBE = {"steps": 80, "batch": 16, "lr": 5e-4, "warmup": 30}
 REGIME = {"easy_student": 0.90, "easy_over_blank": 0.10, "all_fail_min": 0.20, "mixed_min": 0.20,
           "tutor_on_all_fail": 0.90, "tutor_text_min": 0.90, "counterfactual_min": 0.40,
           "pivot_all_fail_min": 0.85, "pivot_mixed_max": 0.05, "student_p_min": 0.02, "probe_min": 0.60}
