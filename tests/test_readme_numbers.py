@@ -1,5 +1,6 @@
-"""The README's and docs/DEMO.md's numbers are the committed files' numbers: the main job's excerpt is
-results/main_job_cpu.txt, and the development table is results/runs/task5_v1/dev_*.json, the shipped model's table toy/model/diagnostics.json."""
+"""The README's and docs/DEMO.md's numbers are the committed files' numbers: the main job's
+excerpt is results/main_job_cpu.txt, the development table results/runs/dev_*.json, the shipped
+model's table toy/model/diagnostics.json."""
 import json
 import os
 import re
@@ -25,34 +26,33 @@ def test_the_main_jobs_excerpt_is_its_committed_output():
 
 
 def dev_run(name):
-    with open(os.path.join(ROOT, "results", "runs", "task5_v1", name + ".json")) as f:
+    with open(os.path.join(ROOT, "results", "runs", name + ".json")) as f:
         return json.load(f)
 
 
 def test_the_development_table_is_the_committed_runs():
     """Each row of the README's development table (pivot at steps 40 / 60 / 80, hard at 80, the
     lowest easy evaluation) against its run file; "the same (101)" is the row above on seed 101."""
-    names = {"PTD-PO, JSD lambda 128, warm-up 10 (100)": ["dev_jsd_lam128_w10_s100"],
-             "GRPO lr 5e-4, warm-up 10 (100)": ["dev_grpo_lr5e-4_w10_s100"],
-             "GRPO lr 5e-4, warm-up 30 (100)": ["dev_grpo_lr5e-4_w30_s100"],
-             "GRPO lr 1e-3, warm-up 10 / 30 (100)": ["dev_grpo_lr1e-3_w10_s100", "dev_grpo_lr1e-3_w30_s100"]}
+    names = {"PTD-PO, forward KL lambda 4, warm-up 30 (100)": "dev_fkl_lam4_w30_s100",
+             "PTD-PO, JSD lambda 512, warm-up 30 (100)": "dev_jsd_lam512_w30_s100",
+             "GRPO lr 1e-4, warm-up 10 (100)": "dev_grpo_lr1e-4_w10_s100",
+             "GRPO lr 5e-4, warm-up 30 (100)": "dev_grpo_lr5e-4_w30_s100",
+             "un-answer control, forward KL lambda 1, warm-up 30 (100)": "dev_unanswerfkl_lam1_w30_s100"}
     table = read("README.md").split("| run (seed) |", 1)[1].split("\n\n", 1)[0].splitlines()[2:]
     checked, above = 0, None
     for line in table:
         label, *cells = [c.strip() for c in line.strip("|").split("|")]
-        runs = [above[0].replace("_s100", "_s101")] if label == "the same (101)" else names[label]
-        above = runs
-        for i, name in enumerate(runs):
-            evals = {m["step"]: m for m in dev_run(name)["evals"]}
-            pivot = [round(100 * evals[s]["eval_pass1/pivot"]) for s in (40, 60, 80)]
-            hard = round(100 * evals[80]["eval_pass1/hard"])
-            easy = min(100 * m["eval_pass1/easy"] for s, m in evals.items() if s > 0)
-            said = [int(v) for v in re.split(r"\s*/\s*", cells[0].split(";")[i].strip())]
-            assert said == pivot, (label, said, pivot)
-            assert int(cells[1].split(";")[i]) == hard, (label, cells[1], hard)
-            assert abs(float(cells[2].split(";")[i]) - easy) < 0.05, (label, cells[2], easy)
-            checked += 1
-    assert checked == 7, checked
+        name = above.replace("_s100", "_s101") if label == "the same (101)" else names[label]
+        above = name
+        evals = {m["step"]: m for m in dev_run(name)["evals"]}
+        pivot = [round(100 * evals[s]["eval_pass1/pivot"]) for s in (40, 60, 80)]
+        hard = round(100 * evals[80]["eval_pass1/hard"])
+        easy = min(100 * m["eval_pass1/easy"] for s, m in evals.items() if s > 0)
+        assert [int(v) for v in re.split(r"\s*/\s*", cells[0])] == pivot, (label, cells[0], pivot)
+        assert int(cells[1]) == hard, (label, cells[1], hard)
+        assert abs(float(cells[2]) - easy) < 0.05, (label, cells[2], easy)
+        checked += 1
+    assert checked == 9, checked
 
 
 def pct(text):
