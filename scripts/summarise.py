@@ -76,9 +76,11 @@ def shared_start(out):
     for path, r in runs.items():
         if r["evals"] and r["evals"][0]["step"] != 0:
             donor = donors.get(key(r))
-            if donor is None:
-                raise SystemExit(f"summarise.py: {path} has no step-0 evaluation (--eval_start 0) and no run "
-                                 f"of seed {r['settings'].get('seed')} with the same evaluation has one")
+            if donor is None:   # its seed's run that makes it has not finished: packed later
+                os.remove(path)
+                print(f"(not packed yet: {path} has no step-0 evaluation (--eval_start 0) and no finished "
+                      f"run of seed {r['settings'].get('seed')} with the same evaluation has one)")
+                continue
             r["evals"].insert(0, donor["evals"][0])
             r["start_from"] = donor["name"]
             with open(path, "w") as f:
