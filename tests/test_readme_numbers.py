@@ -1,6 +1,6 @@
-"""The README's and docs/DEMO.md's numbers are the committed files' numbers: the main job's
-excerpt is results/main_job_cpu.txt, the development table results/runs/dev_*.json, the shipped
-model's table toy/model/diagnostics.json."""
+"""The docs' numbers are the committed files' numbers: the README's main-job excerpt is
+results/main_job_cpu.txt, the development table it cites (docs/RESULTS.md) results/runs/dev_*.json,
+docs/DEMO.md's table of the shipped model toy/model/diagnostics.json."""
 import json
 import os
 import re
@@ -31,14 +31,14 @@ def dev_run(name):
 
 
 def test_the_development_table_is_the_committed_runs():
-    """Each row of the README's development table (pivot at steps 40 / 60 / 80, hard at 80, the
+    """Each row of the development table the README cites (docs/RESULTS.md) (pivot at steps 40 / 60 / 80, hard at 80, the
     lowest easy evaluation) against its run file; "the same (101)" is the row above on seed 101."""
     names = {"PTD-PO, forward KL lambda 4, warm-up 30 (100)": "dev_fkl_lam4_w30_s100",
              "PTD-PO, JSD lambda 512, warm-up 30 (100)": "dev_jsd_lam512_w30_s100",
              "GRPO lr 1e-4, warm-up 10 (100)": "dev_grpo_lr1e-4_w10_s100",
              "GRPO lr 5e-4, warm-up 30 (100)": "dev_grpo_lr5e-4_w30_s100",
              "un-answer control, forward KL lambda 1, warm-up 30 (100)": "dev_unanswerfkl_lam1_w30_s100"}
-    table = read("README.md").split("| run (seed) |", 1)[1].split("\n\n", 1)[0].splitlines()[2:]
+    table = read("docs/RESULTS.md").split("| run (seed) |", 1)[1].split("\n\n", 1)[0].splitlines()[2:]
     checked, above = 0, None
     for line in table:
         label, *cells = [c.strip() for c in line.strip("|").split("|")]
