@@ -81,3 +81,28 @@ def test_the_demo_docs_shipped_model_is_its_diagnostics():
     for bucket, word in (("hard", "held-out hard"), ("pivot", "pivot")):
         said = re.search(word + r" [\d.]+% -> [\d.]+% \((?:step )?25\) -> ([\d.]+)% \(80\)", demo.replace("\n  ", " "))
         assert said and abs(float(said.group(1)) - 100 * probe[bucket]) < 0.051, (bucket, said)
+
+
+def test_the_main_jobs_prose_is_its_committed_output():
+    """The paragraph under the README's main-job excerpt: the pivot, hard and easy figures at each
+    evaluation and the blank-image line are results/main_job_cpu.txt's."""
+    out = read("results/main_job_cpu.txt").splitlines()
+    evals = {}
+    for line in out:
+        m = re.match(r"step\s+(\d+) \|.*held-out pass@1 [\d.]+ \(easy ([\d.]+), hard ([\d.]+), pivot ([\d.]+)\)", line)
+        if m:
+            evals[int(m.group(1))] = [100 * float(x) for x in m.groups()[1:]]
+    table = {r.split()[1]: r.split() for r in out if r.startswith("  pass@1 ") and len(r.split()) > 3}
+    for b, i in (("easy", 0), ("hard", 1), ("pivot", 2)):   # the end of the run: the summary table
+        evals.setdefault(80, [0.0, 0.0, 0.0])[i] = 100 * float(table[b][3])
+    prose = " ".join(read("README.md").split("That is `results/main_job_cpu.txt`", 1)[1]
+                     .split("\n\n", 1)[0].split())
+    pivot = [evals[s][2] for s in (0, 20, 40, 80)]
+    assert (f"The pivot goes from {pivot[0]:.1f}% (blank image: {100 * float(table['pivot'][4]):.1f}%) to "
+            f"{pivot[1]:.1f}% at step 20, {pivot[2]:.1f}% at step 40 and {pivot[3]:.1f}% at the end (blank: "
+            f"{100 * float(table['pivot'][6]):.1f}%)") in prose, prose
+    assert (f"hard from {evals[0][1]:.1f}% to {evals[80][1]:.1f}% (blank {100 * float(table['hard'][4]):.1f} / "
+            f"{100 * float(table['hard'][6]):.1f}%)") in prose, prose
+    easy = [evals[s][0] for s in (20, 40, 60, 80)]
+    assert (f"easy stays at {min(easy):.1f}% or more at every evaluation "
+            f"({' / '.join(f'{e:.1f}' for e in easy)}% at steps 20-80)") in prose, prose
