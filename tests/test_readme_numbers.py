@@ -31,8 +31,9 @@ def dev_run(name):
 
 
 def test_the_development_table_is_the_committed_runs():
-    """Each row of the development table the README cites (docs/RESULTS.md) (pivot at steps 40 / 60 / 80, hard at 80, the
-    lowest easy evaluation) against its run file; "the same (101)" is the row above on seed 101."""
+    """Each row of the development table the README cites (docs/RESULTS.md: pivot at steps 40 /
+    60 / 80, hard at 80, the lowest easy evaluation) against its run file; "the same (101)" is the
+    row above on seed 101."""
     names = {"PTD-PO, forward KL lambda 4, warm-up 30 (100)": "dev_fkl_lam4_w30_s100",
              "PTD-PO, JSD lambda 512, warm-up 30 (100)": "dev_jsd_lam512_w30_s100",
              "GRPO lr 1e-4, warm-up 10 (100)": "dev_grpo_lr1e-4_w10_s100",
