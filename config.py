@@ -26,11 +26,10 @@ RESUME_KEYS = ("world_size", "model", "train_data", "algo", "group_size", "promp
 # Defaults that depend on the model. A real model gets the paper's settings (Qwen3-VL-2B/8B:
 # lambda 0.05, lr 1e-6 constant, 384 prompts per step in mini-batches of 128, 4,096 new tokens,
 # ~2 epochs of ViRL39K); the embedded demo (--model toy, a 1M-parameter model on a 96 px task)
-# gets its own: the paper's JSD at lambda 128 with 10 warm-up steps, chosen on a development seed
-# and split among lambda 32 / 64 / 128 and warm-up 10 / 30 (docs/RESULTS.md; lambda is large
-# because the tiny model's lr is 500x the paper's and the JSD's pull on a logit scales with the
-# student's own probability there, ~0.0005 on the pivot bucket at the start). A flag given on the
-# command line always wins.
+# gets its own: forward KL(tutor || student) at lambda 4 with 30 warm-up steps, chosen on two
+# development seeds over the paper's JSD at lambda 32-512 (docs/RESULTS.md: the JSD's pull on a
+# logit scales with the student's own probability of it, ~1e-4 on the pivot bucket at the start,
+# and it reached the pivot late). A flag given on the command line always wins.
 PAPER = {"ptd_coef": 0.05, "lr": 1e-6, "warmup_steps": 0, "max_new_tokens": 4096,
          "prompts_per_step": 384, "minibatch_prompts": 128, "steps": 200, "eval_samples": 1,
          "divergence": "jsd", "eval_blank": 0}

@@ -5,22 +5,16 @@
 # and run on evaluation seeds and the held-out split, never used to choose anything. Two runs at a
 # time, one thread each (the machine has 2 cores); the evaluation runs go seed by seed, so a partial
 # phase still pairs its methods.
-#   PHASE=dev bash scripts/compare.sh        # seed 100, dev split: GRPO lr, JSD lambda, forward-KL lambda
-#   PHASE=eval bash scripts/compare.sh       # seeds 1-5: grpo, ptdpo, ptdpo_other, control, unanswer
-#   PHASE=ablations bash scripts/compare.sh  # the paper's ablations of PTD-PO, seeds 1-2
-#   PHASE=levers bash scripts/compare.sh     # seed 100, dev split, 10 warm-up steps: the easy dip and its levers
+# Task 5 (the current demo; docs/RESULTS.md has the protocol, the rule and the findings, and
+# docs/PREREGISTRATION.md the confirmation's frozen values, passed through the *5 variables):
+#   PHASE=dev5 / dev5b / dev5c / dev5d   # development seed 100, the development split: the grid
+#   PHASE=dev5seed RUNS2="..."           # the named settings on development seed 101
+#   PHASE=eval5 GRPO_LR5=... bash scripts/compare.sh   # seeds 21-28 x the five methods, held-out
 #   PHASE=summary bash scripts/compare.sh    # results/runs/ (one file per run), results/compare.txt, .png
-#
-# The choice rule, fixed before the development runs: for each knob, the value with the highest
-# mean held-out hard pass@1 over the evaluations at steps 20, 40 and 60 (the area under the
-# learning curve: every method ends near the top on this task, so the speed of learning is what
-# separates them); within 1 point, the one with the higher lowest easy pass@1 over those evaluations.
-# GRPO's lr: 1e-4, 5e-4, 2e-3. The JSD's lambda: 2, 8, 32. Forward KL's lambda: 1, 4. PTD-PO keeps
-# the main job's lr (5e-4, the lr at which the learnability probe learns the skill).
-# Chosen at the shipped 30 warm-up steps (results/compare.txt, development table): GRPO lr 5e-4
-# (76.7); JSD lambda 32 (90.0, tied with lambda 8, higher lowest easy: 95.2 against 90.8); forward
-# KL lambda 1 (89.3, against 81.8 at lambda 4). The JSD is not behind forward KL (90.0 against
-# 89.3), so the main job and ptdpo run the paper's JSD, ptdpo_other forward KL.
+# Task 4's phases, kept for its committed runs (results/runs/task4/): PHASE=dev, eval, ablations
+# and levers, with task 4's rule (the mean held-out hard pass@1 over the evaluations at steps 20,
+# 40 and 60; GRPO lr 5e-4, the JSD at lambda 32 and forward KL at lambda 1 were chosen; the main
+# job then ran the JSD).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python}

@@ -5,8 +5,9 @@
 
 --pack keeps, per run, its settings and every number it logged that a table or figure uses (each
 step's training metrics, each held-out evaluation), so results/runs/ is committed and every table
-and figure here is recomputed from it. The tables: the development seed's runs with the choice
-rule's number (mean held-out hard pass@1 over the evaluations after step 0); per method on the
+and figure here is recomputed from it. The tables: the development runs with the choice rule's
+number (task 5: the mean over the evaluations after step 0 of (hard + pivot pass@1) / 2, with
+easy >= 85% throughout; `choose`); per method on the
 evaluation seeds, each bucket at the start and the end with the blank-image score (the chance
 line), pass@1 and pass@8, the learning curve, entropy, all-fail and mixed shares, format
 collapses and what the answers name; and the paired differences per seed with 95% intervals from
@@ -228,8 +229,9 @@ def eval_tables(groups, names, eval_path="toy/data/eval.jsonl"):
     classes = ANSWERS5 if "pivot" in first["buckets"] else ("target", "other", "absent", "none")
     last = first["buckets"][-1]   # pivot on task 5, hard on task 4
     print("| method | entropy (last 20%) | all-fail groups | mixed groups | rows distilled | format collapses | "
-          f"{last} answers at the end: {' / '.join(classes)} |")
-    print("|---|---|---|---|---|---|---|")
+          f"{last} answers at the end: {' / '.join(classes)} | {last} groups mixed in training, per seed | "
+          "wall s |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for name in names:
         rs = list(groups[name].values())
         ent = num([r["mean"]("entropy", r["tail"]) for r in rs])
@@ -237,8 +239,10 @@ def eval_tables(groups, names, eval_path="toy/data/eval.jsonl"):
         mx = f"{num([r['mean']('mixed_group_frac') for r in rs])} / {num([r['mean']('mixed_group_frac', r['tail']) for r in rs])}"
         col = [f"s{s}@{r['collapse']}" for s, r in sorted(groups[name].items()) if r["collapse"]]
         ans = " / ".join(pct([r["end"].get(f"eval_answers/{last}/{a}") for r in rs]) for a in classes)
+        seen = " ".join(f"s{s}: {mixed_seen(r, last)}" for s, r in sorted(groups[name].items()))
+        wall = [r["wall_s"] for r in rs if r.get("wall_s")]
         print(f"| {name} | {ent} | {af} | {mx} | {num([r['mean']('distilled_frac') for r in rs])} | "
-              f"{len(col)} {' '.join(col)} | {ans} |")
+              f"{len(col)} {' '.join(col)} | {ans} | {seen} | {num(wall) if wall else '-'} |")
 
 
 def paired(groups, a, b, value):
@@ -336,7 +340,7 @@ def main(argv=None):
     main_runs = [n for n in MAIN if n in groups]
     abl = sorted(n for n in groups if n.startswith("abl_"))
     if dev:
-        print("\nDevelopment seed, development split (settings chosen here; rule in scripts/compare.sh)\n")
+        print("\nDevelopment seeds, development split (settings chosen here; the rule: docs/RESULTS.md, choose())\n")
         dev_table(groups, dev)
         if dev5:
             choose(groups, dev5)
