@@ -68,6 +68,20 @@ case "${PHASE:-dev}" in
       echo "$PTD --divergence $DIV5 --ptd_coef $LAMBDA5 --warmup_steps $WARM5 --tutor_context none $E --seed $s --out_dir $OUT/control_s$s"
       echo "$PTD --divergence $DIV5 --ptd_coef $UNANSWER_LAMBDA5 --warmup_steps $WARM5 --tutor_context unanswer $E --seed $s --out_dir $OUT/unanswer_s$s"
     done ;;
+  abl5)   # task 5: the paper's ablations of PTD-PO at the frozen ptdpo setting, paired on ABL_SEEDS5
+    # (seeds of the confirmation, so each compares with ptdpo_s<seed>); "frame": the tutor also sees
+    # a frame drawn around the focus (text + frame against ptdpo's text alone)
+    "$PY" -c "import json; recs = [json.loads(l) for l in open('toy/data/train.jsonl')]
+[r['hint'].update(frame=True) for r in recs if r.get('hint')]
+open('toy/data/train_framed.jsonl', 'w').write(''.join(json.dumps(r) + '\n' for r in recs))" >&2
+    for s in ${ABL_SEEDS5:-21 22 23}; do
+      for a in "tau0.2 --tau 0.2" "distill_all --distill_all" "rkl --divergence rkl" \
+               "answer_tutor --tutor_context answer" "hint_text --hint_style text" \
+               "frame --train_data toy/data/train_framed.jsonl"; do
+        set -- $a; name=$1; shift
+        echo "$PTD --divergence $DIV5 --ptd_coef $LAMBDA5 --warmup_steps $WARM5 $* --eval_every 10 --eval_n 300 --eval_samples 8 --eval_blank 1 --eval_start 0 --seed $s --out_dir $OUT/abl_${name}_s$s"
+      done
+    done ;;
   ablations)   # ABLATIONS="answer_tutor rkl" runs a subset
     for s in $ABL_SEEDS; do
       for a in "tau0.2 --tau 0.2" "distill_all --distill_all" "rkl --divergence rkl" \
@@ -131,7 +145,7 @@ case "${PHASE:-dev}" in
     echo "$PTD --divergence fkl --ptd_coef 4 $W --out_dir $OUT/dev_fkl_lam4_warm10"
     echo "--algo grpo --lr 5e-4 $W --out_dir $OUT/dev_grpo_lr5e-4_warm10" ;;
   summary) ;;
-  *) echo "PHASE must be dev, dev5, dev5seed, dev5b, dev5c, dev5d, eval5, eval, ablations, levers or summary"; exit 2 ;;
+  *) echo "PHASE must be dev, dev5, dev5seed, dev5b, dev5c, dev5d, eval5, abl5, eval, ablations, levers or summary"; exit 2 ;;
 esac > "$jobs_file"
 "$PY" -c "import toy; toy.ensure()"   # build the demo data once, before the parallel runs
 start=$(date +%s)
