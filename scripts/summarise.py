@@ -255,8 +255,9 @@ def paired(groups, a, b, value):
     return statistics.mean(d), T95[len(d) - 1] * statistics.stdev(d) / math.sqrt(len(d)), len(d)
 
 
-def verdict(groups):
-    print("\nPaired differences, per evaluation seed (95% interval, t with seeds - 1 degrees of freedom):\n")
+def verdict(groups, abl=()):
+    print("\nPaired differences, per evaluation seed (95% interval, t with seeds - 1 degrees of freedom);"
+          "\non task 5 the first three rows are the pre-registered comparisons, the others exploratory:\n")
     task5 = all("pivot" in r["buckets"] for g in groups.values() for r in g.values())
     measures = (("pivot at the end", lambda r: r["end"]["eval_pass1/pivot"]),   # the three pre-registered
                 ("hard at the end", lambda r: r["end"]["eval_pass1/hard"]),     # (docs/PREREGISTRATION.md)
@@ -270,7 +271,7 @@ def verdict(groups):
     print("| difference | " + " | ".join(m for m, _ in measures) + " |")
     print("|---|" + "---|" * len(measures))
     for a, b in (("ptdpo", "grpo"), ("ptdpo", "control"), ("ptdpo", "unanswer"), ("ptdpo", "ptdpo_other"),
-                 ("unanswer", "control"), ("control", "grpo")):
+                 ("unanswer", "control"), ("control", "grpo")) + tuple((a, "ptdpo") for a in abl):
         cells = []
         for _, value in measures:
             p = paired(groups, a, b, value)
@@ -350,7 +351,7 @@ def main(argv=None):
             print(f"\n{title}\n")
             eval_tables(groups, names)
     if main_runs:
-        verdict(groups)
+        verdict(groups, abl)   # an ablation pairs with ptdpo on the seeds both ran
     if args.png and main_runs:
         figure(groups, main_runs, args.png, "GRPO vs PTD-PO vs the controls on the demo")
     if args.png and abl:

@@ -77,3 +77,20 @@ def test_pack_and_tables_match_a_hand_computation(tmp_path, capsys):
     row = next(line for line in text.splitlines() if line.startswith("| ptdpo - grpo |"))
     assert f"{m:+.1f} [{m - h:+.1f}, {m + h:+.1f}] (n=3)" in row, row
     assert row.split(" | ")[2] == "-"                                      # no step-20 evaluation: no figure
+
+
+def test_an_ablation_pairs_with_ptdpo_on_the_seeds_both_ran(tmp_path, capsys):
+    runs, out = tmp_path / "runs", tmp_path / "packed"
+    runs.mkdir()
+    for (method, seed), hard in HARD.items():
+        write_run(runs, f"{method}_s{seed}", method, seed, hard)
+    abl = {1: (0.6, 0.90), 2: (0.7, 0.80)}                                  # seeds 1 and 2 only
+    for seed, hard in abl.items():
+        write_run(runs, f"abl_tau0.2_s{seed}", "ptdpo", seed, hard)
+    summarise.main(["--pack", str(runs), str(out)])
+    text = capsys.readouterr().out
+    d = [100 * (abl[s][1] - HARD["ptdpo", s][1]) for s in (1, 2)]
+    m, h = statistics.mean(d), 12.706 * statistics.stdev(d) / math.sqrt(2)   # t(1)
+    row = next(line for line in text.splitlines() if line.startswith("| abl_tau0.2 - ptdpo |"))
+    assert f"{m:+.1f} [{m - h:+.1f}, {m + h:+.1f}] (n=2)" in row, row
+    assert "Ablations (PTD-PO with one change)" in text
