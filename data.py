@@ -1,5 +1,6 @@
 """
-data.py: the one JSONL format shared by train.py, eval.py and make_hints.py, and its validator.
+data.py: the one JSONL format shared by train.py, eval.py and scripts/make_hints.py, and its
+validator.
 
 One problem per line (UTF-8; a leading byte-order mark is fine):
     {"id": "geo-17",                      unique string or integer (default: file:line)

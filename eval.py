@@ -13,20 +13,32 @@ eval.py: benchmarks (pass@1, pass@k, per category, length, entropy) and run comp
 --with_hints. Rule-based answer matching only (reward.is_correct); no LLM judge. A response cut at
 --max_new_tokens is scored wrong, as training's reward scores it. train.py's summary prints the
 command (with --blank: the white-image chance line) that reproduces each of its columns.
+
+It also holds what a training run measures and writes (train.py calls them):
+    m = step_metrics(...)                 # a step's numbers, summed over ranks
+    m.update(heldout(policy, ...))        # held-out pass@1 / pass@n, per category, no hints
+    emit = open_metrics(args, rank, start); emit(m); print0(log_line(m, args.divergence))
+    read_jsonl(path)                      # the one reader of a metrics file (scripts/ too)
+pass_counts is the held-out sampler-and-grader that train.py, eval.py and the demo's diagnostics
+share: it is where the reward meets the sampler, so rollout.py does not import reward.py.
+Left out on purpose: dashboards (wandb is optional), per-token traces.
 """
 import argparse
 import json
 import math
 import os
+import shlex
 import sys
 
 import torch
+from tqdm import tqdm
 
 import checkpoint
 import config
 import data
 import decode
-import report
+import loss
+import reward
 import rollout
 import tutor
 from config import NONNEG, POS, add_flags, ranged
@@ -78,7 +90,7 @@ def pass_at_k(n, c, k):
 def resolve_model(args):
     args.default_cap = args.max_new_tokens is None       # a default cap is fitted to the model (cap_new_tokens)
     if args.model == "toy":
-        import toy   # the demo, built on first use
+        from demo import toy   # the demo, built on first use
         args.model, _, demo_eval = toy.ensure()
         args.data = args.data or demo_eval
     elif os.path.exists(os.path.join(args.model, "config.json")) and os.path.exists(
@@ -155,7 +167,7 @@ def load(args, device):
 
 def evaluate(model, processor, examples, args, rank=0, world=1, fast=None, blank=False):
     """Per-problem sums over the samples, over ranks: correct, cut (at the cap), length, entropy,
-    and what the answers name where the records list the picture's objects (report.answer_class).
+    and what the answers name where the records list the picture's objects (answer_class).
     blank: the student's prompts on white images of the same sizes (no entropy pass). fast: a
     decode.FastSampler (decode.for_run: on CUDA unless --plain_generate), as in train.py."""
     fmt = rollout.box_format(model)
@@ -166,25 +178,25 @@ def evaluate(model, processor, examples, args, rank=0, world=1, fast=None, blank
         p = tutor.tutor_prompt(processor, ex, fmt) if args.with_hints else None
         if p is None:
             images = rollout.open_images(ex)
-            p = rollout.encode(processor, ex["question"], report.blank_images(images) if blank else images)
+            p = rollout.encode(processor, ex["question"], blank_images(images) if blank else images)
         prompts.append(p)
     if not blank:
         cap_new_tokens(args, model, int(all_max(torch.tensor(max((len(p["input_ids"]) for p in prompts), default=0)))),
                        rank)
-    res = report.pass_counts(model, processor, prompts, [examples[i] for i in mine], args.n_samples,
-                             args.max_new_tokens, args.temperature, seed=args.seed, entropy=not blank,
-                             token_budget=args.token_budget, top_p=args.top_p, kv_cache_gb=args.kv_cache_gb,
-                             prompt_ids=mine, fast=fast)
+    res = pass_counts(model, processor, prompts, [examples[i] for i in mine], args.n_samples,
+                      args.max_new_tokens, args.temperature, seed=args.seed, entropy=not blank,
+                      token_budget=args.token_budget, top_p=args.top_p, kv_cache_gb=args.kv_cache_gb,
+                      prompt_ids=mine, fast=fast)
     scene = any("scene" in ex["record"] for ex in examples)
     out = {k: torch.zeros(len(examples), dtype=torch.float64) for k in ("correct", "cut", "length", "entropy")}
-    classes = torch.zeros(len(examples), len(report.ANSWER_CLASSES), dtype=torch.float64)
+    classes = torch.zeros(len(examples), len(ANSWER_CLASSES), dtype=torch.float64)
     for j, i in enumerate(mine):
         for k in out:
             out[k][i] = res[k][j] if k in res else 0.0
     for r, text in enumerate(res["texts"]):
         i = mine[r // args.n_samples]
         if scene:
-            classes[i, report.ANSWER_CLASSES.index(report.answer_class(text, examples[i]["record"]))] += 1
+            classes[i, ANSWER_CLASSES.index(answer_class(text, examples[i]["record"]))] += 1
     out = {k: all_sum(v) for k, v in out.items()}
     if scene:
         out["classes"] = all_sum(classes)
@@ -223,8 +235,8 @@ def summarise(examples, counts, args, blank=None):
         for c in cats:
             sel = torch.tensor([ex.get("category") == c for ex in examples])
             shares = counts["classes"][sel].sum(0) / (n * sel.sum().item())
-            res.update({f"answers/{c}/{name}": v for name, v in zip(report.ANSWER_CLASSES, shares.tolist())})
-    by = report.by_category((correct / n).tolist(), examples)
+            res.update({f"answers/{c}/{name}": v for name, v in zip(ANSWER_CLASSES, shares.tolist())})
+    by = by_category((correct / n).tolist(), examples)
     if len(by) > 1:
         res["by_category"] = by
     return res
@@ -250,13 +262,341 @@ def print_table(res):
         print(f"  {name:24s} {res[k]:.4f}")
 
 # -----------------------------------------------------------------------------
+# what train.py measures and writes: step metrics, held-out evaluation, log lines, metrics.jsonl
+
+
+def waiting(total, desc, rank):
+    """A tqdm bar on rank 0 (counting this rank's rows) for the waits of a real model: a step's
+    rollouts or a held-out evaluation can take minutes. It appears only after 5 s, so the demo's
+    one-line-per-step log stays clean."""
+    return tqdm(total=total, desc=desc, unit="rows", leave=False, delay=5, disable=rank != 0)
+
+
+def step_metrics(step, G, rewards, well_formed, truncated, mask, entropy, ptd_group, distil, stats, same,
+                 times, buckets=None):
+    """The step's numbers, summed over ranks (`same`: values already equal on every rank). G: the
+    group size. One key per quantity: "div" is the distillation divergence, whichever one the run's
+    --divergence names (config.json says which). buckets: (names, each group's name) where the
+    data has categories: then the step's group counts per category too ("groups/<c>",
+    "mixed_groups/<c>", "all_fail_groups/<c>"; counts, so that a run's totals are their sums)."""
+    m = mask.float()
+    per_group = rewards.view(-1, G).sum(1)
+    split = {}
+    for c in (buckets[0] if buckets else ()):
+        mine = torch.tensor([b == c for b in buckets[1]], dtype=torch.bool)
+        split.update({f"groups/{c}": mine.float().sum(),
+                      f"mixed_groups/{c}": (mine & (per_group > 0) & (per_group < G)).float().sum(),
+                      f"all_fail_groups/{c}": (mine & (per_group == 0)).float().sum()})
+    local = {"reward": rewards.sum(), "format": well_formed.sum(), "rows": float(len(rewards)), "len": m.sum(),
+             "entropy": (entropy.cpu() * m).sum(), "distilled": distil.float().sum(),
+             "ptd_groups": ptd_group.float().sum() / G, "groups": float(len(rewards) // G),
+             "truncated": truncated.float().sum(), "mixed_groups": (rewards.view(-1, G).std(1) > 0).float().sum(),
+             # all-fail groups: GRPO's advantage is zero, only the tutor has a signal there
+             "all_fail_groups": (rewards.view(-1, G).sum(1) == 0).float().sum(),
+             "all_pass_groups": (rewards.view(-1, G).sum(1) == G).float().sum(), **split, **stats}
+    keys = sorted(local)
+    tot = dict(zip(keys, all_sum(torch.tensor([float(local[k]) for k in keys], dtype=torch.float64)).tolist()))
+    t0, t1, t2, t3, t4 = times
+    return {"step": step + 1, "reward": tot["reward"] / tot["rows"], "format": tot["format"] / tot["rows"],
+            "entropy": tot["entropy"] / max(tot["len"], 1), "kl": tot["kl"] / max(tot["kl_tokens"], 1),
+            "div": tot["div"] / max(tot["div_tokens"], 1),
+            "distilled_frac": tot["distilled"] / tot["rows"], "ptd_group_frac": tot["ptd_groups"] / tot["groups"],
+            "mixed_group_frac": tot["mixed_groups"] / tot["groups"],
+            "all_fail_frac": tot["all_fail_groups"] / tot["groups"], "all_pass_frac": tot["all_pass_groups"] / tot["groups"],
+            **{k: tot[k] / max(tot["tokens"], 1) for k in ("clip_frac_low", "clip_frac_high", "clip_frac_dual")},
+            **same, "resp_len": tot["len"] / tot["rows"], "truncated_frac": tot["truncated"] / tot["rows"],
+            "t_rollout": t1 - t0, "t_old": t2 - t1, "t_ref_tutor": t3 - t2, "t_update": t4 - t3,
+            "tok_per_s": tot["len"] / max(t4 - t0, 1e-9), **{k: tot[k] for k in split}}
+
+# -----------------------------------------------------------------------------
+# held-out evaluation during training (pass_counts: eval.py's and the demo's too)
+
+
+@torch.no_grad()
+def pass_counts(model, processor, prompts, examples, n_samples, max_new_tokens, temperature=1.0, seed=0,
+                entropy=False, token_budget=16384, **sample_kw):
+    """pass counts of n_samples responses per prompt (prompts[i] asks examples[i]).
+    Returns dict of (B,) tensors: correct (0..n_samples), cut (responses cut at max_new_tokens),
+    length (tokens, summed over samples), and entropy (summed over tokens) when asked; plus the
+    texts. A response cut before EOS is scored wrong, as training's reward scores it
+    (train.rewards_of): an unfinished answer is not an answer. sample_kw: top_p, kv_cache_gb,
+    prompt_ids, progress, fast, as for rollout.sample()."""
+    ids, mask = rollout.sample(model, processor, prompts, n_samples, max_new_tokens, temperature, seed=seed,
+                               **sample_kw)
+    texts = rollout.decode(processor, ids, mask)
+    hits = torch.tensor([reward.reward(t, examples[i // n_samples]) for i, t in enumerate(texts)], dtype=torch.float)
+    cut = ~(ids == rollout.eos_id(processor)).any(1)
+    hits = torch.where(cut, torch.zeros_like(hits), hits)
+    B, R = len(prompts), mask.shape[1]
+    out = {"correct": hits.view(B, n_samples).sum(1), "cut": cut.view(B, n_samples).sum(1).double(),
+           "length": mask.view(B, n_samples, R).sum((1, 2)).double(), "texts": texts}
+    if entropy:
+        ent = rollout.score(model, [p for p in prompts for _ in range(n_samples)], ids, mask,
+                            token_budget=token_budget, temperature=temperature if temperature > 0 else 1.0,
+                            entropy=True)["entropy"]
+        ent = ent if ent is not None else torch.zeros(mask.shape)        # no prompts on this rank
+        out["entropy"] = (ent * mask).view(B, n_samples, R).sum((1, 2)).double()
+    return out
+
+
+def blank_images(images):
+    """White pictures of the same sizes: what a model that does not read the picture sees."""
+    from PIL import Image
+    return [Image.new("RGB", im.size, (255, 255, 255)) for im in images]
+
+
+EVAL_SEED = 2 ** 61 + 1234   # the held-out sampling seed (the summary's eval.py command passes it as --seed)
+
+
+def heldout(model, processor, examples, args, rank, world, seed=EVAL_SEED, fast=None, blank=False):
+    """Held-out pass@1 (the mean over n = --eval_samples samples), pass@n (any of the n right) and
+    mean response length, no hints, split across ranks; the same per `category` when the data
+    has categories (the demo's buckets: eval_pass1/easy, eval_pass8/hard, ...), and what the
+    answers name where the records list the picture's objects (answer_class). blank=True scores
+    the same prompts on white images of the same sizes instead (eval_blank_pass1...): the chance
+    line of a model that does not read the picture."""
+    idx = list(range(rank, len(examples), world))
+    mine = [examples[i] for i in idx]
+    images = [rollout.open_images(ex) for ex in mine]
+    if blank:
+        images = [blank_images(ims) for ims in images]
+    prompts = [rollout.encode(processor, ex["question"], ims) for ex, ims in zip(mine, images)]
+    n = args.eval_samples
+    with waiting(len(prompts) * n, "held-out evaluation" + (" (blank images)" if blank else ""), rank) as bar:
+        res = pass_counts(model, processor, prompts, mine, n, args.max_new_tokens, args.temperature, seed=seed,
+                          top_p=args.top_p, kv_cache_gb=args.kv_cache_gb, prompt_ids=idx, progress=bar, fast=fast)
+    cats = sorted({ex["category"] for ex in examples if ex.get("category")})   # the same on every rank
+    groups = [""] + cats
+    scene = any("scene" in ex["record"] for ex in examples)                    # the same on every rank
+    # per group: correct, problems, any correct, length, then the answer classes' counts
+    sums = torch.zeros(len(groups), 4 + len(ANSWER_CLASSES), dtype=torch.float64)
+    classes = torch.zeros(len(mine), len(ANSWER_CLASSES), dtype=torch.float64)
+    if scene:
+        for i, t in enumerate(res["texts"]):
+            classes[i // n, ANSWER_CLASSES.index(answer_class(t, mine[i // n]["record"]))] += 1
+    for j, c in enumerate(groups):
+        sel = torch.tensor([not c or ex.get("category") == c for ex in mine], dtype=torch.bool)
+        sums[j, :4] = torch.tensor([res["correct"][sel].sum().item(), sel.sum().item(),
+                                    (res["correct"][sel] > 0).sum().item(), res["length"][sel].sum().item()])
+        sums[j, 4:] = classes[sel].sum(0)
+    sums = all_sum(sums)
+    out, head = {}, "eval_blank_pass" if blank else "eval_pass"
+    for j, c in enumerate(groups):
+        tail = f"/{c}" if c else ""
+        problems = max(sums[j, 1].item(), 1.0)
+        out[f"{head}1{tail}"] = sums[j, 0].item() / (problems * n)
+        if n > 1 and not blank:
+            out[f"{head}{n}{tail}"] = sums[j, 2].item() / problems
+        if scene and not blank and c:
+            for k, name in enumerate(ANSWER_CLASSES):
+                out[f"eval_answers/{c}/{name}"] = sums[j, 4 + k].item() / (problems * n)
+    if not blank:
+        out["eval_len"] = sums[0, 3].item() / (max(sums[0, 1].item(), 1.0) * n)
+    return out
+
+
+def by_category(values, examples):
+    """{category: mean of values over its examples}, sorted; examples without one count as "all".
+    The one per-category mean of eval.py and the demo's diagnostics (train.py's held-out evaluation
+    sums across ranks first, above)."""
+    cats = {}
+    for v, ex in zip(values, examples):
+        cats.setdefault(ex.get("category") or "all", []).append(float(v))
+    return {c: sum(v) / len(v) for c, v in sorted(cats.items())}
+
+
+ANSWER_CLASSES = ("target", "marked", "other", "absent", "none")
+
+
+def answer_class(text, record):
+    """What a response names, for a problem whose record lists the picture's objects (the demo's
+    `scene`, each with its colour, and which of them are marked: `framed`, `shaded`): 'target' (the
+    right answer), 'marked' (the colour of the marked shape the question does not ask for: the
+    misreading the demo plants), 'other' (any other shape's colour in the picture), 'absent' (a
+    colour not in the picture) or 'none' (no answer). A student that reads the picture says
+    'target', 'marked' or 'other'; one that guesses says 'absent' most of the time."""
+    said = reward.extract_answer(text)
+    said = reward.normalize(said) if said else ""
+    if not said:
+        return "none"
+    if said == reward.normalize(record["answer"]):
+        return "target"
+    marked = [record[k] for k in ("framed", "shaded") if isinstance(record.get(k), int)]
+    if said in {reward.normalize(record["scene"][i]["colour"]) for i in marked}:
+        return "marked"
+    if said in {reward.normalize(o["colour"]) for o in record["scene"]}:
+        return "other"
+    return "absent"
+
+# -----------------------------------------------------------------------------
+# log lines, metrics.jsonl, the end of a run
+
+
+def eval_text(m, n):
+    """'held-out pass@1 0.412 (easy 0.700, hard 0.125) | pass@8 0.800 (...)' from a metrics record."""
+    parts = []
+    for k in ["1"] + ([str(n)] if n > 1 else []):
+        cats = sorted(key.split("/", 1)[1] for key in m if key.startswith(f"eval_pass{k}/"))
+        by = ", ".join(f"{c} {m[f'eval_pass{k}/{c}']:.3f}" for c in cats)
+        parts.append(f"pass@{k} {m[f'eval_pass{k}']:.3f}" + (f" ({by})" if by else ""))
+    if "eval_blank_pass1" in m:   # the chance line
+        cats = sorted(key.split("/", 1)[1] for key in m if key.startswith("eval_blank_pass1/"))
+        by = ", ".join(f"{c} {m[f'eval_blank_pass1/{c}']:.3f}" for c in cats)
+        parts.append(f"blank image pass@1 {m['eval_blank_pass1']:.3f}" + (f" ({by})" if by else ""))
+    cats = sorted({key.split("/")[1] for key in m if key.startswith("eval_answers/")})
+    if cats:
+        parts.append(f"answers {'/'.join(ANSWER_CLASSES)}: " + ", ".join(
+            f"{c} " + "/".join(f"{m[f'eval_answers/{c}/{a}']:.2f}" for a in ANSWER_CLASSES) for c in cats))
+    return "held-out " + " | ".join(parts)
+
+
+def divergence_of(m):
+    """The distillation divergence of a step's record: "div", or in a run logged before that key
+    the one named by the divergence (loss.DIVERGENCES' names); 0 when there is none."""
+    if "div" in m:
+        return m["div"]
+    return next((m[k] for k in loss.DIVERGENCES if k in m), 0.0)
+
+
+def log_line(m, div):
+    """One line per step; div: the divergence's name (--divergence), the label of m["div"]."""
+    return (f"step {m['step']:4d} | reward {m['reward']:.3f} | groups fail/pass {m['all_fail_frac']:.2f}/"
+            f"{m['all_pass_frac']:.2f} | entropy {m['entropy']:.3f} | kl {m['kl']:.4f} | "
+            f"{div} {m['div']:.4f} | distilled {m['distilled_frac']:.2f} | clip {m['clip_frac_low']:.3f}/"
+            f"{m['clip_frac_high']:.3f} | len {m['resp_len']:.1f} | time {m['t_rollout']:.1f}/"
+            f"{m['t_old'] + m['t_ref_tutor']:.1f}/{m['t_update']:.1f}s | {m['tok_per_s']:.0f} tok/s")
+
+
+def read_jsonl(path):
+    """The records of a metrics file; a line a crash cut short is skipped, not fatal."""
+    recs = []
+    with open(path) as f:
+        for line in f:
+            try:
+                recs.append(json.loads(line))
+            except json.JSONDecodeError:
+                pass
+    return recs
+
+
+def open_metrics(args, rank, start):
+    """An `emit(record)` that appends to metrics.jsonl (and wandb). On resume, records after the
+    checkpoint's step are dropped first, so a crash never leaves a step twice in the file."""
+    path = os.path.join(args.out_dir, "metrics.jsonl")
+
+    def stop(e, what):   # a full disk: one line, and the file as it was (a cut last line is skipped on reading)
+        sys.exit(f"train.py: cannot {what} {path}: {e.strerror or e} (errno {e.errno}); the run's checkpoints are "
+                 f"as they were: free space there (or fix the folder), then rerun with --resume")
+    if rank == 0 and os.path.exists(path):
+        keep = [json.dumps(r) + "\n" for r in read_jsonl(path) if start and r.get("step", 0) <= start
+                and not r.get("final")]
+        try:
+            with open(path + ".tmp", "w") as f:
+                f.writelines(keep)
+            os.replace(path + ".tmp", path)
+        except OSError as e:
+            if os.path.exists(path + ".tmp"):
+                os.remove(path + ".tmp")
+            stop(e, "rewrite")
+    wb = None
+    if args.wandb and rank == 0:
+        try:
+            import wandb
+        except ImportError:
+            sys.exit("train.py: --wandb needs the wandb package: pip install wandb")
+        wb = wandb.init(project=args.wandb, config=vars(args), resume="allow")
+
+    def emit(rec):
+        if rank == 0:
+            try:
+                with open(path, "a") as f:
+                    f.write(json.dumps(rec) + "\n")
+            except OSError as e:
+                stop(e, "append to")
+            if wb:
+                wb.log(rec, step=rec["step"])
+    return emit
+
+
+COLLAPSE_STEPS = 3   # steps in a row with reward 0 and entropy ~0 before the loud warning
+
+
+def collapse_check(m, count):
+    """Count steps in a row where the policy has collapsed without a non-finite number (reward 0,
+    entropy ~0: it emits one fixed wrong response). We warn and keep going rather than stop: the
+    divergence stop is for numbers that broke, and the summary says what the export holds."""
+    count = count + 1 if m["reward"] == 0 and m["entropy"] < 1e-3 else 0
+    if count == COLLAPSE_STEPS:
+        print0(f"WARNING: the policy has collapsed: reward 0 and entropy {m['entropy']:.1e} for {count} steps in a "
+               f"row (every rollout is the same wrong response). It will not recover; lower --lr and rerun.")
+    return count
+
+
+def summary(args, first, last, n_eval, seconds, world, device, collapsed):
+    """The run's before / after table, with the blank-image score beside each pass@1 (the chance
+    line: the same model shown a white picture) and the share of problems all of whose samples
+    failed at step 0 (1 - pass@n before training: the groups where GRPO has no signal); for the
+    demo, what the answers name."""
+    n = args.eval_samples
+    print0(f"\nheld-out, no hints: {n_eval} problems x {n} samples, T={args.temperature}, top_p={args.top_p}")
+    blank = any(k.startswith("eval_blank_pass1") for k in last)
+    fails = n > 1 and first is not None
+    print0(f"  {'':16s} {'before':>8s} {'after ' + str(args.steps) + ' steps':>16s}"
+           + (f" {'blank image (before / after)':>30s}" if blank else "")
+           + (f" {'all-fail at step 0':>19s}" if fails else ""))
+    for key in sorted(last, key=lambda k: (k.split('/')[0] != 'eval_pass1', k)):
+        if key.startswith("eval_pass"):
+            name = key.replace("eval_pass", "pass@").replace("/", " ")
+            before = f"{first[key]:.3f}" if first and key in first else "-"
+            chance = key.replace("eval_pass", "eval_blank_pass")
+            row = f"  {name:16s} {before:>8s} {last[key]:>16.3f}"
+            if chance in last:
+                row += f" {(first or {}).get(chance, float('nan')):>22.3f} / {last[chance]:.3f}"
+            at_n = key.replace("eval_pass1", f"eval_pass{n}")
+            if fails and key.startswith("eval_pass1") and at_n in first:
+                row += f" {1 - first[at_n]:>19.3f}"
+            print0(row)
+    cats = sorted({k.split("/")[1] for k in last if k.startswith("eval_answers/")})
+    for c in cats:
+        shares = " / ".join(f"{name} {(first or {}).get(f'eval_answers/{c}/{name}', float('nan')):.2f} -> "
+                            f"{last[f'eval_answers/{c}/{name}']:.2f}" for name in ANSWER_CLASSES)
+        print0(f"  {c} answers name: {shares}")
+    print0(f"  training time: {seconds:.0f}s on {world} process(es), {device.type}")
+    if not args.no_export:
+        final = os.path.join(args.out_dir, "final")
+        print0(f"  final model: {final}  (python {eval_command(args, final, blank)})")
+        if collapsed >= COLLAPSE_STEPS:
+            print0("  WARNING: that export is of a collapsed policy (reward 0, entropy ~0 at the end)")
+    if first:
+        print0(f"  start model: {args.model}  (python {eval_command(args, args.model, blank)})")
+
+
+def eval_command(args, model, blank):
+    """The eval.py command that reproduces the summary's column of `model`: the same problems
+    (--limit, --max_prompt_tokens), seed, samples and k, cap and sampler, and the blank-image line.
+    tests/test_eval.py runs it on a tiny run and compares every number."""
+    n = args.eval_samples
+    q = shlex.quote
+    cmd = (f"eval.py --model {q(model)} --data {q(args.eval_data)}{f' --limit {args.eval_n}' if args.eval_n else ''} "
+           f"--max_prompt_tokens {args.max_prompt_tokens} --n_samples {n} --k 1{f' {n}' if n > 1 else ''} "
+           f"--seed {EVAL_SEED} --temperature {args.temperature} --top_p {args.top_p} "
+           f"--max_new_tokens {args.max_new_tokens}{' --blank' if blank else ''}")
+    if args.kv_cache_gb != 32.0:     # the rows per generate() call: the same batches, the same numbers
+        cmd += f" --kv_cache_gb {args.kv_cache_gb}"
+    if args.dtype != "auto":
+        cmd += f" --dtype {args.dtype}"
+    for flag in ("allow_outside_images", "trust_remote_code", "plain_generate", "no_compile", "no_cuda_graphs"):
+        cmd += f" --{flag}" if getattr(args, flag, False) else ""
+    return cmd
+
+# -----------------------------------------------------------------------------
 # comparing runs
 
 
 def read_metrics(run):
     """A run's metrics, one record per step (a later record of a step replaces an earlier one)."""
     by_step = {}
-    for r in report.read_jsonl(os.path.join(run, "metrics.jsonl")):
+    for r in read_jsonl(os.path.join(run, "metrics.jsonl")):
         by_step[(r["step"], "reward" in r, bool(r.get("final")))] = r
     return [by_step[k] for k in sorted(by_step, key=lambda k: (k[0], k[2], k[1]))]
 
@@ -276,7 +616,7 @@ def compare(runs, png):
                      "pass1_start": ev[0]["eval_pass1"] if ev else float("nan"),
                      "pass1_end": ev[-1]["eval_pass1"] if ev else float("nan"),
                      "entropy_end": sum(m["entropy"] for m in tail) / max(len(tail), 1),
-                     "div_mean": sum(report.divergence_of(m) for m in tr) / max(len(tr), 1),
+                     "div_mean": sum(divergence_of(m) for m in tr) / max(len(tr), 1),
                      "distilled_frac": sum(m["distilled_frac"] for m in tr) / max(len(tr), 1),
                      "seconds": sum(m["t_rollout"] + m["t_old"] + m["t_ref_tutor"] + m["t_update"] for m in tr)})
     print(f"{'run':40s} {'steps':>5s} {'pass@1 0':>9s} {'pass@1 end':>10s} {'entropy':>8s} {'jsd':>8s} "
@@ -299,7 +639,7 @@ def compare(runs, png):
         tr = [m for m in ms if "reward" in m]
         axes[0].plot([m["step"] for m in ev], [m["eval_pass1"] for m in ev], marker="o", label=label)
         for ax, key in zip(axes[1:], ("reward", "entropy", "div")):
-            ax.plot([m["step"] for m in tr], [report.divergence_of(m) if key == "div" else m[key] for m in tr],
+            ax.plot([m["step"] for m in tr], [divergence_of(m) if key == "div" else m[key] for m in tr],
                     label=label, alpha=0.8)
     titles = ("held-out pass@1 (no hints)", "train reward", "policy entropy", "distillation divergence")
     for ax, title in zip(axes, titles):
@@ -329,7 +669,7 @@ def main(argv=None):
     except data.DataError as e:
         sys.exit(f"eval.py: {e}")
     if args.diagnose:
-        import toy
+        from demo import toy
         res = toy.diagnose(model, processor, examples, samples=args.n_samples, temperature=args.temperature,
                            max_new_tokens=args.max_new_tokens, seed=args.seed)
         print0(toy.format_diagnostics(res, len(examples)))

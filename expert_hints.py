@@ -1,6 +1,6 @@
 """
 expert_hints.py: writing and vetting hints: the expert model's prompt, parsing its reply, and the
-zero-spoiler filter every hint passes (make_hints.py when writing, data.py when loading).
+zero-spoiler filter every hint passes (scripts/make_hints.py when writing, data.py when loading).
 
     find_spoiler(text, answer, choices)   -> a reason string if the text leaks, else None
     expert_prompt(example)                -> the prompt an expert model answers with a hint

@@ -21,7 +21,7 @@ used the frame as a scaffold, then taught the tutor to follow the words; docs/DE
 
 What the tutor needs and nothing else: the standard library and Pillow (draw_focus). Writing and
 vetting hints (the expert's prompt, parsing its reply, the zero-spoiler filter) is expert_hints.py;
-the offline command that asks an expert model for hints is make_hints.py.
+the offline command that asks an expert model for hints is scripts/make_hints.py.
 """
 
 ROLES = ("focus", "distractor")

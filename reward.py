@@ -15,20 +15,20 @@ not the last number of a solution.
 The verdict, strict on purpose (a false accept is reward hacking waiting to happen):
 1. Multiple choice: by letter ("B", "(B)", "option B", "B. text", "B。") or by the option's text.
 2. answers.compare: both sides read into forms (numbers, expressions, lists, tuples, intervals,
-   relations, ratios, matrices, units; answers.py lists what it handles and what it does not).
+   relations, ratios, matrices, units; answers/compare.py lists what it handles and what not).
    When both parse, that is the verdict. For a sentence with one $...$ span (or "the answer is X")
    the stated part is compared.
 3. Otherwise the optional math_verify package (pip install math-verify), where installed and
-   USE_MATH_VERIFY is on; answers.ask_math_verify says when its verdict counts.
+   USE_MATH_VERIFY is on; ask_math_verify (answers/compare.py) says when its verdict counts.
 4. Otherwise the normalised texts must be equal.
 Model text is never evaluated as code; every scan is linear or bounded (tests/test_reward.py feeds
-it a 1 MB response and 10,000 nested braces). Imports: the standard library and answers.py (itself
-standard library only, math_verify optional): copy the two files anywhere.
+it a 1 MB response and 10,000 nested braces). Imports: the standard library and answers/ (itself
+standard library only, math_verify optional): copy the file and the folder anywhere.
 """
 import re
 
-from answers import (ask_math_verify, clean_unicode, compare,  # noqa: F401 (re-exported)
-                     parse_number, unwrap)
+from answers.compare import (ask_math_verify, clean_unicode, compare,  # noqa: F401 (re-exported)
+                             parse_number, unwrap)
 
 MAX_ANSWER_CHARS = 1000   # an "answer" longer than this is not a short verifiable answer
 TAIL_CHARS = 2000         # "the answer is X" is looked for in the last characters only

@@ -236,6 +236,9 @@ def test_reply_cut_off_inside_think_is_invalid_json(reply, opened):
 
 
 def test_make_hints_resume_drops_a_partial_last_line(tmp_path):
+    import os
+    import sys
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts"))
     from make_hints import finished_ids
     out = tmp_path / "hints.jsonl"
     assert finished_ids(str(out)) == set()

@@ -1,4 +1,4 @@
-"""toy.py: a deterministic task, clean hints, a frame only where the hint points, and a
+"""demo/toy.py: a deterministic task, clean hints, a frame only where the hint points, and a
 shipped checkpoint whose diagnostics meet the regime (docs/DEMO.md)."""
 import json
 import os
@@ -9,11 +9,11 @@ import pytest
 import torch
 
 import data
+import eval as eval_py
 import expert_hints
 import hints
-import report
 import rollout
-import toy
+from demo import toy
 
 
 def test_task_generation_is_deterministic(tmp_path):
@@ -124,17 +124,17 @@ def test_answer_classes_name_target_marked_other_absent_and_none():
     other = next(c for c in sorted(in_picture) if c not in (rec["answer"], marked))
     absent = next(c for c in sorted(toy.COLOURS) if c not in in_picture)
     say = lambda c: toy.response("on the tinted background", c)
-    assert report.answer_class(say(rec["answer"]), rec) == "target"
-    assert report.answer_class(say(rec["answer"].upper()), rec) == "target"
-    assert report.answer_class(say(marked), rec) == "marked"
-    assert report.answer_class(say(other), rec) == "other"
-    assert report.answer_class(say(absent), rec) == "absent"
-    assert report.answer_class("<think>I read the shape", rec) == "none"
+    assert eval_py.answer_class(say(rec["answer"]), rec) == "target"
+    assert eval_py.answer_class(say(rec["answer"].upper()), rec) == "target"
+    assert eval_py.answer_class(say(marked), rec) == "marked"
+    assert eval_py.answer_class(say(other), rec) == "other"
+    assert eval_py.answer_class(say(absent), rec) == "absent"
+    assert eval_py.answer_class("<think>I read the shape", rec) == "none"
     shares = toy.answer_shares([say(rec["answer"]), say(marked), say(other), say(other), "nothing"],
                                [{"record": rec}] * 5)
     assert shares == {"target": 0.2, "marked": 0.2, "other": 0.4, "absent": 0.0, "none": 0.2}
     plain = {k: v for k, v in rec.items() if k not in ("framed", "shaded")}   # a record with no marks
-    assert report.answer_class(say(marked), plain) == "other"
+    assert eval_py.answer_class(say(marked), plain) == "other"
 
 
 def test_the_probe_budget_is_the_main_jobs():
@@ -188,10 +188,12 @@ def test_shipped_checkpoint_loads_and_matches_its_diagnostics():
         shipped = json.load(f)
     # the recorded numbers meet the regime, and say how they were made
     assert toy.regime_failures(shipped) == [] and shipped["regime"] is True
-    assert shipped["command"].startswith("python toy.py") and shipped["args"]["seed"] == 0 and shipped["torch"]
+    # (the shipped model was built as `python toy.py`, before the demo moved to demo/)
+    assert shipped["command"].startswith(("python toy.py", "python demo/toy.py"))
+    assert shipped["args"]["seed"] == 0 and shipped["torch"]
     assert shipped["probe"]["steps"] == toy.PROBE["steps"] and shipped["probe"]["lr"] == toy.PROBE["lr"]
     assert shipped["probe"]["warmup"] == toy.PROBE["warmup"]
-    # built with the committed warm start's values (the bare `python toy.py` rebuilds it)
+    # built with the committed warm start's values (the bare `python demo/toy.py` rebuilds it)
     assert all(shipped["args"][k] == v for k, v in toy.WARM.items() if k in shipped["args"]), shipped["args"]
     assert shipped["model_sha256"] == sha256(os.path.join(model_dir, "model.safetensors"))   # the build's own
     model, processor = rollout.load_model(model_dir, "float32", "cpu")
@@ -298,7 +300,7 @@ def test_toy_build_exits_nonzero_when_the_regime_is_missed(tmp_path):
     with open(tmp_path / "model" / "diagnostics.json") as f:
         diag = json.load(f)
     assert diag["regime"] is False and diag["failures"] and diag["args"]["seed"] == 0 and diag["n"] == 9
-    assert diag["command"] == "python toy.py " + " ".join(argv)
+    assert diag["command"] == "python demo/toy.py " + " ".join(argv)
     assert diag["model_sha256"] == sha256(tmp_path / "model" / "model.safetensors")
     assert set(diag["probe"]["curve"]) == {"hard", "pivot"} and diag["probe"]["n_eval"] == {"hard": 3, "pivot": 3}
     assert set(diag["probe"]["curve"]["pivot"]) == {"0", "2"}
@@ -311,7 +313,7 @@ def test_toy_build_exits_nonzero_when_the_regime_is_missed(tmp_path):
     with open(tmp_path / "model" / "diagnostics.json") as f:
         new = json.load(f)
     assert new["command"] == diag["command"] and new["built"] == diag["built"]       # how it was built
-    assert new["diagnosed"]["command"] == "python toy.py " + " ".join(again)         # how these were made
+    assert new["diagnosed"]["command"] == "python demo/toy.py " + " ".join(again)    # how these were made
     assert set(new["probe"]["curve"]["hard"]) == {"0", "3"} and new["probe"]["warmup"] == 2
     assert new["args"]["probe_steps"] == 3 and new["args"]["steps"] == 1 and new["regime"] is False
 

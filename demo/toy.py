@@ -1,5 +1,5 @@
 """
-toy.py: the embedded demo, built offline in code: a synthetic visual task and a tiny Qwen-VL.
+demo/toy.py: the embedded demo, built offline in code: a synthetic visual task and a tiny Qwen-VL.
 
 The task: a 96x96 picture, a 3x3 grid of 3-5 coloured shapes (10 colours, 8 shapes, no colour or
 shape twice in a scene); one shape's cell is framed in grey, another's cell is shaded. Three
@@ -22,9 +22,9 @@ prove them learnable in the main job's budget by supervision before any RL is sp
 The model: tiny_model.py's ~1M-parameter Qwen3-VL (or Qwen2.5-VL), its tokenizer trained on
 the text task 4 could say, then warm-started here in two phases (warm_start).
 
-    python toy.py --threads 1                 # data + tiny model + warm start -> toy/ (deterministic)
-    python toy.py --steps 0 --steps2 0        # random weights only (what the model-side tests use)
-    python toy.py --diagnose_only             # the diagnostics of toy/model as it is
+    python demo/toy.py --threads 1            # data + tiny model + warm start -> toy/ (deterministic)
+    python demo/toy.py --steps 0 --steps2 0   # random weights only (what the model-side tests use)
+    python demo/toy.py --diagnose_only        # the diagnostics of toy/model as it is
 
 The build ends with the diagnostics (toy/model/diagnostics.json: pass@1 per bucket for student,
 tutor and blank image, the tutor on the student's failures, the counterfactual; the step-0 shares
@@ -46,16 +46,17 @@ import time
 import torch
 from PIL import Image, ImageDraw
 
-import data
-import expert_hints
-import hints
-import report
-import reward
-import rollout
-import tiny_model
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)   # run as `python demo/toy.py`: the method's modules are one level up
+import data  # noqa: E402
+import eval  # noqa: E402
+import expert_hints  # noqa: E402
+import hints  # noqa: E402
+import reward  # noqa: E402
+import rollout  # noqa: E402
+from demo import tiny_model  # noqa: E402
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-DEFAULT_DIR = os.path.join(HERE, "toy")
+DEFAULT_DIR = os.path.join(ROOT, "toy")   # the demo's data and model: toy/data, toy/model
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 160, 60), "blue": (40, 70, 230), "yellow": (240, 210, 20),
            "purple": (130, 40, 170), "orange": (245, 135, 20), "pink": (250, 130, 200), "brown": (120, 70, 20),
@@ -437,9 +438,9 @@ def probe(model_dir, train_examples, eval_examples, steps, batch_size, lr, warmu
 
     def held_out(step):
         model.eval()
-        hits = report.pass_counts(model, processor, held, eval_examples, 1, max_new_tokens, 1.0, seed=seed)["correct"]
+        hits = eval.pass_counts(model, processor, held, eval_examples, 1, max_new_tokens, 1.0, seed=seed)["correct"]
         model.train()
-        for b, v in report.by_category(hits.tolist(), eval_examples).items():
+        for b, v in eval.by_category(hits.tolist(), eval_examples).items():
             curve.setdefault(b, {})[step] = v
 
     held_out(0)
@@ -462,13 +463,13 @@ def probe(model_dir, train_examples, eval_examples, steps, batch_size, lr, warmu
 
 def prompts_of(processor, examples, variant, fmt):
     """Encoded prompts of one diagnostic variant: student (no hint), tutor (the hint), or
-    blank (the student's prompt on white images of the same sizes, report.blank_images)."""
+    blank (the student's prompt on white images of the same sizes, eval.blank_images)."""
     import tutor
     if variant == "tutor":
         return [tutor.tutor_prompt(processor, ex, fmt) for ex in examples]
     images = [rollout.open_images(ex) for ex in examples]
     if variant == "blank":
-        images = [report.blank_images(ims) for ims in images]
+        images = [eval.blank_images(ims) for ims in images]
     return [rollout.encode(processor, ex["question"], ims) for ex, ims in zip(examples, images)]
 
 
@@ -485,10 +486,10 @@ def diagnose(model, processor, examples, samples=1, temperature=1.0, max_new_tok
     hits = {}
     for name in ("student", "tutor", "blank"):
         prompts = prompts_of(processor, examples, name, fmt)
-        out = report.pass_counts(model, processor, prompts, examples, samples, max_new_tokens, temperature, seed=seed)
+        out = eval.pass_counts(model, processor, prompts, examples, samples, max_new_tokens, temperature, seed=seed)
         hits[name] = out["correct"] / samples
         res[name] = hits[name].mean().item()
-        for b, v in report.by_category(hits[name].tolist(), examples).items():
+        for b, v in eval.by_category(hits[name].tolist(), examples).items():
             res["by_bucket"][b][name] = v
         if name == "student":
             for b in buckets:
@@ -525,7 +526,7 @@ def counterfactual(model, processor, examples, max_new_tokens=32, temperature=1.
     fmt = rollout.box_format(model)
     exs = [swapped(ex) for ex in examples]
     prompts = prompts_of(processor, exs, "tutor", fmt)
-    out = report.pass_counts(model, processor, prompts, exs, 1, max_new_tokens, temperature, seed=seed)
+    out = eval.pass_counts(model, processor, prompts, exs, 1, max_new_tokens, temperature, seed=seed)
     said = [reward.normalize(reward.extract_answer(t) or "") for t in out["texts"]]
     hint_way = [reward.normalize(other_marked(ex["record"])["colour"]) for ex in exs]
     cut = out.get("cut", torch.zeros(len(exs), dtype=torch.bool)).tolist()   # scored wrong, as `correct` is
@@ -540,10 +541,10 @@ def other_marked(rec):
 
 
 def answer_shares(texts, examples):
-    """Share of each report.answer_class among responses (texts[i] answers examples[i])."""
-    counts = {c: 0 for c in report.ANSWER_CLASSES}
+    """Share of each eval.answer_class among responses (texts[i] answers examples[i])."""
+    counts = {c: 0 for c in eval.ANSWER_CLASSES}
     for t, ex in zip(texts, examples):
-        counts[report.answer_class(t, ex["record"])] += 1
+        counts[eval.answer_class(t, ex["record"])] += 1
     return {c: n / max(1, len(texts)) for c, n in counts.items()}
 
 
@@ -574,7 +575,7 @@ def group_regime(model, processor, examples, group_size=8, temperature=1.0, max_
     tutor_hits = {}
     if fail:
         hinted = prompts_of(processor, fail, "tutor", fmt)
-        out = report.pass_counts(model, processor, hinted, fail, group_size, max_new_tokens, temperature, seed=seed + 1)
+        out = eval.pass_counts(model, processor, hinted, fail, group_size, max_new_tokens, temperature, seed=seed + 1)
         tutor_hits = {id(ex): c / group_size for ex, c in zip(fail, out["correct"].tolist())}
 
     def shares(sel):
@@ -789,7 +790,7 @@ def write_diagnostics(res, args, argv, model_dir, seconds, build_seconds=None):
     the diagnostics' own flags, keeps how the model was built, and says how these were made."""
     path = os.path.join(model_dir, "diagnostics.json")
     failures = regime_failures(res)
-    command = " ".join(["python", "toy.py", *(sys.argv[1:] if argv is None else argv)])
+    command = " ".join(["python", "demo/toy.py", *(sys.argv[1:] if argv is None else argv)])
     flags = {k: v for k, v in vars(args).items() if k not in ("out_dir", "threads")}
     where = {"torch": torch.__version__, "threads": torch.get_num_threads()}
     now = time.strftime("%Y-%m-%d %H:%M:%S %Z")

@@ -1,5 +1,5 @@
 """
-answers.py: two short math answers compared, strictly, once answer_forms.py has read each into a form.
+answers/compare.py: two short math answers compared, strictly, once forms.py has read each into a form.
 
     compare(pred, gold)         -> True / False when both parse as forms this module knows, else None
     parse_number(s)             -> an exact Fraction for a plain number ("1,234", ".5", "\\frac34", "50%")
@@ -26,7 +26,7 @@ Not handled (compare returns None): prose around the answer, words, \\sum, \\int
 matrices combined by + or products, set-builder notation, chains on an expression ("1 \\le |z| \\le 2"),
 decimals rounded to fewer than 6 digits. reward.py then asks math_verify, else compares texts.
 Model text is never evaluated as code, and every scan is linear or bounded. Standard library only
-(math_verify optional, imported where used) and answer_forms.py: copy the two anywhere.
+(math_verify optional, imported where used) and forms.py: copy the folder anywhere.
 """
 import cmath
 import math
@@ -34,8 +34,8 @@ import random
 import re
 from fractions import Fraction
 
-from answer_forms import (_LABEL, _THOUSANDS, _Expr, _form, _prepare, _split_unit,  # noqa: F401 (re-exported)
-                          clean_unicode, parse_number, unwrap)
+from answers.forms import (_LABEL, _THOUSANDS, _Expr, _form, _prepare, _split_unit,  # noqa: F401
+                           clean_unicode, parse_number, unwrap)
 
 REL_TOL = 1e-9     # for values with pi, e or roots: float error, not rounding
 N_POINTS = 6       # random points where expressions in variables are compared
@@ -81,7 +81,8 @@ def _points(names):
     of degree d vanishes at such a point with probability about d / 10^6 (Schwartz-Zippel), and a
     false accept needs every point. Rational points keep polynomial comparisons exact."""
     names = sorted(names)
-    rng = random.Random("answers.py points: " + " ".join(names))  # str seeds are hashed with sha512
+    # str seeds are hashed with sha512; the text keeps the file's old name, so the points stay the same
+    rng = random.Random("answers.py points: " + " ".join(names))
     out = []
     for _ in range(N_POINTS):
         env = {}

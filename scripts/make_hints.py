@@ -1,10 +1,10 @@
 """
-make_hints.py: the offline hint command. An expert vision-language model writes a structured
+scripts/make_hints.py: the offline hint command. An expert vision-language model writes a structured
 hint for every training problem; hints.py checks each reply (schema, zero-spoiler filter) and
 only a reply that passes becomes a hint. A problem whose replies all fail is written without a
 hint: it still trains (under plain GRPO, with the KL anchor), it is only never tutored.
 
-    python make_hints.py --model EXPERT --data train.jsonl --out train_with_hints.jsonl
+    python scripts/make_hints.py --model EXPERT --data train.jsonl --out train_with_hints.jsonl
 
 Any transformers VLM works as the expert (hub id or local directory); a thinking expert's JSON is
 taken from after its </think>. Resumable: ids already in --out are skipped, and a partial last
@@ -19,11 +19,12 @@ from collections import Counter
 
 from tqdm import tqdm
 
-import config
-import data
-import rollout
-from config import NONNEG, POS, add_flags, ranged
-from expert_hints import check_expert_reply, expert_prompt
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import config  # noqa: E402
+import data  # noqa: E402
+import rollout  # noqa: E402
+from config import NONNEG, POS, add_flags, ranged  # noqa: E402
+from expert_hints import check_expert_reply, expert_prompt  # noqa: E402
 
 
 def finished_ids(path):
@@ -60,7 +61,7 @@ def generate_hints(args):
     todo = [ex for ex in examples if ex["id"] not in done]
     print(f"{len(examples)} examples, {len(done)} already in {args.out}, {len(todo)} to do")
     if args.model == "toy":  # the demo model, built if missing (a folder named toy/ is not a model)
-        import toy
+        from demo import toy
         args.model = toy.ensure()[0]
     model, processor = rollout.load_model(args.model, dtype=args.dtype, device=args.device)
     opened_think = rollout.opens_think(processor)  # a Thinking template: replies start inside <think>

@@ -1,12 +1,12 @@
 """
-answer_forms.py: a short math answer read into a form (answers.py compares two forms).
+answers/forms.py: a short math answer read into a form (compare.py compares two forms).
 
     parse_number(s)             -> an exact Fraction for a plain number ("1,234", ".5", "\\frac34", "50%")
     clean_unicode(text)         -> the one Unicode normaliser (reward.py and hints' spoiler filter use it too)
     unwrap(s)                   -> the answer without $...$, \\(...\\), \\[...\\] around it
     _form(s)                    -> the answer's structure as nested tuples (see _form), or None
 
-What the forms are and what is handled: answers.py's docstring. Model text is never evaluated as
+What the forms are and what is handled: compare.py's docstring. Model text is never evaluated as
 code, and every scan is linear or bounded. Standard library only: copy it anywhere.
 """
 import cmath
