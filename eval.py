@@ -1,10 +1,11 @@
 """
 eval.py: benchmarks (pass@1, pass@k, per category, length, entropy) and run comparisons.
 
-    python eval.py                                       # the demo model on the demo's held-out split
+    python eval.py                                 # the demo model on the demo's held-out split
     python eval.py --model runs/demo --data eval.jsonl --n_samples 8 --k 1 4 8
-    python eval.py --model runs/demo --with_hints        # the hinted tutor instead: the hint gain
-    python eval.py --diagnose                            # demo diagnostics: student / tutor / blank / majority
+    python eval.py --model runs/demo --with_hints  # the hinted tutor instead: the hint gain
+    python eval.py --diagnose                      # demo diagnostics: student / tutor / blank /
+                                                   # majority
     python eval.py --compare runs/grpo runs/ptdpo --png curves.png
     torchrun --nproc_per_node=8 eval.py --model ... --data ...   # questions split across ranks
 
@@ -47,26 +48,35 @@ from distributed import all_max, all_sum, print0, setup
 
 def get_args(argv=None):
     p = argparse.ArgumentParser(description="Evaluate a model, or compare training runs.")
-    p.add_argument("--model", default="toy", help="model dir / hub id / run dir, or 'toy' (the demo model)")
+    p.add_argument("--model", default="toy",
+                   help="model dir / hub id / run dir, or 'toy' (the demo model)")
     p.add_argument("--checkpoint", default="",
                    help="a run's checkpoints/step_N directory to load into --model")
-    p.add_argument("--data", default="", help="benchmark JSONL (default: the demo's held-out split)")
-    p.add_argument("--limit", type=NONNEG, default=0, help="evaluate the first N problems only (0: all)")
+    p.add_argument("--data", default="",
+                   help="benchmark JSONL (default: the demo's held-out split)")
+    p.add_argument("--limit", type=NONNEG, default=0,
+                   help="evaluate the first N problems only (0: all)")
     p.add_argument("--n_samples", type=POS, default=4, help="samples per problem")
-    p.add_argument("--k", type=POS, nargs="+", default=[1], help="pass@k values to report (k <= n_samples)")
-    p.add_argument("--temperature", type=ranged(float, 0), default=1.0, help="sampling temperature (0: greedy)")
+    p.add_argument("--k", type=POS, nargs="+", default=[1],
+                   help="pass@k values to report (k <= n_samples)")
+    p.add_argument("--temperature", type=ranged(float, 0), default=1.0,
+                   help="sampling temperature (0: greedy)")
     add_flags(p, "--top_p")
     p.add_argument("--max_new_tokens", type=POS, default=None,
-                   help="response length cap (default: a run directory's own; the demo model 32; else 4096; "
-                        "a default is capped at the model's positions minus the longest prompt)")
-    p.add_argument("--with_hints", action="store_true", help="evaluate the hinted tutor (hint in context)")
+                   help="response length cap (default: a run directory's own; the demo model 32; "
+                        "else 4096; a default is capped at the model's positions minus the longest "
+                        "prompt)")
+    p.add_argument("--with_hints", action="store_true",
+                   help="evaluate the hinted tutor (hint in context)")
     p.add_argument("--blank", action="store_true",
-                   help="also score the same prompts on white images of the same sizes: the chance line of a "
-                        "model that does not read the picture (train.py's summary prints it beside each pass@1)")
+                   help="also score the same prompts on white images of the same sizes: the chance "
+                        "line of a model that does not read the picture (train.py's summary prints "
+                        "it beside each pass@1)")
     p.add_argument("--diagnose", action="store_true",
                    help="demo diagnostics: student, tutor, blank image, majority")
-    add_flags(p, "--token_budget", "--kv_cache_gb", "--plain_generate", "--no_compile", "--no_cuda_graphs",
-              "--max_prompt_tokens", "--dtype", "--seed", "--threads", seed=1234)
+    add_flags(p, "--token_budget", "--kv_cache_gb", "--plain_generate", "--no_compile",
+              "--no_cuda_graphs", "--max_prompt_tokens", "--dtype", "--seed", "--threads",
+              seed=1234)
     p.add_argument("--out", default="", help="write the results as JSON here")
     p.add_argument("--compare", nargs="+", default=None,
                    help="run directories whose metrics.jsonl to compare")
@@ -88,21 +98,25 @@ def pass_at_k(n, c, k):
 
 
 def resolve_model(args):
-    args.default_cap = args.max_new_tokens is None       # a default cap is fitted to the model (cap_new_tokens)
+    # a default cap is fitted to the model (cap_new_tokens)
+    args.default_cap = args.max_new_tokens is None
     if args.model == "toy":
         from demo import toy   # the demo, built on first use
         args.model, _, demo_eval = toy.ensure()
         args.data = args.data or demo_eval
     elif os.path.exists(os.path.join(args.model, "config.json")) and os.path.exists(
-            os.path.join(args.model, "metrics.jsonl")):      # a run directory: its export and eval data
+            os.path.join(args.model, "metrics.jsonl")):  # a run directory: its export and eval data
         run_cfg = run_config(args.model)
         args.data = args.data or run_cfg.get("eval_data") or ""
         args.max_new_tokens = args.max_new_tokens or run_cfg.get("max_new_tokens")
-        args.run, args.model = args.model, run_cfg["model"] if args.checkpoint else os.path.join(args.model, "final")
+        args.run, args.model = args.model, (run_cfg["model"] if args.checkpoint
+                                            else os.path.join(args.model, "final"))
     if args.max_new_tokens is None:   # a real model's answers need room; the demo's are ~20 tokens
         args.max_new_tokens = 32 if config.is_demo(args.model) else 4096
-    if not args.data and not os.path.exists(args.model):   # name the path first: it is the likelier slip
-        sys.exit(f"eval.py: --model {args.model}: no such file or directory (a hub id needs --data too)")
+    # name the path first: it is the likelier slip
+    if not args.data and not os.path.exists(args.model):
+        sys.exit(f"eval.py: --model {args.model}: no such file or directory (a hub id needs --data "
+                 f"too)")
     if not args.data:
         sys.exit("eval.py: --data is required with a model other than 'toy'")
 
@@ -124,8 +138,8 @@ def run_config(run):
         sys.exit(f"eval.py: --model {run}: {e}; fix or restore the file")
     for key, (ok, want) in RUN_KEYS.items():
         if key in cfg and not ok(cfg[key]):
-            sys.exit(f"eval.py: --model {run}: {path}: '{key}' is {json.dumps(cfg[key])[:60]}, expected {want}; "
-                     f"fix the file or pass the value as a flag")
+            sys.exit(f"eval.py: --model {run}: {path}: '{key}' is {json.dumps(cfg[key])[:60]}, "
+                     f"expected {want}; fix the file or pass the value as a flag")
     if "model" not in cfg:
         sys.exit(f"eval.py: --model {run}: {path} names no 'model'; fix or restore the file")
     return cfg
@@ -140,13 +154,14 @@ def cap_new_tokens(args, model, longest, rank=0):
         return
     room = positions - longest
     if room < 1:
-        sys.exit(f"eval.py: the longest prompt has {longest} tokens, as many as the model's {positions} positions: "
-                 f"lower --max_prompt_tokens")
+        sys.exit(f"eval.py: the longest prompt has {longest} tokens, as many as the model's "
+                 f"{positions} positions: lower --max_prompt_tokens")
     if args.max_new_tokens > room and rank == 0:
         print(f"eval.py: --max_new_tokens {args.max_new_tokens} " + (
-            f"lowered to {room}: the model's {positions} positions minus the longest prompt ({longest} tokens)"
-            if args.default_cap else f"runs past the model's {positions} positions after the longest prompt "
-                                     f"({longest} tokens; {room} fit)"), flush=True)
+            f"lowered to {room}: the model's {positions} positions minus the longest prompt "
+            f"({longest} tokens)"
+            if args.default_cap else f"runs past the model's {positions} positions after the "
+                                     f"longest prompt ({longest} tokens; {room} fit)"), flush=True)
     if args.default_cap:
         args.max_new_tokens = min(args.max_new_tokens, room)
 
@@ -154,9 +169,11 @@ def cap_new_tokens(args, model, longest, rank=0):
 def load(args, device):
     run = getattr(args, "run", None)
     if run and not args.checkpoint and not os.path.isdir(args.model):
-        sys.exit(f"eval.py: --model {run}: the run has no final/ export (trained with --no_export, or stopped); "
-                 f"evaluate a checkpoint with --checkpoint {os.path.join(run, 'checkpoints', 'step_N')}")
-    model, processor = rollout.load_model(args.model, args.dtype, str(device), args.trust_remote_code)
+        sys.exit(f"eval.py: --model {run}: the run has no final/ export (trained with --no_export, "
+                 f"or stopped); evaluate a checkpoint with --checkpoint "
+                 f"{os.path.join(run, 'checkpoints', 'step_N')}")
+    model, processor = rollout.load_model(args.model, args.dtype, str(device),
+                                          args.trust_remote_code)
     if args.checkpoint:
         try:
             checkpoint.load_weights(args.checkpoint, model)
@@ -181,14 +198,15 @@ def evaluate(model, processor, examples, args, rank=0, world=1, fast=None, blank
             p = rollout.encode(processor, ex["question"], blank_images(images) if blank else images)
         prompts.append(p)
     if not blank:
-        cap_new_tokens(args, model, int(all_max(torch.tensor(max((len(p["input_ids"]) for p in prompts), default=0)))),
-                       rank)
+        longest = max((len(p["input_ids"]) for p in prompts), default=0)
+        cap_new_tokens(args, model, int(all_max(torch.tensor(longest))), rank)
     res = pass_counts(model, processor, prompts, [examples[i] for i in mine], args.n_samples,
                       args.max_new_tokens, args.temperature, seed=args.seed, entropy=not blank,
-                      token_budget=args.token_budget, top_p=args.top_p, kv_cache_gb=args.kv_cache_gb,
-                      prompt_ids=mine, fast=fast)
+                      token_budget=args.token_budget, top_p=args.top_p,
+                      kv_cache_gb=args.kv_cache_gb, prompt_ids=mine, fast=fast)
     scene = any("scene" in ex["record"] for ex in examples)
-    out = {k: torch.zeros(len(examples), dtype=torch.float64) for k in ("correct", "cut", "length", "entropy")}
+    out = {k: torch.zeros(len(examples), dtype=torch.float64)
+           for k in ("correct", "cut", "length", "entropy")}
     classes = torch.zeros(len(examples), len(ANSWER_CLASSES), dtype=torch.float64)
     for j, i in enumerate(mine):
         for k in out:
@@ -214,10 +232,11 @@ def summarise(examples, counts, args, blank=None):
            "resp_len": counts["length"].sum().item() / (n * N),
            "entropy": counts["entropy"].sum().item() / max(counts["length"].sum().item(), 1),
            "cut_frac": counts["cut"].sum().item() / (n * N), "with_hints": args.with_hints,
-           "temperature": args.temperature, "top_p": args.top_p, "max_new_tokens": args.max_new_tokens,
-           "seed": args.seed}
+           "temperature": args.temperature, "top_p": args.top_p,
+           "max_new_tokens": args.max_new_tokens, "seed": args.seed}
     cats = sorted({ex["category"] for ex in examples if ex.get("category")})
-    res["all_fail"] = sum(c == 0 for c in correct.tolist()) / N      # no sample right: GRPO has no signal there
+    # no sample right: GRPO has no signal there
+    res["all_fail"] = sum(c == 0 for c in correct.tolist()) / N
     for c in cats:
         sel = [x for x, ex in zip(correct.tolist(), examples) if ex.get("category") == c]
         res[f"all_fail/{c}"] = sum(x == 0 for x in sel) / len(sel)
@@ -235,7 +254,8 @@ def summarise(examples, counts, args, blank=None):
         for c in cats:
             sel = torch.tensor([ex.get("category") == c for ex in examples])
             shares = counts["classes"][sel].sum(0) / (n * sel.sum().item())
-            res.update({f"answers/{c}/{name}": v for name, v in zip(ANSWER_CLASSES, shares.tolist())})
+            res.update({f"answers/{c}/{name}": v
+                        for name, v in zip(ANSWER_CLASSES, shares.tolist())})
     by = by_category((correct / n).tolist(), examples)
     if len(by) > 1:
         res["by_category"] = by
@@ -246,17 +266,19 @@ def warn_cut(res, rank=0):
     """Once: how many responses hit the cap before EOS (scored wrong, as in training)."""
     if res["cut_frac"] > 0 and rank == 0:
         total = res["problems"] * res["samples"]
-        print(f"eval.py: warning: {round(res['cut_frac'] * total)} of {total} responses ({res['cut_frac']:.1%}) were "
-              f"cut at --max_new_tokens {res['max_new_tokens']} before the end-of-sequence token and are scored wrong, "
-              f"as training's reward scores them; raise --max_new_tokens if answers need more room", flush=True)
+        print(f"eval.py: warning: {round(res['cut_frac'] * total)} of {total} responses "
+              f"({res['cut_frac']:.1%}) were cut at --max_new_tokens {res['max_new_tokens']} "
+              f"before the end-of-sequence token and are scored wrong, as training's reward scores "
+              f"them; raise --max_new_tokens if answers need more room", flush=True)
 
 
 def print_table(res):
-    keys = [k for k in res if k.startswith(("pass@", "blank_pass@", "all_fail", "answers/"))] + ["resp_len", "entropy",
-                                                                                                 "cut_frac"]
+    keys = [k for k in res if k.startswith(("pass@", "blank_pass@", "all_fail", "answers/"))] + [
+        "resp_len", "entropy", "cut_frac"]
     tutor_note = " (tutor, with hints)" if res["with_hints"] else ""
-    print(f"{res['problems']} problems x {res['samples']} samples{tutor_note}, T={res['temperature']}, "
-          f"top_p={res['top_p']}, max_new_tokens={res['max_new_tokens']}, seed={res['seed']}")
+    print(f"{res['problems']} problems x {res['samples']} samples{tutor_note}, "
+          f"T={res['temperature']}, top_p={res['top_p']}, max_new_tokens={res['max_new_tokens']}, "
+          f"seed={res['seed']}")
     for k in keys:
         name = k.replace("blank_pass@", "blank image pass@").replace("/", " ")
         print(f"  {name:24s} {res[k]:.4f}")
@@ -272,8 +294,8 @@ def waiting(total, desc, rank):
     return tqdm(total=total, desc=desc, unit="rows", leave=False, delay=5, disable=rank != 0)
 
 
-def step_metrics(step, G, rewards, well_formed, truncated, mask, entropy, ptd_group, distil, stats, same,
-                 times, buckets=None):
+def step_metrics(step, G, rewards, well_formed, truncated, mask, entropy, ptd_group, distil, stats,
+                 same, times, buckets=None):
     """The step's numbers, summed over ranks (`same`: values already equal on every rank). G: the
     group size. One key per quantity: "div" is the distillation divergence, whichever one the run's
     --divergence names (config.json says which). buckets: (names, each group's name) where the
@@ -287,24 +309,33 @@ def step_metrics(step, G, rewards, well_formed, truncated, mask, entropy, ptd_gr
         split.update({f"groups/{c}": mine.float().sum(),
                       f"mixed_groups/{c}": (mine & (per_group > 0) & (per_group < G)).float().sum(),
                       f"all_fail_groups/{c}": (mine & (per_group == 0)).float().sum()})
-    local = {"reward": rewards.sum(), "format": well_formed.sum(), "rows": float(len(rewards)), "len": m.sum(),
-             "entropy": (entropy.cpu() * m).sum(), "distilled": distil.float().sum(),
+    local = {"reward": rewards.sum(), "format": well_formed.sum(), "rows": float(len(rewards)),
+             "len": m.sum(), "entropy": (entropy.cpu() * m).sum(),
+             "distilled": distil.float().sum(),
              "ptd_groups": ptd_group.float().sum() / G, "groups": float(len(rewards) // G),
-             "truncated": truncated.float().sum(), "mixed_groups": (rewards.view(-1, G).std(1) > 0).float().sum(),
+             "truncated": truncated.float().sum(),
+             "mixed_groups": (rewards.view(-1, G).std(1) > 0).float().sum(),
              # all-fail groups: GRPO's advantage is zero, only the tutor has a signal there
              "all_fail_groups": (rewards.view(-1, G).sum(1) == 0).float().sum(),
              "all_pass_groups": (rewards.view(-1, G).sum(1) == G).float().sum(), **split, **stats}
     keys = sorted(local)
-    tot = dict(zip(keys, all_sum(torch.tensor([float(local[k]) for k in keys], dtype=torch.float64)).tolist()))
+    tot = dict(zip(keys, all_sum(torch.tensor([float(local[k]) for k in keys],
+                                              dtype=torch.float64)).tolist()))
     t0, t1, t2, t3, t4 = times
-    return {"step": step + 1, "reward": tot["reward"] / tot["rows"], "format": tot["format"] / tot["rows"],
-            "entropy": tot["entropy"] / max(tot["len"], 1), "kl": tot["kl"] / max(tot["kl_tokens"], 1),
+    return {"step": step + 1, "reward": tot["reward"] / tot["rows"],
+            "format": tot["format"] / tot["rows"],
+            "entropy": tot["entropy"] / max(tot["len"], 1),
+            "kl": tot["kl"] / max(tot["kl_tokens"], 1),
             "div": tot["div"] / max(tot["div_tokens"], 1),
-            "distilled_frac": tot["distilled"] / tot["rows"], "ptd_group_frac": tot["ptd_groups"] / tot["groups"],
+            "distilled_frac": tot["distilled"] / tot["rows"],
+            "ptd_group_frac": tot["ptd_groups"] / tot["groups"],
             "mixed_group_frac": tot["mixed_groups"] / tot["groups"],
-            "all_fail_frac": tot["all_fail_groups"] / tot["groups"], "all_pass_frac": tot["all_pass_groups"] / tot["groups"],
-            **{k: tot[k] / max(tot["tokens"], 1) for k in ("clip_frac_low", "clip_frac_high", "clip_frac_dual")},
-            **same, "resp_len": tot["len"] / tot["rows"], "truncated_frac": tot["truncated"] / tot["rows"],
+            "all_fail_frac": tot["all_fail_groups"] / tot["groups"],
+            "all_pass_frac": tot["all_pass_groups"] / tot["groups"],
+            **{k: tot[k] / max(tot["tokens"], 1)
+               for k in ("clip_frac_low", "clip_frac_high", "clip_frac_dual")},
+            **same, "resp_len": tot["len"] / tot["rows"],
+            "truncated_frac": tot["truncated"] / tot["rows"],
             "t_rollout": t1 - t0, "t_old": t2 - t1, "t_ref_tutor": t3 - t2, "t_update": t4 - t3,
             "tok_per_s": tot["len"] / max(t4 - t0, 1e-9), **{k: tot[k] for k in split}}
 
@@ -313,18 +344,19 @@ def step_metrics(step, G, rewards, well_formed, truncated, mask, entropy, ptd_gr
 
 
 @torch.no_grad()
-def pass_counts(model, processor, prompts, examples, n_samples, max_new_tokens, temperature=1.0, seed=0,
-                entropy=False, token_budget=16384, **sample_kw):
+def pass_counts(model, processor, prompts, examples, n_samples, max_new_tokens, temperature=1.0,
+                seed=0, entropy=False, token_budget=16384, **sample_kw):
     """pass counts of n_samples responses per prompt (prompts[i] asks examples[i]).
     Returns dict of (B,) tensors: correct (0..n_samples), cut (responses cut at max_new_tokens),
     length (tokens, summed over samples), and entropy (summed over tokens) when asked; plus the
     texts. A response cut before EOS is scored wrong, as training's reward scores it
     (train.rewards_of): an unfinished answer is not an answer. sample_kw: top_p, kv_cache_gb,
     prompt_ids, progress, fast, as for rollout.sample()."""
-    ids, mask = rollout.sample(model, processor, prompts, n_samples, max_new_tokens, temperature, seed=seed,
-                               **sample_kw)
+    ids, mask = rollout.sample(model, processor, prompts, n_samples, max_new_tokens, temperature,
+                               seed=seed, **sample_kw)
     texts = rollout.decode(processor, ids, mask)
-    hits = torch.tensor([reward.reward(t, examples[i // n_samples]) for i, t in enumerate(texts)], dtype=torch.float)
+    hits = torch.tensor([reward.reward(t, examples[i // n_samples]) for i, t in enumerate(texts)],
+                        dtype=torch.float)
     cut = ~(ids == rollout.eos_id(processor)).any(1)
     hits = torch.where(cut, torch.zeros_like(hits), hits)
     B, R = len(prompts), mask.shape[1]
@@ -332,7 +364,8 @@ def pass_counts(model, processor, prompts, examples, n_samples, max_new_tokens, 
            "length": mask.view(B, n_samples, R).sum((1, 2)).double(), "texts": texts}
     if entropy:
         ent = rollout.score(model, [p for p in prompts for _ in range(n_samples)], ids, mask,
-                            token_budget=token_budget, temperature=temperature if temperature > 0 else 1.0,
+                            token_budget=token_budget,
+                            temperature=temperature if temperature > 0 else 1.0,
                             entropy=True)["entropy"]
         ent = ent if ent is not None else torch.zeros(mask.shape)        # no prompts on this rank
         out["entropy"] = (ent * mask).view(B, n_samples, R).sum((1, 2)).double()
@@ -345,10 +378,12 @@ def blank_images(images):
     return [Image.new("RGB", im.size, (255, 255, 255)) for im in images]
 
 
-EVAL_SEED = 2 ** 61 + 1234   # the held-out sampling seed (the summary's eval.py command passes it as --seed)
+# the held-out sampling seed (the summary's eval.py command passes it as --seed)
+EVAL_SEED = 2 ** 61 + 1234
 
 
-def heldout(model, processor, examples, args, rank, world, seed=EVAL_SEED, fast=None, blank=False):
+def heldout(model, processor, examples, args, rank, world, seed=EVAL_SEED, fast=None,
+            blank=False):
     """Held-out pass@1 (the mean over n = --eval_samples samples), pass@n (any of the n right) and
     mean response length, no hints, split across ranks; the same per `category` when the data
     has categories (the demo's buckets: eval_pass1/easy, eval_pass8/hard, ...), and what the
@@ -362,12 +397,15 @@ def heldout(model, processor, examples, args, rank, world, seed=EVAL_SEED, fast=
         images = [blank_images(ims) for ims in images]
     prompts = [rollout.encode(processor, ex["question"], ims) for ex, ims in zip(mine, images)]
     n = args.eval_samples
-    with waiting(len(prompts) * n, "held-out evaluation" + (" (blank images)" if blank else ""), rank) as bar:
-        res = pass_counts(model, processor, prompts, mine, n, args.max_new_tokens, args.temperature, seed=seed,
-                          top_p=args.top_p, kv_cache_gb=args.kv_cache_gb, prompt_ids=idx, progress=bar, fast=fast)
-    cats = sorted({ex["category"] for ex in examples if ex.get("category")})   # the same on every rank
+    with waiting(len(prompts) * n, "held-out evaluation" + (" (blank images)" if blank else ""),
+                 rank) as bar:
+        res = pass_counts(model, processor, prompts, mine, n, args.max_new_tokens, args.temperature,
+                          seed=seed, top_p=args.top_p, kv_cache_gb=args.kv_cache_gb, prompt_ids=idx,
+                          progress=bar, fast=fast)
+    # the same on every rank: the categories, and whether the records list the picture's objects
+    cats = sorted({ex["category"] for ex in examples if ex.get("category")})
     groups = [""] + cats
-    scene = any("scene" in ex["record"] for ex in examples)                    # the same on every rank
+    scene = any("scene" in ex["record"] for ex in examples)
     # per group: correct, problems, any correct, length, then the answer classes' counts
     sums = torch.zeros(len(groups), 4 + len(ANSWER_CLASSES), dtype=torch.float64)
     classes = torch.zeros(len(mine), len(ANSWER_CLASSES), dtype=torch.float64)
@@ -377,7 +415,8 @@ def heldout(model, processor, examples, args, rank, world, seed=EVAL_SEED, fast=
     for j, c in enumerate(groups):
         sel = torch.tensor([not c or ex.get("category") == c for ex in mine], dtype=torch.bool)
         sums[j, :4] = torch.tensor([res["correct"][sel].sum().item(), sel.sum().item(),
-                                    (res["correct"][sel] > 0).sum().item(), res["length"][sel].sum().item()])
+                                    (res["correct"][sel] > 0).sum().item(),
+                                    res["length"][sel].sum().item()])
         sums[j, 4:] = classes[sel].sum(0)
     sums = all_sum(sums)
     out, head = {}, "eval_blank_pass" if blank else "eval_pass"
@@ -433,7 +472,8 @@ def answer_class(text, record):
 
 
 def eval_text(m, n):
-    """'held-out pass@1 0.412 (easy 0.700, hard 0.125) | pass@8 0.800 (...)' from a metrics record."""
+    """'held-out pass@1 0.412 (easy 0.700, hard 0.125) | pass@8 0.800 (...)' from a metrics
+    record."""
     parts = []
     for k in ["1"] + ([str(n)] if n > 1 else []):
         cats = sorted(key.split("/", 1)[1] for key in m if key.startswith(f"eval_pass{k}/"))
@@ -446,7 +486,8 @@ def eval_text(m, n):
     cats = sorted({key.split("/")[1] for key in m if key.startswith("eval_answers/")})
     if cats:
         parts.append(f"answers {'/'.join(ANSWER_CLASSES)}: " + ", ".join(
-            f"{c} " + "/".join(f"{m[f'eval_answers/{c}/{a}']:.2f}" for a in ANSWER_CLASSES) for c in cats))
+            f"{c} " + "/".join(f"{m[f'eval_answers/{c}/{a}']:.2f}" for a in ANSWER_CLASSES)
+            for c in cats))
     return "held-out " + " | ".join(parts)
 
 
@@ -460,11 +501,13 @@ def divergence_of(m):
 
 def log_line(m, div):
     """One line per step; div: the divergence's name (--divergence), the label of m["div"]."""
-    return (f"step {m['step']:4d} | reward {m['reward']:.3f} | groups fail/pass {m['all_fail_frac']:.2f}/"
-            f"{m['all_pass_frac']:.2f} | entropy {m['entropy']:.3f} | kl {m['kl']:.4f} | "
-            f"{div} {m['div']:.4f} | distilled {m['distilled_frac']:.2f} | clip {m['clip_frac_low']:.3f}/"
-            f"{m['clip_frac_high']:.3f} | len {m['resp_len']:.1f} | time {m['t_rollout']:.1f}/"
-            f"{m['t_old'] + m['t_ref_tutor']:.1f}/{m['t_update']:.1f}s | {m['tok_per_s']:.0f} tok/s")
+    return (f"step {m['step']:4d} | reward {m['reward']:.3f} | "
+            f"groups fail/pass {m['all_fail_frac']:.2f}/{m['all_pass_frac']:.2f} | "
+            f"entropy {m['entropy']:.3f} | kl {m['kl']:.4f} | {div} {m['div']:.4f} | "
+            f"distilled {m['distilled_frac']:.2f} | "
+            f"clip {m['clip_frac_low']:.3f}/{m['clip_frac_high']:.3f} | len {m['resp_len']:.1f} | "
+            f"time {m['t_rollout']:.1f}/{m['t_old'] + m['t_ref_tutor']:.1f}/{m['t_update']:.1f}s | "
+            f"{m['tok_per_s']:.0f} tok/s")
 
 
 def read_jsonl(path):
@@ -484,12 +527,14 @@ def open_metrics(args, rank, start):
     checkpoint's step are dropped first, so a crash never leaves a step twice in the file."""
     path = os.path.join(args.out_dir, "metrics.jsonl")
 
-    def stop(e, what):   # a full disk: one line, and the file as it was (a cut last line is skipped on reading)
-        sys.exit(f"train.py: cannot {what} {path}: {e.strerror or e} (errno {e.errno}); the run's checkpoints are "
-                 f"as they were: free space there (or fix the folder), then rerun with --resume")
+    # a full disk: one line, and the file as it was (a cut last line is skipped on reading)
+    def stop(e, what):
+        sys.exit(f"train.py: cannot {what} {path}: {e.strerror or e} (errno {e.errno}); the run's "
+                 f"checkpoints are as they were: free space there (or fix the folder), then rerun "
+                 f"with --resume")
     if rank == 0 and os.path.exists(path):
-        keep = [json.dumps(r) + "\n" for r in read_jsonl(path) if start and r.get("step", 0) <= start
-                and not r.get("final")]
+        keep = [json.dumps(r) + "\n" for r in read_jsonl(path)
+                if start and r.get("step", 0) <= start and not r.get("final")]
         try:
             with open(path + ".tmp", "w") as f:
                 f.writelines(keep)
@@ -527,8 +572,9 @@ def collapse_check(m, count):
     divergence stop is for numbers that broke, and the summary says what the export holds."""
     count = count + 1 if m["reward"] == 0 and m["entropy"] < 1e-3 else 0
     if count == COLLAPSE_STEPS:
-        print0(f"WARNING: the policy has collapsed: reward 0 and entropy {m['entropy']:.1e} for {count} steps in a "
-               f"row (every rollout is the same wrong response). It will not recover; lower --lr and rerun.")
+        print0(f"WARNING: the policy has collapsed: reward 0 and entropy {m['entropy']:.1e} for "
+               f"{count} steps in a row (every rollout is the same wrong response). It will not "
+               f"recover; lower --lr and rerun.")
     return count
 
 
@@ -538,7 +584,8 @@ def summary(args, first, last, n_eval, seconds, world, device, collapsed):
     failed at step 0 (1 - pass@n before training: the groups where GRPO has no signal); for the
     demo, what the answers name."""
     n = args.eval_samples
-    print0(f"\nheld-out, no hints: {n_eval} problems x {n} samples, T={args.temperature}, top_p={args.top_p}")
+    print0(f"\nheld-out, no hints: {n_eval} problems x {n} samples, T={args.temperature}, "
+           f"top_p={args.top_p}")
     blank = any(k.startswith("eval_blank_pass1") for k in last)
     fails = n > 1 and first is not None
     print0(f"  {'':16s} {'before':>8s} {'after ' + str(args.steps) + ' steps':>16s}"
@@ -558,15 +605,17 @@ def summary(args, first, last, n_eval, seconds, world, device, collapsed):
             print0(row)
     cats = sorted({k.split("/")[1] for k in last if k.startswith("eval_answers/")})
     for c in cats:
-        shares = " / ".join(f"{name} {(first or {}).get(f'eval_answers/{c}/{name}', float('nan')):.2f} -> "
-                            f"{last[f'eval_answers/{c}/{name}']:.2f}" for name in ANSWER_CLASSES)
+        shares = " / ".join(
+            f"{name} {(first or {}).get(f'eval_answers/{c}/{name}', float('nan')):.2f} -> "
+            f"{last[f'eval_answers/{c}/{name}']:.2f}" for name in ANSWER_CLASSES)
         print0(f"  {c} answers name: {shares}")
     print0(f"  training time: {seconds:.0f}s on {world} process(es), {device.type}")
     if not args.no_export:
         final = os.path.join(args.out_dir, "final")
         print0(f"  final model: {final}  (python {eval_command(args, final, blank)})")
         if collapsed >= COLLAPSE_STEPS:
-            print0("  WARNING: that export is of a collapsed policy (reward 0, entropy ~0 at the end)")
+            print0("  WARNING: that export is of a collapsed policy (reward 0, entropy ~0 at the "
+                   "end)")
     if first:
         print0(f"  start model: {args.model}  (python {eval_command(args, args.model, blank)})")
 
@@ -577,15 +626,18 @@ def eval_command(args, model, blank):
     tests/test_eval.py runs it on a tiny run and compares every number."""
     n = args.eval_samples
     q = shlex.quote
-    cmd = (f"eval.py --model {q(model)} --data {q(args.eval_data)}{f' --limit {args.eval_n}' if args.eval_n else ''} "
-           f"--max_prompt_tokens {args.max_prompt_tokens} --n_samples {n} --k 1{f' {n}' if n > 1 else ''} "
+    cmd = (f"eval.py --model {q(model)} --data {q(args.eval_data)}"
+           f"{f' --limit {args.eval_n}' if args.eval_n else ''} "
+           f"--max_prompt_tokens {args.max_prompt_tokens} --n_samples {n} "
+           f"--k 1{f' {n}' if n > 1 else ''} "
            f"--seed {EVAL_SEED} --temperature {args.temperature} --top_p {args.top_p} "
            f"--max_new_tokens {args.max_new_tokens}{' --blank' if blank else ''}")
-    if args.kv_cache_gb != 32.0:     # the rows per generate() call: the same batches, the same numbers
+    if args.kv_cache_gb != 32.0:  # the rows per generate() call: the same batches, the same numbers
         cmd += f" --kv_cache_gb {args.kv_cache_gb}"
     if args.dtype != "auto":
         cmd += f" --dtype {args.dtype}"
-    for flag in ("allow_outside_images", "trust_remote_code", "plain_generate", "no_compile", "no_cuda_graphs"):
+    for flag in ("allow_outside_images", "trust_remote_code", "plain_generate", "no_compile",
+                 "no_cuda_graphs"):
         cmd += f" --{flag}" if getattr(args, flag, False) else ""
     return cmd
 
@@ -618,12 +670,14 @@ def compare(runs, png):
                      "entropy_end": sum(m["entropy"] for m in tail) / max(len(tail), 1),
                      "div_mean": sum(divergence_of(m) for m in tr) / max(len(tr), 1),
                      "distilled_frac": sum(m["distilled_frac"] for m in tr) / max(len(tr), 1),
-                     "seconds": sum(m["t_rollout"] + m["t_old"] + m["t_ref_tutor"] + m["t_update"] for m in tr)})
-    print(f"{'run':40s} {'steps':>5s} {'pass@1 0':>9s} {'pass@1 end':>10s} {'entropy':>8s} {'jsd':>8s} "
-          f"{'distilled':>9s} {'time s':>7s}")
+                     "seconds": sum(m["t_rollout"] + m["t_old"] + m["t_ref_tutor"] + m["t_update"]
+                                    for m in tr)})
+    print(f"{'run':40s} {'steps':>5s} {'pass@1 0':>9s} {'pass@1 end':>10s} {'entropy':>8s} "
+          f"{'jsd':>8s} {'distilled':>9s} {'time s':>7s}")
     for r in rows:
-        print(f"{r['run'][-40:]:40s} {r['steps']:5d} {r['pass1_start']:9.3f} {r['pass1_end']:10.3f} "
-              f"{r['entropy_end']:8.3f} {r['div_mean']:8.4f} {r['distilled_frac']:9.2f} {r['seconds']:7.0f}")
+        print(f"{r['run'][-40:]:40s} {r['steps']:5d} {r['pass1_start']:9.3f} "
+              f"{r['pass1_end']:10.3f} {r['entropy_end']:8.3f} {r['div_mean']:8.4f} "
+              f"{r['distilled_frac']:9.2f} {r['seconds']:7.0f}")
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -637,11 +691,14 @@ def compare(runs, png):
         label = os.path.basename(os.path.normpath(run))
         ev = [m for m in ms if "eval_pass1" in m]
         tr = [m for m in ms if "reward" in m]
-        axes[0].plot([m["step"] for m in ev], [m["eval_pass1"] for m in ev], marker="o", label=label)
+        axes[0].plot([m["step"] for m in ev], [m["eval_pass1"] for m in ev], marker="o",
+                     label=label)
         for ax, key in zip(axes[1:], ("reward", "entropy", "div")):
-            ax.plot([m["step"] for m in tr], [divergence_of(m) if key == "div" else m[key] for m in tr],
+            ax.plot([m["step"] for m in tr],
+                    [divergence_of(m) if key == "div" else m[key] for m in tr],
                     label=label, alpha=0.8)
-    titles = ("held-out pass@1 (no hints)", "train reward", "policy entropy", "distillation divergence")
+    titles = ("held-out pass@1 (no hints)", "train reward", "policy entropy",
+              "distillation divergence")
     for ax, title in zip(axes, titles):
         ax.set_title(title)
         ax.set_xlabel("step")
@@ -663,20 +720,23 @@ def main(argv=None):
     model, processor = load(args, device)
     log = print0 if rank == 0 else (lambda *a: None)
     try:
-        examples = data.load_jsonl(args.data, report=log, allow_outside_images=args.allow_outside_images)
+        examples = data.load_jsonl(args.data, report=log,
+                                   allow_outside_images=args.allow_outside_images)
         examples = examples[:args.limit] if args.limit else examples
         examples = data.check_lengths(examples, processor, args.max_prompt_tokens, report=log)
     except data.DataError as e:
         sys.exit(f"eval.py: {e}")
     if args.diagnose:
         from demo import toy
-        res = toy.diagnose(model, processor, examples, samples=args.n_samples, temperature=args.temperature,
-                           max_new_tokens=args.max_new_tokens, seed=args.seed)
+        res = toy.diagnose(model, processor, examples, samples=args.n_samples,
+                           temperature=args.temperature, max_new_tokens=args.max_new_tokens,
+                           seed=args.seed)
         print0(toy.format_diagnostics(res, len(examples)))
     else:
         fast = decode.for_run(model, args, device)   # the train loop's fast sampler on CUDA
         counts = evaluate(model, processor, examples, args, rank, world, fast)
-        blank = evaluate(model, processor, examples, args, rank, world, fast, blank=True) if args.blank else None
+        blank = (evaluate(model, processor, examples, args, rank, world, fast, blank=True)
+                 if args.blank else None)
         res = summarise(examples, counts, args, blank)
         warn_cut(res, rank)
         if rank == 0:
@@ -686,8 +746,8 @@ def main(argv=None):
             with open(args.out, "w") as f:
                 json.dump({**res, "model": args.model, "data": args.data}, f, indent=1)
         except OSError as e:
-            sys.exit(f"eval.py: cannot write --out {args.out}: {e.strerror or e} (errno {e.errno}); the results "
-                     f"are printed above")
+            sys.exit(f"eval.py: cannot write --out {args.out}: {e.strerror or e} "
+                     f"(errno {e.errno}); the results are printed above")
     return res
 
 

@@ -28,23 +28,29 @@ _WORD_NUMBERS = {w: i for i, w in enumerate(
 _WORD_NUMBERS.update({w: 10 * (i + 2) for i, w in enumerate(
     "twenty thirty forty fifty sixty seventy eighty ninety".split())})
 _SCALES = {"hundred": 100, "thousand": 1000, "million": 10 ** 6}
-_PARTS = {"half": Fraction(1, 2), "halves": Fraction(1, 2), "quarter": Fraction(1, 4), "quarters": Fraction(1, 4),
-          "third": Fraction(1, 3), "thirds": Fraction(1, 3)}
-# quantity words count only after "a" or a number word ("a dozen", "four score"): "the score" is clean
+_PARTS = {"half": Fraction(1, 2), "halves": Fraction(1, 2), "quarter": Fraction(1, 4),
+          "quarters": Fraction(1, 4), "third": Fraction(1, 3), "thirds": Fraction(1, 3)}
+# quantity words count only after "a" or a number word ("a dozen", "four score"):
+# "the score" is clean
 _QUANTITIES = {"dozen": 12, "score": 20, "gross": 144}
 _JOINERS = ("and", "a", "an")    # inside a run: "two hundred and five", "half a dozen"
 
 # Phrases that state a final answer, right or wrong: the "trap" filter.
 _ASSERTIONS = [
-    (r"\b(?:the\s+)?(?:final\s+|correct\s+|right\s+)?answer\s*(?:is|=|:|would be|should be|must be|will be)",
+    (r"\b(?:the\s+)?(?:final\s+|correct\s+|right\s+)?answer\s*"
+     r"(?:is|=|:|would be|should be|must be|will be)",
      "states a final answer"),
-    (r"\b(?:so|thus|therefore|hence)\b[^.]{0,40}\b(?:result|answer|total|value|count|number)\s+(?:is|equals|=)",
+    (r"\b(?:so|thus|therefore|hence)\b[^.]{0,40}\b(?:result|answer|total|value|count|number)"
+     r"\s+(?:is|equals|=)",
      "concludes a result"),
     (r"\b(?:result|solution)\s+(?:is|equals|=)\s", "states the result"),
     (r"\bcorrect\s+(?:option|choice)\b", "names the correct option"),
-    (r"\b(?:correct|right)\s+(?:one|letter|pick)\s+(?:is|=|:|would be|must be)", "names the correct option"),
-    (r"\b(?i:choose|select|pick|tick|circle)\s+(?i:option\s+|choice\s+)?\(?[A-Z]\)?(?![\w-])", "picks an option"),
-    (r"\b(?i:option|choice)\s*\(?[A-Z]\)?\s+(?i:is|must be|would be)\s+(?i:the\s+)?(?i:correct|right|answer)",
+    (r"\b(?:correct|right)\s+(?:one|letter|pick)\s+(?:is|=|:|would be|must be)",
+     "names the correct option"),
+    (r"\b(?i:choose|select|pick|tick|circle)\s+(?i:option\s+|choice\s+)?\(?[A-Z]\)?(?![\w-])",
+     "picks an option"),
+    (r"\b(?i:option|choice)\s*\(?[A-Z]\)?\s+(?i:is|must be|would be)\s+(?i:the\s+)?"
+     r"(?i:correct|right|answer)",
      "asserts an option"),
     (r"(?<![\w(])\(?[A-Z]\)?\s+(?i:is)\s+(?i:the\s+)?(?i:correct|right)\b", "asserts an option"),
     (r"<answer>|\\boxed", "contains an answer tag"),
@@ -56,7 +62,8 @@ _NUM_IN_TEXT = re.compile(r"(?<![\w.])[+-]?(?:\\[dt]?frac\{[^{}]{1,20}\}\{[^{}]{
                           r"\d+(?:,\d{3})*(?:\.\d+)?(?:[eE][+-]?\d+)?(?:\s*/\s*\d+)?%?)")
 
 
-_SPACED_DIGITS = re.compile(r"(?<![\w.,])\d(?:[ \-]\d)+(?![\w,]|\.\d)")     # "1 2", "3-0-5" for 12, 305
+# "1 2", "3-0-5" for 12, 305
+_SPACED_DIGITS = re.compile(r"(?<![\w.,])\d(?:[ \-]\d)+(?![\w,]|\.\d)")
 # Roman numerals of two or more letters (XII); one letter alone (I, C, X) is a word or a label
 _ROMAN = re.compile(r"(?<![A-Za-z])(?=[MDCLXVI]{2,}(?![A-Za-z]))"
                     r"(M{0,3})(CM|CD|D?C{0,3})(XC|XL|L?X{0,3})(IX|IV|V?I{0,3})(?![A-Za-z])")
@@ -72,7 +79,8 @@ def _numbers_in(text):
         v = parse_number(m.group(0).replace(" ", ""))
         if v is not None:
             found.append((m.group(0), v))
-    found += [(m.group(0), Fraction(int(re.sub(r"\D", "", m.group(0))))) for m in _SPACED_DIGITS.finditer(text)]
+    found += [(m.group(0), Fraction(int(re.sub(r"\D", "", m.group(0)))))
+              for m in _SPACED_DIGITS.finditer(text)]
     found += [(m.group(0), _roman_value(m.group(0))) for m in _ROMAN.finditer(text)]
     return found + _word_numbers(text)
 
@@ -84,7 +92,8 @@ def _roman_value(numeral):
 
 def _word_numbers(text):
     """Numbers in words: each word alone and each run as a whole ("twenty four" = 24 and 20 and 4,
-    "two hundred" = 200, "three quarters" = 0.75, "half a dozen" = 6), so no spelling hides the value."""
+    "two hundred" = 200, "three quarters" = 0.75, "half a dozen" = 6), so no spelling hides the
+    value."""
     found, run, prev = [], [], ""
     for w in re.findall(r"[a-z]+", text.lower()) + [""]:
         quantity = w in _QUANTITIES and (run or prev in ("a", "an"))
@@ -122,7 +131,8 @@ def _run_value(words):
 def _contains_phrase(text_norm, phrase_norm):
     if not phrase_norm:
         return False
-    return re.search(r"(?<![a-z0-9])" + re.escape(phrase_norm) + r"(?![a-z0-9])", text_norm) is not None
+    return re.search(r"(?<![a-z0-9])" + re.escape(phrase_norm) + r"(?![a-z0-9])",
+                     text_norm) is not None
 
 
 _SPACED = re.compile(r"(?<![a-z0-9])[a-z0-9](?:[\s.,*_\-]{1,3}[a-z0-9])+(?![a-z0-9])")
@@ -135,17 +145,20 @@ def _spelled_apart(text_norm, phrase_norm):
                                       for m in _SPACED.finditer(text_norm))
 
 
-_ORDINALS = {w: i for i, w in enumerate("first second third fourth fifth sixth seventh eighth ninth tenth".split())}
+_ORDINALS = {w: i for i, w in enumerate(
+    "first second third fourth fifth sixth seventh eighth ninth tenth".split())}
 _OPTION_NOUN = r"(?:option|choice|alternative|answer)s?\b"
 _BY_PLACE = re.compile(r"\b(penultimate|last|" + "|".join(_ORDINALS) + r"|\d+(?:st|nd|rd|th))"
-                       r"(\s*-?\s*(?:to|from)\s*-?\s*(?:the\s+)?(?:last|end))?\s+" + _OPTION_NOUN, re.I)
+                       r"(\s*-?\s*(?:to|from)\s*-?\s*(?:the\s+)?(?:last|end))?\s+" + _OPTION_NOUN,
+                       re.I)
 _BY_NUMBER = re.compile(r"\b(?:option|choice|alternative)\s+(?:number\s+|no\.\s*|#\s*)?(\d+|"
                         + "|".join(list(_WORD_NUMBERS)[1:11]) + r")\b", re.I)
 
 
 def _names_place(text, index, n_options):
     """Does the text name option number `index` (0-based) by its place: "the second option", "the
-    last choice" (needs the number of options), "second to last answer", "option 2", "choice two"?"""
+    last choice" (needs the number of options), "second to last answer", "option 2", "choice
+    two"?"""
     for m in _BY_PLACE.finditer(text):
         word = m.group(1).lower()
         if word in ("last", "penultimate"):
@@ -168,10 +181,10 @@ def find_spoiler(text, answer, choices=None):
     Catches: an answer-stating phrase of any kind ("the answer is", "choose C", "the correct one
     is B": the trap filter); the gold answer as text after normalisation; the gold value as a
     number in any form (12.0, 1.2e1, twelve, twenty four, 1/2 = 0.5 = 50%), coordinates in [..]
-    or (..) excepted; quantity words ("a dozen", "four score"), Roman numerals of two or more letters
-    (XII), digits or letters spelled apart ("1 2", "r-e-d"); the correct option's letter used as an
-    answer, the option named by its place ("the second option", "the last choice", "option 2") and
-    the correct option's text.
+    or (..) excepted; quantity words ("a dozen", "four score"), Roman numerals of two or more
+    letters (XII), digits or letters spelled apart ("1 2", "r-e-d"); the correct option's letter
+    used as an answer, the option named by its place ("the second option", "the last choice",
+    "option 2") and the correct option's text.
     Text and answer first go through reward.clean_unicode, the answer checker's own normaliser
     (full-width ｒｅｄ, the minus sign U+2212, zero-width characters).
     """
@@ -186,7 +199,8 @@ def find_spoiler(text, answer, choices=None):
     letter = gold.upper() if len(gold) == 1 and gold.isalpha() else None
     targets = [gold] if not letter else []
     if letter:
-        if re.search(rf"(?:\(\s*{letter}\s*\)|\b(?:option|choice|letter)\s+{letter}\b)", text, re.I):
+        if re.search(rf"(?:\(\s*{letter}\s*\)|\b(?:option|choice|letter)\s+{letter}\b)", text,
+                     re.I):
             return f"names the correct option ({letter})"
         if letter in opts:
             targets.append(normalize(opts[letter]))
@@ -281,7 +295,8 @@ def check_expert_reply(text, example, image_size, opened_think=False, spoiler_fi
         hint = validate_hint(raw, image_size)
     except ValueError as e:
         return None, "bad schema: " + str(e).split(":")[0]
-    why = spoiler_filter and find_spoiler(hint_words(hint), example["answer"], example.get("choices"))
+    why = spoiler_filter and find_spoiler(hint_words(hint), example["answer"],
+                                          example.get("choices"))
     if why:
         return None, "spoiler: " + why.split(":")[0]
     return hint, None

@@ -96,10 +96,12 @@ def train_step(step, policy, ref, processor, opt, examples, args, rank, world, f
     if fast is not None:   # the generation copy takes the new weights, in place (a collective)
         fast.refresh(policy)
     same.update(peak_memory())
-    names = sorted({ex["category"] for ex in examples if ex.get("category")})   # the same on every rank
+    # the same on every rank
+    names = sorted({ex["category"] for ex in examples if ex.get("category")})
     buckets = (names, [ex.get("category") for ex in exs]) if 0 < len(names) <= 8 else None
     return eval.step_metrics(step, G, rewards, well_formed, truncated, mask, old["entropy"],
-                               ptd_group, distil, stats, same, (t0, t1, t2, t3, time.time()), buckets)
+                             ptd_group, distil, stats, same, (t0, t1, t2, t3, time.time()),
+                             buckets)
 
 
 def peak_memory():
