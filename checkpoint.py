@@ -355,7 +355,7 @@ def known_good(paths, records, ptd_coef):
     k, _ = left_usual_range(records, ptd_coef)
     ran = max((r["step"] for r in records if "grad_norm" in r), default=0)
     last_in_range = ran if k is None else k - 1
-    return [p for p in paths if _step(p) + 1 <= last_in_range]
+    return [p for p in paths if step_of(p) + 1 <= last_in_range]
 
 
 def rotate(out_dir, keep, records=None, ptd_coef=0.0):
@@ -432,8 +432,8 @@ def load(out_dir, model, opt, path=None):
             print0(f"checkpoint {p} skipped: {reason}")
             skipped.append(p)
             continue
-        step = _step(p)
-        _set_aside(skipped if not path else [q for q in checkpoints(out_dir) if _step(q) > step],
+        step = step_of(p)
+        _set_aside(skipped if not path else [q for q in checkpoints(out_dir) if step_of(q) > step],
                    "damaged_" if not path else "superseded_")
         set_state_dict(model, opt, model_state_dict=state["model"], optim_state_dict=state["optim"])
         torch.set_rng_state(extra["rng"])
@@ -446,7 +446,8 @@ def load(out_dir, model, opt, path=None):
     return 0
 
 
-def _step(path):
+def step_of(path):
+    """N of a .../step_N checkpoint folder."""
     return int(STEP_DIR.match(os.path.basename(path))[1])
 
 
@@ -468,7 +469,7 @@ def _set_aside(paths, prefix):
 
 
 # -----------------------------------------------------------------------------
-# after a divergence stop: which checkpoint to trust
+# the run's usual range: the checkpoints its metrics vouch for (rotation, the divergence stop)
 
 # a gradient norm over this many times the median of the run's earlier steps' is out of range
 USUAL_RANGE = 10
@@ -502,99 +503,8 @@ def left_usual_range(records, ptd_coef):
         seen.append(gn)
     return None, ""
 
-
-def before_divergence(out_dir, records, ptd_coef):
-    """One line for the divergence stop: the newest kept checkpoint from before the run's numbers
-    left their usual range (step_N holds the weights step N+1 starts from, so it is vouched for
-    only when step N+1 was still in range), or why there is none."""
-    k, why = left_usual_range(records, ptd_coef)
-    kept = [(_step(p), p) for p in checkpoints(out_dir)]
-    rule = f"the usual range, from this run's own metrics: {RANGE_RULE}"
-    if k is None:
-        return (f"No step left the usual range ({rule}), so the checkpoints were checked for "
-                f"finite numbers only: treat them as suspect and start over with a lower --lr.")
-    good = [(n, p) for n, p in kept if n + 1 < k]
-    # oldest first
-    suspect = ", ".join(os.path.basename(p) for n, p in reversed(kept) if n + 1 >= k)
-    if not good:
-        held = (f" ({suspect} holds weights that step or a later one trained on)" if suspect
-                else "")
-        return (f"The run left its usual range first at step {k} ({why}; {rule}), and no kept "
-                f"checkpoint is from before it{held}: start over with a lower --lr.")
-    n, p = good[0]
-    later = (f" ({suspect}, trained on after that, will be set aside, not deleted)" if suspect
-             else "")
-    return (f"The run left its usual range first at step {k} ({why}; {rule}). The newest "
-            f"checkpoint from before that is {p} (step {n + 1} trained on its weights within "
-            f"range); to continue from it, rerun with --resume {p} and a lower --lr{later}.")
-
-
-def config_changes(out_dir, config, keys):
-    """The keys whose value in config differs from the run's saved config.json, as one string
-    ("group_size 8 -> 4, seed 0 -> 1"); "" when none differ or nothing was saved. ValueError (one
-    line) when the file cannot be read as a JSON object: a resume must not pass unchecked."""
-    saved = read_config(out_dir)
-    changed = [k for k in keys if k in saved and saved[k] != config.get(k)]
-    return ", ".join(f"{k} {saved[k]!r} -> {config.get(k)!r}" for k in changed)
-
 # -----------------------------------------------------------------------------
-# the run folder: config.json, --resume PATH, a folder that cannot be written
-
-
-def read_config(run_dir):
-    """The run's config.json as a dict ({} when there is none), or ValueError in one line naming
-    the file: unreadable, not JSON, or JSON but not an object."""
-    path = os.path.join(run_dir, "config.json")
-    if not os.path.exists(path):
-        return {}
-    try:
-        with open(path, "rb") as f:
-            saved = json.loads(f.read().decode("utf-8"))
-    except OSError as e:
-        raise ValueError(f"{path}: cannot be read: {os_error(e)}") from None
-    except ValueError as e:            # JSONDecodeError, UnicodeDecodeError
-        raise ValueError(f"{path}: not valid JSON ({' '.join(str(e).split())[:120]})") from None
-    if not isinstance(saved, dict):
-        raise ValueError(f"{path}: not a JSON object (a {type(saved).__name__}), so the run's "
-                         f"settings are unknown")
-    return saved
-
-
-def write_config(out_dir, config):
-    """config.json, atomically: a reader never sees half a file, and a failed write (a full disk)
-    leaves the old file as it was and no config.json.tmp. OSError for the caller to report."""
-    path = os.path.join(out_dir, "config.json")
-    try:
-        with open(path + ".tmp", "w") as f:
-            json.dump(config, f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(path + ".tmp", path)
-    except OSError:
-        _remove(path + ".tmp")
-        raise
-
-
-def out_dir_problem(out_dir):
-    """None if out_dir is, or can be made, a folder this process can write in; else one line naming
-    the path and what to do. It writes and removes a 64 kB probe file, so that a full or read-only
-    disk is found before a run deletes, loads or rewrites anything."""
-    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
-        return (f"--out_dir {out_dir} is a file, not a folder: choose another --out_dir, or move "
-                f"the file away")
-    probe = os.path.join(out_dir, f".write_probe.{os.getpid()}")
-    try:
-        os.makedirs(out_dir, exist_ok=True)
-        with open(probe, "wb") as f:
-            f.write(bytes(1 << 16))
-            f.flush()
-            os.fsync(f.fileno())
-    except OSError as e:
-        return (f"cannot write in --out_dir {out_dir}: {os_error(e)}: {fix_for(e)} (nothing in it "
-                f"was changed)")
-    finally:
-        _remove(probe)
-    return None
+# the run folder: --resume PATH, a new run in an old folder
 
 
 def resume_target(path):

@@ -15,20 +15,16 @@ eval.py: benchmarks (pass@1, pass@k, per category, length, entropy) and run comp
 --max_new_tokens is scored wrong, as training's reward scores it. train.py's summary prints the
 command (with --blank: the white-image chance line) that reproduces each of its columns.
 
-It also holds what a training run measures and writes (train.py calls them):
-    m = step_metrics(...)                 # a step's numbers, summed over ranks
+It also holds the held-out evaluation a training run makes (train.py calls it; metrics.py writes
+what it measures):
     m.update(heldout(policy, ...))        # held-out pass@1 / pass@n, per category, no hints
-    emit = open_metrics(args, rank, start); emit(m); print0(log_line(m, args.divergence))
-    read_jsonl(path)                      # the one reader of a metrics file (scripts/ too)
 pass_counts is the held-out sampler-and-grader that train.py, eval.py and the demo's diagnostics
 share: it is where the reward meets the sampler, so rollout.py does not import reward.py.
-Left out on purpose: dashboards (wandb is optional), per-token traces.
 """
 import argparse
 import json
 import math
 import os
-import shlex
 import sys
 
 import torch
@@ -38,12 +34,13 @@ import checkpoint
 import config
 import data
 import decode
-import loss
+import metrics
 import reward
 import rollout
 import tutor
 from config import NONNEG, POS, add_flags, ranged
 from distributed import all_max, all_sum, print0, setup
+from metrics import ANSWER_CLASSES, EVAL_SEED
 
 
 def get_args(argv=None):
@@ -133,7 +130,7 @@ def run_config(run):
     for a file that is not a JSON object or a value of the wrong type (it would fail far later)."""
     path = os.path.join(run, "config.json")
     try:
-        cfg = checkpoint.read_config(run)
+        cfg = metrics.read_config(run)
     except ValueError as e:
         sys.exit(f"eval.py: --model {run}: {e}; fix or restore the file")
     for key, (ok, want) in RUN_KEYS.items():
@@ -284,7 +281,7 @@ def print_table(res):
         print(f"  {name:24s} {res[k]:.4f}")
 
 # -----------------------------------------------------------------------------
-# what train.py measures and writes: step metrics, held-out evaluation, log lines, metrics.jsonl
+# held-out evaluation during training (pass_counts: eval.py's and the demo's too)
 
 
 def waiting(total, desc, rank):
@@ -292,55 +289,6 @@ def waiting(total, desc, rank):
     rollouts or a held-out evaluation can take minutes. It appears only after 5 s, so the demo's
     one-line-per-step log stays clean."""
     return tqdm(total=total, desc=desc, unit="rows", leave=False, delay=5, disable=rank != 0)
-
-
-def step_metrics(step, G, rewards, well_formed, truncated, mask, entropy, ptd_group, distil, stats,
-                 same, times, buckets=None):
-    """The step's numbers, summed over ranks (`same`: values already equal on every rank). G: the
-    group size. One key per quantity: "div" is the distillation divergence, whichever one the run's
-    --divergence names (config.json says which). buckets: (names, each group's name) where the
-    data has categories: then the step's group counts per category too ("groups/<c>",
-    "mixed_groups/<c>", "all_fail_groups/<c>"; counts, so that a run's totals are their sums)."""
-    m = mask.float()
-    per_group = rewards.view(-1, G).sum(1)
-    split = {}
-    for c in (buckets[0] if buckets else ()):
-        mine = torch.tensor([b == c for b in buckets[1]], dtype=torch.bool)
-        split.update({f"groups/{c}": mine.float().sum(),
-                      f"mixed_groups/{c}": (mine & (per_group > 0) & (per_group < G)).float().sum(),
-                      f"all_fail_groups/{c}": (mine & (per_group == 0)).float().sum()})
-    local = {"reward": rewards.sum(), "format": well_formed.sum(), "rows": float(len(rewards)),
-             "len": m.sum(), "entropy": (entropy.cpu() * m).sum(),
-             "distilled": distil.float().sum(),
-             "ptd_groups": ptd_group.float().sum() / G, "groups": float(len(rewards) // G),
-             "truncated": truncated.float().sum(),
-             "mixed_groups": (rewards.view(-1, G).std(1) > 0).float().sum(),
-             # all-fail groups: GRPO's advantage is zero, only the tutor has a signal there
-             "all_fail_groups": (rewards.view(-1, G).sum(1) == 0).float().sum(),
-             "all_pass_groups": (rewards.view(-1, G).sum(1) == G).float().sum(), **split, **stats}
-    keys = sorted(local)
-    tot = dict(zip(keys, all_sum(torch.tensor([float(local[k]) for k in keys],
-                                              dtype=torch.float64)).tolist()))
-    t0, t1, t2, t3, t4 = times
-    return {"step": step + 1, "reward": tot["reward"] / tot["rows"],
-            "format": tot["format"] / tot["rows"],
-            "entropy": tot["entropy"] / max(tot["len"], 1),
-            "kl": tot["kl"] / max(tot["kl_tokens"], 1),
-            "div": tot["div"] / max(tot["div_tokens"], 1),
-            "distilled_frac": tot["distilled"] / tot["rows"],
-            "ptd_group_frac": tot["ptd_groups"] / tot["groups"],
-            "mixed_group_frac": tot["mixed_groups"] / tot["groups"],
-            "all_fail_frac": tot["all_fail_groups"] / tot["groups"],
-            "all_pass_frac": tot["all_pass_groups"] / tot["groups"],
-            **{k: tot[k] / max(tot["tokens"], 1)
-               for k in ("clip_frac_low", "clip_frac_high", "clip_frac_dual")},
-            **same, "resp_len": tot["len"] / tot["rows"],
-            "truncated_frac": tot["truncated"] / tot["rows"],
-            "t_rollout": t1 - t0, "t_old": t2 - t1, "t_ref_tutor": t3 - t2, "t_update": t4 - t3,
-            "tok_per_s": tot["len"] / max(t4 - t0, 1e-9), **{k: tot[k] for k in split}}
-
-# -----------------------------------------------------------------------------
-# held-out evaluation during training (pass_counts: eval.py's and the demo's too)
 
 
 @torch.no_grad()
@@ -376,10 +324,6 @@ def blank_images(images):
     """White pictures of the same sizes: what a model that does not read the picture sees."""
     from PIL import Image
     return [Image.new("RGB", im.size, (255, 255, 255)) for im in images]
-
-
-# the held-out sampling seed (the summary's eval.py command passes it as --seed)
-EVAL_SEED = 2 ** 61 + 1234
 
 
 def heldout(model, processor, examples, args, rank, world, seed=EVAL_SEED, fast=None,
@@ -444,9 +388,6 @@ def by_category(values, examples):
     return {c: sum(v) / len(v) for c, v in sorted(cats.items())}
 
 
-ANSWER_CLASSES = ("target", "marked", "other", "absent", "none")
-
-
 def answer_class(text, record):
     """What a response names, for a problem whose record lists the picture's objects (the demo's
     `scene`, each with its colour, and which of them are marked: `framed`, `shaded`): 'target' (the
@@ -468,187 +409,13 @@ def answer_class(text, record):
     return "absent"
 
 # -----------------------------------------------------------------------------
-# log lines, metrics.jsonl, the end of a run
-
-
-def eval_text(m, n):
-    """'held-out pass@1 0.412 (easy 0.700, hard 0.125) | pass@8 0.800 (...)' from a metrics
-    record."""
-    parts = []
-    for k in ["1"] + ([str(n)] if n > 1 else []):
-        cats = sorted(key.split("/", 1)[1] for key in m if key.startswith(f"eval_pass{k}/"))
-        by = ", ".join(f"{c} {m[f'eval_pass{k}/{c}']:.3f}" for c in cats)
-        parts.append(f"pass@{k} {m[f'eval_pass{k}']:.3f}" + (f" ({by})" if by else ""))
-    if "eval_blank_pass1" in m:   # the chance line
-        cats = sorted(key.split("/", 1)[1] for key in m if key.startswith("eval_blank_pass1/"))
-        by = ", ".join(f"{c} {m[f'eval_blank_pass1/{c}']:.3f}" for c in cats)
-        parts.append(f"blank image pass@1 {m['eval_blank_pass1']:.3f}" + (f" ({by})" if by else ""))
-    cats = sorted({key.split("/")[1] for key in m if key.startswith("eval_answers/")})
-    if cats:
-        parts.append(f"answers {'/'.join(ANSWER_CLASSES)}: " + ", ".join(
-            f"{c} " + "/".join(f"{m[f'eval_answers/{c}/{a}']:.2f}" for a in ANSWER_CLASSES)
-            for c in cats))
-    return "held-out " + " | ".join(parts)
-
-
-def divergence_of(m):
-    """The distillation divergence of a step's record: "div", or in a run logged before that key
-    the one named by the divergence (loss.DIVERGENCES' names); 0 when there is none."""
-    if "div" in m:
-        return m["div"]
-    return next((m[k] for k in loss.DIVERGENCES if k in m), 0.0)
-
-
-def log_line(m, div):
-    """One line per step; div: the divergence's name (--divergence), the label of m["div"]."""
-    return (f"step {m['step']:4d} | reward {m['reward']:.3f} | "
-            f"groups fail/pass {m['all_fail_frac']:.2f}/{m['all_pass_frac']:.2f} | "
-            f"entropy {m['entropy']:.3f} | kl {m['kl']:.4f} | {div} {m['div']:.4f} | "
-            f"distilled {m['distilled_frac']:.2f} | "
-            f"clip {m['clip_frac_low']:.3f}/{m['clip_frac_high']:.3f} | len {m['resp_len']:.1f} | "
-            f"time {m['t_rollout']:.1f}/{m['t_old'] + m['t_ref_tutor']:.1f}/{m['t_update']:.1f}s | "
-            f"{m['tok_per_s']:.0f} tok/s")
-
-
-def read_jsonl(path):
-    """The records of a metrics file; a line a crash cut short is skipped, not fatal."""
-    recs = []
-    with open(path) as f:
-        for line in f:
-            try:
-                recs.append(json.loads(line))
-            except json.JSONDecodeError:
-                pass
-    return recs
-
-
-def open_metrics(args, rank, start):
-    """An `emit(record)` that appends to metrics.jsonl (and wandb). On resume, records after the
-    checkpoint's step are dropped first, so a crash never leaves a step twice in the file."""
-    path = os.path.join(args.out_dir, "metrics.jsonl")
-
-    # a full disk: one line, and the file as it was (a cut last line is skipped on reading)
-    def stop(e, what):
-        sys.exit(f"train.py: cannot {what} {path}: {e.strerror or e} (errno {e.errno}); the run's "
-                 f"checkpoints are as they were: free space there (or fix the folder), then rerun "
-                 f"with --resume")
-    if rank == 0 and os.path.exists(path):
-        keep = [json.dumps(r) + "\n" for r in read_jsonl(path)
-                if start and r.get("step", 0) <= start and not r.get("final")]
-        try:
-            with open(path + ".tmp", "w") as f:
-                f.writelines(keep)
-            os.replace(path + ".tmp", path)
-        except OSError as e:
-            if os.path.exists(path + ".tmp"):
-                os.remove(path + ".tmp")
-            stop(e, "rewrite")
-    wb = None
-    if args.wandb and rank == 0:
-        try:
-            import wandb
-        except ImportError:
-            sys.exit("train.py: --wandb needs the wandb package: pip install wandb")
-        wb = wandb.init(project=args.wandb, config=vars(args), resume="allow")
-
-    def emit(rec):
-        if rank == 0:
-            try:
-                with open(path, "a") as f:
-                    f.write(json.dumps(rec) + "\n")
-            except OSError as e:
-                stop(e, "append to")
-            if wb:
-                wb.log(rec, step=rec["step"])
-    return emit
-
-
-COLLAPSE_STEPS = 3   # steps in a row with reward 0 and entropy ~0 before the loud warning
-
-
-def collapse_check(m, count):
-    """Count steps in a row where the policy has collapsed without a non-finite number (reward 0,
-    entropy ~0: it emits one fixed wrong response). We warn and keep going rather than stop: the
-    divergence stop is for numbers that broke, and the summary says what the export holds."""
-    count = count + 1 if m["reward"] == 0 and m["entropy"] < 1e-3 else 0
-    if count == COLLAPSE_STEPS:
-        print0(f"WARNING: the policy has collapsed: reward 0 and entropy {m['entropy']:.1e} for "
-               f"{count} steps in a row (every rollout is the same wrong response). It will not "
-               f"recover; lower --lr and rerun.")
-    return count
-
-
-def summary(args, first, last, n_eval, seconds, world, device, collapsed):
-    """The run's before / after table, with the blank-image score beside each pass@1 (the chance
-    line: the same model shown a white picture) and the share of problems all of whose samples
-    failed at step 0 (1 - pass@n before training: the groups where GRPO has no signal); for the
-    demo, what the answers name."""
-    n = args.eval_samples
-    print0(f"\nheld-out, no hints: {n_eval} problems x {n} samples, T={args.temperature}, "
-           f"top_p={args.top_p}")
-    blank = any(k.startswith("eval_blank_pass1") for k in last)
-    fails = n > 1 and first is not None
-    print0(f"  {'':16s} {'before':>8s} {'after ' + str(args.steps) + ' steps':>16s}"
-           + (f" {'blank image (before / after)':>30s}" if blank else "")
-           + (f" {'all-fail at step 0':>19s}" if fails else ""))
-    for key in sorted(last, key=lambda k: (k.split('/')[0] != 'eval_pass1', k)):
-        if key.startswith("eval_pass"):
-            name = key.replace("eval_pass", "pass@").replace("/", " ")
-            before = f"{first[key]:.3f}" if first and key in first else "-"
-            chance = key.replace("eval_pass", "eval_blank_pass")
-            row = f"  {name:16s} {before:>8s} {last[key]:>16.3f}"
-            if chance in last:
-                row += f" {(first or {}).get(chance, float('nan')):>22.3f} / {last[chance]:.3f}"
-            at_n = key.replace("eval_pass1", f"eval_pass{n}")
-            if fails and key.startswith("eval_pass1") and at_n in first:
-                row += f" {1 - first[at_n]:>19.3f}"
-            print0(row)
-    cats = sorted({k.split("/")[1] for k in last if k.startswith("eval_answers/")})
-    for c in cats:
-        shares = " / ".join(
-            f"{name} {(first or {}).get(f'eval_answers/{c}/{name}', float('nan')):.2f} -> "
-            f"{last[f'eval_answers/{c}/{name}']:.2f}" for name in ANSWER_CLASSES)
-        print0(f"  {c} answers name: {shares}")
-    print0(f"  training time: {seconds:.0f}s on {world} process(es), {device.type}")
-    if not args.no_export:
-        final = os.path.join(args.out_dir, "final")
-        print0(f"  final model: {final}  (python {eval_command(args, final, blank)})")
-        if collapsed >= COLLAPSE_STEPS:
-            print0("  WARNING: that export is of a collapsed policy (reward 0, entropy ~0 at the "
-                   "end)")
-    if first:
-        print0(f"  start model: {args.model}  (python {eval_command(args, args.model, blank)})")
-
-
-def eval_command(args, model, blank):
-    """The eval.py command that reproduces the summary's column of `model`: the same problems
-    (--limit, --max_prompt_tokens), seed, samples and k, cap and sampler, and the blank-image line.
-    tests/test_eval.py runs it on a tiny run and compares every number."""
-    n = args.eval_samples
-    q = shlex.quote
-    cmd = (f"eval.py --model {q(model)} --data {q(args.eval_data)}"
-           f"{f' --limit {args.eval_n}' if args.eval_n else ''} "
-           f"--max_prompt_tokens {args.max_prompt_tokens} --n_samples {n} "
-           f"--k 1{f' {n}' if n > 1 else ''} "
-           f"--seed {EVAL_SEED} --temperature {args.temperature} --top_p {args.top_p} "
-           f"--max_new_tokens {args.max_new_tokens}{' --blank' if blank else ''}")
-    if args.kv_cache_gb != 32.0:  # the rows per generate() call: the same batches, the same numbers
-        cmd += f" --kv_cache_gb {args.kv_cache_gb}"
-    if args.dtype != "auto":
-        cmd += f" --dtype {args.dtype}"
-    for flag in ("allow_outside_images", "trust_remote_code", "plain_generate", "no_compile",
-                 "no_cuda_graphs"):
-        cmd += f" --{flag}" if getattr(args, flag, False) else ""
-    return cmd
-
-# -----------------------------------------------------------------------------
 # comparing runs
 
 
 def read_metrics(run):
     """A run's metrics, one record per step (a later record of a step replaces an earlier one)."""
     by_step = {}
-    for r in read_jsonl(os.path.join(run, "metrics.jsonl")):
+    for r in metrics.read_jsonl(os.path.join(run, "metrics.jsonl")):
         by_step[(r["step"], "reward" in r, bool(r.get("final")))] = r
     return [by_step[k] for k in sorted(by_step, key=lambda k: (k[0], k[2], k[1]))]
 
@@ -668,7 +435,7 @@ def compare(runs, png):
                      "pass1_start": ev[0]["eval_pass1"] if ev else float("nan"),
                      "pass1_end": ev[-1]["eval_pass1"] if ev else float("nan"),
                      "entropy_end": sum(m["entropy"] for m in tail) / max(len(tail), 1),
-                     "div_mean": sum(divergence_of(m) for m in tr) / max(len(tr), 1),
+                     "div_mean": sum(metrics.divergence_of(m) for m in tr) / max(len(tr), 1),
                      "distilled_frac": sum(m["distilled_frac"] for m in tr) / max(len(tr), 1),
                      "seconds": sum(m["t_rollout"] + m["t_old"] + m["t_ref_tutor"] + m["t_update"]
                                     for m in tr)})
@@ -695,7 +462,7 @@ def compare(runs, png):
                      label=label)
         for ax, key in zip(axes[1:], ("reward", "entropy", "div")):
             ax.plot([m["step"] for m in tr],
-                    [divergence_of(m) if key == "div" else m[key] for m in tr],
+                    [metrics.divergence_of(m) if key == "div" else m[key] for m in tr],
                     label=label, alpha=0.8)
     titles = ("held-out pass@1 (no hints)", "train reward", "policy entropy",
               "distillation divergence")
