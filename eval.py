@@ -494,11 +494,11 @@ def main(argv=None):
     except data.DataError as e:
         sys.exit(f"eval.py: {e}")
     if args.diagnose:
-        from demo import toy
-        res = toy.diagnose(model, processor, examples, samples=args.n_samples,
-                           temperature=args.temperature, max_new_tokens=args.max_new_tokens,
-                           seed=args.seed)
-        print0(toy.format_diagnostics(res, len(examples)))
+        from demo import diagnostics
+        res = diagnostics.diagnose(model, processor, examples, samples=args.n_samples,
+                                   temperature=args.temperature,
+                                   max_new_tokens=args.max_new_tokens, seed=args.seed)
+        print0(diagnostics.format_diagnostics(res, len(examples)))
     else:
         fast = decode.for_run(model, args, device)   # the train loop's fast sampler on CUDA
         counts = evaluate(model, processor, examples, args, rank, world, fast)

@@ -46,7 +46,7 @@ def main(argv=None):
     out = args.out or tempfile.mkdtemp(prefix="toy_seeds_")
     os.makedirs(out, exist_ok=True)
     sys.path.insert(0, ROOT)
-    from demo import toy
+    from demo import diagnostics
     print(f"builds under {out}; demo/toy.py {' '.join(args.extra)}", flush=True)
     print("| seed | easy: student / tutor / blank | hard: student / tutor / blank | all-fail / mixed groups at step 0 "
           "| tutor on all-fail | student p of the tutor's answer | probe | regime? | seconds | weights |", flush=True)
@@ -54,7 +54,7 @@ def main(argv=None):
     missed = 0
     for seed in args.seeds:
         r = build(seed, os.path.join(out, f"seed{seed}"), args.extra)
-        fails = toy.regime_failures(r)
+        fails = diagnostics.regime_failures(r)
         missed += bool(fails)
         e, h, g = r["by_bucket"]["easy"], r["by_bucket"]["hard"], r["groups"]
         probe = r.get("probe", {}).get("final", float("nan"))
@@ -62,8 +62,8 @@ def main(argv=None):
               f"{h['tutor']:.1%} / {h['blank']:.1%} | {g['all_fail']:.1%} / {g['mixed']:.1%} | "
               f"{g['tutor_on_all_fail']:.1%} | {g['student_p_tutor_answer']:.3f} | {probe:.1%} | "
               f"{'yes' if not fails else 'no'} | {r['wall']:.0f} | {r['weights']} |", flush=True)
-    R = toy.REGIME
-    print(f"{len(args.seeds) - missed} of {len(args.seeds)} seeds reach the regime (toy.REGIME: easy student >= "
+    R = diagnostics.REGIME
+    print(f"{len(args.seeds) - missed} of {len(args.seeds)} seeds reach the regime (diagnostics.REGIME: easy student >= "
           f"{R['easy_student']:.0%} and blank + {R['easy_over_blank']:.0%}; all-fail and mixed groups >= "
           f"{R['all_fail_min']:.0%} / {R['mixed_min']:.0%}; tutor >= {R['tutor_on_all_fail']:.0%} on the all-fail "
           f"problems; student p >= {R['student_p_min']}; probe >= {R['probe_min']:.0%}; {r['n']} held-out problems, "

@@ -13,7 +13,7 @@ import eval as eval_py
 import expert_hints
 import hints
 import rollout
-from demo import toy
+from demo import diagnostics, toy
 
 
 def test_task_generation_is_deterministic(tmp_path):
@@ -130,7 +130,7 @@ def test_answer_classes_name_target_marked_other_absent_and_none():
     assert eval_py.answer_class(say(other), rec) == "other"
     assert eval_py.answer_class(say(absent), rec) == "absent"
     assert eval_py.answer_class("<think>I read the shape", rec) == "none"
-    shares = toy.answer_shares([say(rec["answer"]), say(marked), say(other), say(other), "nothing"],
+    shares = diagnostics.answer_shares([say(rec["answer"]), say(marked), say(other), say(other), "nothing"],
                                [{"record": rec}] * 5)
     assert shares == {"target": 0.2, "marked": 0.2, "other": 0.4, "absent": 0.0, "none": 0.2}
     plain = {k: v for k, v in rec.items() if k not in ("framed", "shaded")}   # a record with no marks
@@ -141,9 +141,9 @@ def test_the_probe_budget_is_the_main_jobs():
     """The learnability probes train with the demo run's own budget: its steps, its lr, its warm-up,
     and, per bucket, that bucket's prompts a step in the run (prompts per step x its share)."""
     import config
-    assert toy.PROBE["steps"] == config.DEMO["steps"] and toy.PROBE["lr"] == config.DEMO["lr"]
-    assert toy.PROBE["warmup"] == config.DEMO["warmup_steps"]
-    assert toy.PROBE["batch"] == config.DEMO["prompts_per_step"]
+    assert diagnostics.PROBE["steps"] == config.DEMO["steps"] and diagnostics.PROBE["lr"] == config.DEMO["lr"]
+    assert diagnostics.PROBE["warmup"] == config.DEMO["warmup_steps"]
+    assert diagnostics.PROBE["batch"] == config.DEMO["prompts_per_step"]
 
 
 def test_each_scene_draws_its_shapes_in_their_colours_inside_their_cells():
@@ -187,24 +187,24 @@ def test_shipped_checkpoint_loads_and_matches_its_diagnostics():
     with open(os.path.join(model_dir, "diagnostics.json")) as f:
         shipped = json.load(f)
     # the recorded numbers meet the regime, and say how they were made
-    assert toy.regime_failures(shipped) == [] and shipped["regime"] is True
+    assert diagnostics.regime_failures(shipped) == [] and shipped["regime"] is True
     # (the shipped model was built as `python toy.py`, before the demo moved to demo/)
     assert shipped["command"].startswith(("python toy.py", "python demo/toy.py"))
     assert shipped["args"]["seed"] == 0 and shipped["torch"]
-    assert shipped["probe"]["steps"] == toy.PROBE["steps"] and shipped["probe"]["lr"] == toy.PROBE["lr"]
-    assert shipped["probe"]["warmup"] == toy.PROBE["warmup"]
+    assert shipped["probe"]["steps"] == diagnostics.PROBE["steps"] and shipped["probe"]["lr"] == diagnostics.PROBE["lr"]
+    assert shipped["probe"]["warmup"] == diagnostics.PROBE["warmup"]
     # built with the committed warm start's values (the bare `python demo/toy.py` rebuilds it)
     assert all(shipped["args"][k] == v for k, v in toy.WARM.items() if k in shipped["args"]), shipped["args"]
     assert shipped["model_sha256"] == sha256(os.path.join(model_dir, "model.safetensors"))   # the build's own
     model, processor = rollout.load_model(model_dir, "float32", "cpu")
     exs = data.load_jsonl(eval_path, report=lambda s: None)[:150]
-    res = toy.diagnose(model, processor, exs, seed=0)
+    res = diagnostics.diagnose(model, processor, exs, seed=0)
     for b in ("easy", "hard", "pivot"):                      # 50 problems a bucket: ~7 points of noise
         for k in ("student", "tutor", "blank"):
             assert abs(res["by_bucket"][b][k] - shipped["by_bucket"][b][k]) <= 0.15, (b, k, res, shipped)
     assert res["counterfactual"]["follows_hint"] >= 0.25, res["counterfactual"]   # it reads the hint's words
     trains = data.load_jsonl(train_path, report=lambda s: None)[:60]
-    g = toy.group_regime(model, processor, trains, seed=0)
+    g = diagnostics.group_regime(model, processor, trains, seed=0)
     assert g["all_fail"] >= 0.1 and g["mixed"] >= 0.1 and g["tutor_on_all_fail"] >= 0.8, g
     hard, pivot = g["by_bucket"]["hard"], g["by_bucket"]["pivot"]
     assert hard["student_p_tutor_answer"] >= 0.01 and hard["tutor_top_is_right"] >= 0.8, g
@@ -222,7 +222,7 @@ def test_the_swapped_hint_points_to_the_other_marked_shape():
     for bucket in ("easy", "hard", "pivot") * 10:
         _, rec = toy.make_example(rng, bucket)
         ex = {"hint": rec["hint"], "record": rec}
-        sw = toy.swapped(ex)["hint"]
+        sw = diagnostics.swapped(ex)["hint"]
         assert sw["steps"] == [] and hints.validate_hint(sw)
         focus = next(r for r in sw["regions"] if r["role"] == "focus")
         other = toy.other_marked(rec)
@@ -258,8 +258,8 @@ def one_bucket(res, bucket, **values):
 
 
 def test_regime_check_names_what_is_missed():
-    assert toy.regime_failures(regime()) == []
-    toy.check_regime(regime())                               # met: returns quietly
+    assert diagnostics.regime_failures(regime()) == []
+    diagnostics.check_regime(regime())                               # met: returns quietly
     misses = {"blind student": regime(easy_student=0.15, easy_blank=0.1),
               "easy not mastered": regime(easy_student=0.85),
               "too few all-fail groups": regime(all_fail=0.1),
@@ -281,9 +281,9 @@ def test_regime_check_names_what_is_missed():
               "the pivot is not learnable": {**regime(), "probe": {**regime()["probe"], "final": {"hard": 0.9,
                                                                                                   "pivot": 0.2}}}}
     for name, res in misses.items():
-        assert toy.regime_failures(res), name
+        assert diagnostics.regime_failures(res), name
         with pytest.raises(SystemExit) as e:
-            toy.check_regime(res)
+            diagnostics.check_regime(res)
         assert e.value.code not in (0, None) and "regime PTD-PO is for" in str(e.value.code), name
 
 
