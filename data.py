@@ -35,7 +35,6 @@ import stat
 
 from PIL import Image
 
-import expert_hints
 import hints
 import reward
 
@@ -195,8 +194,8 @@ def _check_hints(ex, rec, where, spoiler_filter=True):
         except ValueError as e:
             notes.append(f"{where}: field 'hint': {e}; hint dropped, problem kept")
         else:
-            why = spoiler_filter and expert_hints.find_spoiler(hints.hint_words(ex["hint"]),
-                                                               ex["answer"], ex["choices"])
+            why = spoiler_filter and reward.find_spoiler(hints.hint_words(ex["hint"]), ex["answer"],
+                                                         ex["choices"])
             if why:
                 ex["hint"] = None
                 notes.append(f"{where}: field 'hint': spoiler ({why}); hint dropped, problem kept")
@@ -205,7 +204,7 @@ def _check_hints(ex, rec, where, spoiler_filter=True):
         if not isinstance(text, str):
             why = f"expected a string, got {_kind(text)}"
         else:
-            why = "empty" if not text.strip() else spoiler_filter and expert_hints.find_spoiler(
+            why = "empty" if not text.strip() else spoiler_filter and reward.find_spoiler(
                 text, ex["answer"], ex["choices"])
         if why:
             notes.append(f"{where}: field 'hint_text': {why}; hint dropped, problem kept")

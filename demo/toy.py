@@ -49,7 +49,6 @@ from PIL import Image, ImageDraw
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)   # run as `python demo/toy.py`: the method's modules are one level up
 import data  # noqa: E402
-import expert_hints  # noqa: E402
 import hints  # noqa: E402
 import reward  # noqa: E402
 import rollout  # noqa: E402
@@ -244,7 +243,7 @@ def tokenizer_corpus(rng):
     the easy and hard buckets only, exactly as task 4 drew it, so that warm-start phase 1 rebuilds
     task 4's model bit for bit; the pivot's own words ("inside the border") are spelled in the
     sub-word pieces this vocabulary has."""
-    lines = [rollout.FORMAT_PROMPT, expert_hints.EXPERT_PROMPT, "Hint:", "Look at:", "Ignore:",
+    lines = [rollout.FORMAT_PROMPT, hints.EXPERT_PROMPT, "Hint:", "Look at:", "Ignore:",
              "The correct answer is:", "user", "assistant", "system"]
     for _ in range(3000):
         _, ex = make_example(rng, rng.choice(("easy", "hard")))

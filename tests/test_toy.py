@@ -10,8 +10,8 @@ import torch
 
 import data
 import eval as eval_py
-import expert_hints
 import hints
+import reward
 import rollout
 from demo import diagnostics, toy
 
@@ -162,8 +162,8 @@ def test_every_hint_of_1000_examples_is_spoiler_free_and_valid():
     for _ in range(1000):
         img, ex = toy.make_example(rng, rng.choice(sorted(toy.BUCKETS)))
         h = hints.validate_hint(ex["hint"], img.size)
-        assert expert_hints.find_spoiler(hints.hint_words(h), ex["answer"]) is None
-        assert expert_hints.find_spoiler(hints.render_hint(h, img.size), ex["answer"]) is None
+        assert reward.find_spoiler(hints.hint_words(h), ex["answer"]) is None
+        assert reward.find_spoiler(hints.render_hint(h, img.size), ex["answer"]) is None
         assert ex["answer"] in toy.COLOURS and ex["answer"] in ex["gold_response"]
 
 
