@@ -46,8 +46,10 @@ STEP_DIR = re.compile(r"^step_(\d{6,})$")
 # the torch-private names this file relies on; tests/test_checkpoint.py fails when torch moves them
 
 TORCH_TESTED = "2.13.0"   # requirements.txt and .ci/run install it
-PRIVATE = (("torch.distributed.checkpoint.filesystem", "FileSystemReader._slice_file", ("self", "file", "sinfo")),
-           ("torch.distributed.checkpoint._traverse", "set_element", ("root_dict", "path", "value")))
+PRIVATE = (("torch.distributed.checkpoint.filesystem", "FileSystemReader._slice_file",
+            ("self", "file", "sinfo")),
+           ("torch.distributed.checkpoint._traverse", "set_element",
+            ("root_dict", "path", "value")))
 
 
 def torch_api_problem():
@@ -62,9 +64,11 @@ def torch_api_problem():
         have = tuple(inspect.signature(obj).parameters) if callable(obj) else None
         if have != params:
             got = "lacks it" if have is None else f"gives it the parameters ({', '.join(have)})"
-            return (f"checkpoint.py reads checkpoints through torch's private {module}.{name}({', '.join(params)}), "
-                    f"and the installed torch {torch.__version__} {got}; no checkpoint was judged. Install the "
-                    f"torch this project is tested with (pip install torch=={TORCH_TESTED}) or adapt checkpoint.py")
+            return (f"checkpoint.py reads checkpoints through torch's private "
+                    f"{module}.{name}({', '.join(params)}), and the installed torch "
+                    f"{torch.__version__} {got}; no checkpoint was judged. Install the torch this "
+                    f"project is tested with (pip install torch=={TORCH_TESTED}) or adapt "
+                    f"checkpoint.py")
     return None
 
 # -----------------------------------------------------------------------------
@@ -72,13 +76,14 @@ def torch_api_problem():
 
 _ALLOWED = {
     ("torch.distributed.checkpoint.metadata", n) for n in (
-        "Metadata", "MetadataIndex", "TensorStorageMetadata", "BytesStorageMetadata", "ChunkStorageMetadata",
-        "TensorProperties", "StorageMeta", "_MEM_FORMAT_ENCODING")} | {
+        "Metadata", "MetadataIndex", "TensorStorageMetadata", "BytesStorageMetadata",
+        "ChunkStorageMetadata", "TensorProperties", "StorageMeta", "_MEM_FORMAT_ENCODING")} | {
     ("torch.distributed.checkpoint.filesystem", "_StorageInfo"),
     ("torch.distributed.checkpoint.planner", "WriteItemType"),
     ("torch.distributed.checkpoint.planner", "LoadItemType"),
     ("torch", "Size"), ("torch.serialization", "_get_layout"),
-    ("collections", "OrderedDict"), ("builtins", "set"), ("builtins", "frozenset"), ("builtins", "slice"),
+    ("collections", "OrderedDict"), ("builtins", "set"), ("builtins", "frozenset"),
+    ("builtins", "slice"),
     ("pathlib", "PosixPath"), ("pathlib", "PurePosixPath"),
 }
 
@@ -89,7 +94,8 @@ class _StrictUnpickler(pickle.Unpickler):
         ok = plain and ((module, name) in _ALLOWED or (module == "torch" and isinstance(
             getattr(torch, name, None), (torch.dtype, torch.layout, torch.memory_format))))
         if not ok:
-            raise pickle.UnpicklingError(f"checkpoint metadata names {module}.{name}; refusing to load")
+            raise pickle.UnpicklingError(f"checkpoint metadata names {module}.{name}; "
+                                         f"refusing to load")
         return super().find_class(module, name)
 
 
@@ -99,7 +105,8 @@ def check_metadata(path):
         try:
             _StrictUnpickler(f).load()
         except Exception as e:     # any reason in one line: some of pickle's span two
-            raise pickle.UnpicklingError(f"{path}/.metadata: {' '.join(str(e).split())[:200]}") from None
+            raise pickle.UnpicklingError(
+                f"{path}/.metadata: {' '.join(str(e).split())[:200]}") from None
 
 def _planner():
     """DCP's load planner, except that non-tensor items (optimiser hyper-parameters, ...) are
@@ -152,7 +159,8 @@ def _read_shards(path, state):
     reader = Reader(path)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="torch.distributed is disabled")
-        warnings.filterwarnings("ignore", message="Detected pickle protocol")   # a foreign pickle: refused below
+        # a foreign pickle: refused below
+        warnings.filterwarnings("ignore", message="Detected pickle protocol")
         try:
             dcp.load(state, storage_reader=reader, planner=_planner())
         except (Exception, CheckpointException) as e:      # DCP wraps each rank's error
@@ -165,7 +173,8 @@ def _read_shards(path, state):
 
 
 def _read_extra(path, r=None):
-    """Rank r's (default: this rank's) extra_rank<r>.pt, step and RNG state, as plain data, or Refused."""
+    """Rank r's (default: this rank's) extra_rank<r>.pt, step and RNG state, as plain data, or
+    Refused."""
     name = f"extra_rank{rank() if r is None else r}.pt"
     try:
         with warnings.catch_warnings():
@@ -173,8 +182,8 @@ def _read_extra(path, r=None):
             extra = torch.load(os.path.join(path, name), weights_only=True)
     except Exception as e:
         raise Refused(f"{name}: {_why(e)}") from None
-    if not (isinstance(extra, dict) and isinstance(extra.get("step"), int) and isinstance(extra.get("rng"), torch.Tensor)
-            and extra["rng"].dtype == torch.uint8):
+    if not (isinstance(extra, dict) and isinstance(extra.get("step"), int)
+            and isinstance(extra.get("rng"), torch.Tensor) and extra["rng"].dtype == torch.uint8):
         raise Refused(f"{name}: not a step and an RNG state")
     return extra
 
@@ -203,7 +212,8 @@ def _write_manifest(tmp):
     """Every rank hashes the files it wrote (in parallel); rank 0 adds .metadata and writes."""
     r = rank()
     mine = {os.path.basename(p): sha256(p)
-            for p in glob.glob(os.path.join(tmp, f"__{r}_*.distcp")) + [os.path.join(tmp, f"extra_rank{r}.pt")]}
+            for p in glob.glob(os.path.join(tmp, f"__{r}_*.distcp"))
+            + [os.path.join(tmp, f"extra_rank{r}.pt")]}
     files = {}
     for part in _gather(mine):
         files.update(part)
@@ -249,7 +259,8 @@ def checkpoints(out_dir):
     """Finished checkpoint folders, newest first."""
     ck = os.path.join(out_dir, "checkpoints")
     found = [d for d in (os.listdir(ck) if os.path.isdir(ck) else []) if STEP_DIR.match(d)]
-    return [os.path.join(ck, d) for d in sorted(found, key=lambda d: int(STEP_DIR.match(d)[1]), reverse=True)]
+    return [os.path.join(ck, d)
+            for d in sorted(found, key=lambda d: int(STEP_DIR.match(d)[1]), reverse=True)]
 
 
 def save(out_dir, step, model, opt, keep, records=None, ptd_coef=0.0):
@@ -269,10 +280,10 @@ def save(out_dir, step, model, opt, keep, records=None, ptd_coef=0.0):
         if rank() == 0:
             shutil.rmtree(tmp, ignore_errors=True)
         kept = checkpoints(out_dir)
-        raise SystemExit(f"checkpoint: cannot save step {step} in {ck}: {os_error(cause)}. The partial "
-                         f"{os.path.basename(tmp)} was removed and "
-                         f"{kept[0] + ' is intact' if kept else 'no earlier checkpoint exists'}: {fix_for(cause)}, "
-                         f"then rerun with --resume") from None
+        raise SystemExit(f"checkpoint: cannot save step {step} in {ck}: {os_error(cause)}. The "
+                         f"partial {os.path.basename(tmp)} was removed and "
+                         f"{kept[0] + ' is intact' if kept else 'no earlier checkpoint exists'}: "
+                         f"{fix_for(cause)}, then rerun with --resume") from None
     if rank() == 0:
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
@@ -282,7 +293,8 @@ def save(out_dir, step, model, opt, keep, records=None, ptd_coef=0.0):
             os.replace(os.path.join(ck, "latest.tmp"), os.path.join(ck, "latest"))
         except OSError as e:      # `latest` is for people; load() scans the folders
             _remove(os.path.join(ck, "latest.tmp"))
-            print0(f"checkpoint: {final} is saved, but its `latest` pointer could not be written: {os_error(e)}")
+            print0(f"checkpoint: {final} is saved, but its `latest` pointer could not be written: "
+                   f"{os_error(e)}")
         rotate(out_dir, keep, records, ptd_coef)
     barrier()
 
@@ -299,13 +311,15 @@ def _write(tmp, step, model, opt):
     with warnings.catch_warnings():  # one process without a process group is a supported case
         warnings.filterwarnings("ignore", message="torch.distributed is disabled")
         dcp.save({"model": msd, "optim": osd}, checkpoint_id=tmp)
-    torch.save({"step": step, "rng": torch.get_rng_state()}, os.path.join(tmp, f"extra_rank{rank()}.pt"))
+    torch.save({"step": step, "rng": torch.get_rng_state()},
+               os.path.join(tmp, f"extra_rank{rank()}.pt"))
     barrier()
     _write_manifest(tmp)
 
 
 def _cause(e):
-    """The error under DCP's CheckpointException (which wraps each rank's): this rank's, else the first."""
+    """The error under DCP's CheckpointException (which wraps each rank's): this rank's, else the
+    first."""
     from torch.distributed.checkpoint.api import CheckpointException
     if isinstance(e, CheckpointException) and e.failures:
         return (e.failures.get(rank()) or next(iter(e.failures.values())))[0]
@@ -314,7 +328,8 @@ def _cause(e):
 
 def os_error(e):
     """'No space left on device (errno 28)' from an OSError, for one-line messages."""
-    return f"{e.strerror or type(e).__name__} (errno {e.errno})" if e.errno else (str(e) or type(e).__name__)
+    return (f"{e.strerror or type(e).__name__} (errno {e.errno})" if e.errno
+            else (str(e) or type(e).__name__))
 
 
 def fix_for(e):
@@ -340,7 +355,7 @@ def known_good(paths, records, ptd_coef):
     k, _ = left_usual_range(records, ptd_coef)
     ran = max((r["step"] for r in records if "grad_norm" in r), default=0)
     last_in_range = ran if k is None else k - 1
-    return [p for p in paths if _step(p) + 1 <= last_in_range]
+    return [p for p in paths if step_of(p) + 1 <= last_in_range]
 
 
 def rotate(out_dir, keep, records=None, ptd_coef=0.0):
@@ -410,26 +425,29 @@ def load(out_dir, model, opt, path=None):
                 reason = str(e)
             reason = _agree(reason)
         if reason is not None and path:
-            raise SystemExit(f"checkpoint: --resume {path}: refused, nothing loaded: {reason}; choose another "
-                             f"checkpoint (plain --resume takes the newest that verifies)")
+            raise SystemExit(f"checkpoint: --resume {path}: refused, nothing loaded: {reason}; "
+                             f"choose another checkpoint (plain --resume takes the newest that "
+                             f"verifies)")
         if reason is not None:
             print0(f"checkpoint {p} skipped: {reason}")
             skipped.append(p)
             continue
-        step = _step(p)
-        _set_aside(skipped if not path else [q for q in checkpoints(out_dir) if _step(q) > step],
+        step = step_of(p)
+        _set_aside(skipped if not path else [q for q in checkpoints(out_dir) if step_of(q) > step],
                    "damaged_" if not path else "superseded_")
         set_state_dict(model, opt, model_state_dict=state["model"], optim_state_dict=state["optim"])
         torch.set_rng_state(extra["rng"])
         print0(f"resumed from {p} at step {extra['step']}")
         return int(extra["step"])
     if found:
-        raise SystemExit(f"checkpoint: none of the {len(found)} checkpoints in {os.path.dirname(found[0])} "
-                         f"verifies and reads whole (reasons above); refusing to start over on top of them")
+        raise SystemExit(f"checkpoint: none of the {len(found)} checkpoints in "
+                         f"{os.path.dirname(found[0])} verifies and reads whole (reasons above); "
+                         f"refusing to start over on top of them")
     return 0
 
 
-def _step(path):
+def step_of(path):
+    """N of a .../step_N checkpoint folder."""
     return int(STEP_DIR.match(os.path.basename(path))[1])
 
 
@@ -442,7 +460,8 @@ def _set_aside(paths, prefix):
         for p in paths:
             new, n = os.path.join(os.path.dirname(p), prefix + os.path.basename(p)), 1
             while os.path.exists(new):      # set aside before, by an earlier resume
-                new, n = os.path.join(os.path.dirname(p), f"{prefix}{os.path.basename(p)}.{n}"), n + 1
+                new, n = (os.path.join(os.path.dirname(p), f"{prefix}{os.path.basename(p)}.{n}"),
+                          n + 1)
             os.replace(p, new)
             if prefix == "superseded_":   # a damaged one's skip line has said it already
                 print0(f"checkpoint: {p} set aside as {os.path.basename(new)}")
@@ -450,140 +469,63 @@ def _set_aside(paths, prefix):
 
 
 # -----------------------------------------------------------------------------
-# after a divergence stop: which checkpoint to trust
+# the run's usual range: the checkpoints its metrics vouch for (rotation, the divergence stop)
 
-USUAL_RANGE = 10   # a gradient norm over this many times the median of the run's earlier steps' is out of range
-RANGE_RULE = (f"a finite loss and gradient norm, the norm at most {USUAL_RANGE}x the median of the run's earlier "
-              f"steps' and not 0 while the step had something to learn")
+# a gradient norm over this many times the median of the run's earlier steps' is out of range
+USUAL_RANGE = 10
+RANGE_RULE = (f"a finite loss and gradient norm, the norm at most {USUAL_RANGE}x the median of the "
+              f"run's earlier steps' and not 0 while the step had something to learn")
 
 
 def left_usual_range(records, ptd_coef):
-    """(step, why) for the first training step whose numbers left the run's usual range (RANGE_RULE),
-    else (None, ""). records: metrics.jsonl's, any order. The scale comes from the run's own history;
-    only the rise is relative: a small norm is usual in RL (a step of all-pass or all-fail groups),
-    but an exact 0 with distilled rows, mixed groups or a KL means the policy's softmax is saturated
-    (what a huge step does to the weights: the loss and the norm stay finite)."""
+    """(step, why) for the first training step whose numbers left the run's usual range
+    (RANGE_RULE), else (None, ""). records: metrics.jsonl's, any order. The scale comes from the
+    run's own history; only the rise is relative: a small norm is usual in RL (a step of all-pass
+    or all-fail groups), but an exact 0 with distilled rows, mixed groups or a KL means the
+    policy's softmax is saturated (what a huge step does to the weights: the loss and the norm
+    stay finite)."""
     seen = []
     for r in sorted((r for r in records if "grad_norm" in r), key=lambda r: r["step"]):
         gn = float(r["grad_norm"])
         # "div"; a run logged before that key has it under the divergence's own name
         div = r.get("div", max((r.get(k, 0.0) for k in DIVERGENCES), default=0.0))
-        learns = (ptd_coef > 0 and r.get("distilled_frac", 0) > 0 and div > 0) or r.get("mixed_group_frac", 0) > 0 \
-            or r.get("kl", 0) > 0
+        learns = (ptd_coef > 0 and r.get("distilled_frac", 0) > 0 and div > 0) \
+            or r.get("mixed_group_frac", 0) > 0 or r.get("kl", 0) > 0
         scale = statistics.median([g for g in seen if g > 0] or [math.inf])
         if r.get("skipped") or not math.isfinite(gn):
             return r["step"], f"step {r['step']} had a non-finite loss or gradient norm"
         if gn > USUAL_RANGE * scale:
-            return r["step"], f"step {r['step']}'s gradient norm {gn:.3g} was over {USUAL_RANGE}x the median {scale:.3g}"
+            return r["step"], (f"step {r['step']}'s gradient norm {gn:.3g} was over "
+                               f"{USUAL_RANGE}x the median {scale:.3g}")
         if gn == 0 and learns:
-            return r["step"], f"step {r['step']}'s gradient norm was 0 though it had something to learn"
+            return r["step"], (f"step {r['step']}'s gradient norm was 0 though it had something "
+                               f"to learn")
         seen.append(gn)
     return None, ""
 
-
-def before_divergence(out_dir, records, ptd_coef):
-    """One line for the divergence stop: the newest kept checkpoint from before the run's numbers
-    left their usual range (step_N holds the weights step N+1 starts from, so it is vouched for
-    only when step N+1 was still in range), or why there is none."""
-    k, why = left_usual_range(records, ptd_coef)
-    kept = [(_step(p), p) for p in checkpoints(out_dir)]
-    rule = f"the usual range, from this run's own metrics: {RANGE_RULE}"
-    if k is None:
-        return (f"No step left the usual range ({rule}), so the checkpoints were checked for finite numbers "
-                f"only: treat them as suspect and start over with a lower --lr.")
-    good = [(n, p) for n, p in kept if n + 1 < k]
-    suspect = ", ".join(os.path.basename(p) for n, p in reversed(kept) if n + 1 >= k)     # oldest first
-    if not good:
-        return (f"The run left its usual range first at step {k} ({why}; {rule}), and no kept checkpoint is from "
-                f"before it{f' ({suspect} holds weights that step or a later one trained on)' if suspect else ''}: "
-                f"start over with a lower --lr.")
-    n, p = good[0]
-    later = f" ({suspect}, trained on after that, will be set aside, not deleted)" if suspect else ""
-    return (f"The run left its usual range first at step {k} ({why}; {rule}). The newest checkpoint from before "
-            f"that is {p} (step {n + 1} trained on its weights within range); to continue from it, rerun with "
-            f"--resume {p} and a lower --lr{later}.")
-
-
-def config_changes(out_dir, config, keys):
-    """The keys whose value in config differs from the run's saved config.json, as one string
-    ("group_size 8 -> 4, seed 0 -> 1"); "" when none differ or nothing was saved. ValueError (one
-    line) when the file cannot be read as a JSON object: a resume must not pass unchecked."""
-    saved = read_config(out_dir)
-    changed = [k for k in keys if k in saved and saved[k] != config.get(k)]
-    return ", ".join(f"{k} {saved[k]!r} -> {config.get(k)!r}" for k in changed)
-
 # -----------------------------------------------------------------------------
-# the run folder: config.json, --resume PATH, a folder that cannot be written
-
-
-def read_config(run_dir):
-    """The run's config.json as a dict ({} when there is none), or ValueError in one line naming
-    the file: unreadable, not JSON, or JSON but not an object."""
-    path = os.path.join(run_dir, "config.json")
-    if not os.path.exists(path):
-        return {}
-    try:
-        with open(path, "rb") as f:
-            saved = json.loads(f.read().decode("utf-8"))
-    except OSError as e:
-        raise ValueError(f"{path}: cannot be read: {os_error(e)}") from None
-    except ValueError as e:            # JSONDecodeError, UnicodeDecodeError
-        raise ValueError(f"{path}: not valid JSON ({' '.join(str(e).split())[:120]})") from None
-    if not isinstance(saved, dict):
-        raise ValueError(f"{path}: not a JSON object (a {type(saved).__name__}), so the run's settings are unknown")
-    return saved
-
-
-def write_config(out_dir, config):
-    """config.json, atomically: a reader never sees half a file, and a failed write (a full disk)
-    leaves the old file as it was and no config.json.tmp. OSError for the caller to report."""
-    path = os.path.join(out_dir, "config.json")
-    try:
-        with open(path + ".tmp", "w") as f:
-            json.dump(config, f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(path + ".tmp", path)
-    except OSError:
-        _remove(path + ".tmp")
-        raise
-
-
-def out_dir_problem(out_dir):
-    """None if out_dir is, or can be made, a folder this process can write in; else one line naming
-    the path and what to do. It writes and removes a 64 kB probe file, so that a full or read-only
-    disk is found before a run deletes, loads or rewrites anything."""
-    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
-        return f"--out_dir {out_dir} is a file, not a folder: choose another --out_dir, or move the file away"
-    probe = os.path.join(out_dir, f".write_probe.{os.getpid()}")
-    try:
-        os.makedirs(out_dir, exist_ok=True)
-        with open(probe, "wb") as f:
-            f.write(bytes(1 << 16))
-            f.flush()
-            os.fsync(f.fileno())
-    except OSError as e:
-        return f"cannot write in --out_dir {out_dir}: {os_error(e)}: {fix_for(e)} (nothing in it was changed)"
-    finally:
-        _remove(probe)
-    return None
+# the run folder: --resume PATH, a new run in an old folder
 
 
 def resume_target(path):
-    """--resume PATH -> (run folder, checkpoint folder or None), or ValueError in one line. PATH is a
-    checkpoint folder (<run>/checkpoints/step_N: exactly that one) or a run folder (its newest
+    """--resume PATH -> (run folder, checkpoint folder or None), or ValueError in one line. PATH is
+    a checkpoint folder (<run>/checkpoints/step_N: exactly that one) or a run folder (its newest
     checkpoint that verifies, as plain --resume)."""
     p = os.path.normpath(os.path.abspath(path))
     if not os.path.exists(p):
         raise ValueError(f"--resume {path}: no such file or directory")
     if not os.path.isdir(p):
-        raise ValueError(f"--resume {path}: not a folder; give a run folder or one of its checkpoints/step_N folders")
-    if STEP_DIR.match(os.path.basename(p)) and os.path.basename(os.path.dirname(p)) == "checkpoints":
+        raise ValueError(f"--resume {path}: not a folder; give a run folder or one of its "
+                         f"checkpoints/step_N folders")
+    if (STEP_DIR.match(os.path.basename(p))
+            and os.path.basename(os.path.dirname(p)) == "checkpoints"):
         return os.path.dirname(os.path.dirname(p)), p
-    if os.path.isfile(os.path.join(p, "config.json")) or os.path.isdir(os.path.join(p, "checkpoints")):
+    if (os.path.isfile(os.path.join(p, "config.json"))
+            or os.path.isdir(os.path.join(p, "checkpoints"))):
         return p, None
-    raise ValueError(f"--resume {path}: neither a run folder (with config.json or checkpoints/) nor a checkpoint "
-                     f"folder (<run>/checkpoints/step_N; rename a set-aside one back to step_N to use it)")
+    raise ValueError(f"--resume {path}: neither a run folder (with config.json or checkpoints/) "
+                     f"nor a checkpoint folder (<run>/checkpoints/step_N; rename a set-aside one "
+                     f"back to step_N to use it)")
 
 
 def clear(out_dir):
@@ -610,9 +552,11 @@ def load_weights(path, model):
         raise RuntimeError(f"{path}: refusing to load: {reason}")
     # the optimiser's plain items and the RNG files are not needed here, but they are read too
     # (as data): a checkpoint with a tampered file is refused whole
-    meta = dcp.FileSystemReader(path).read_metadata()     # .metadata passed the allow-list in verify()
-    sd = {"model": {k: torch.empty_like(v) for k, v in get_model_state_dict(model).items()},   # nothing applied early
-          **{k: None for k, v in meta.state_dict_metadata.items() if isinstance(v, BytesStorageMetadata)}}
+    meta = dcp.FileSystemReader(path).read_metadata()  # .metadata passed the allow-list in verify()
+    # nothing applied early
+    sd = {"model": {k: torch.empty_like(v) for k, v in get_model_state_dict(model).items()},
+          **{k: None for k, v in meta.state_dict_metadata.items()
+             if isinstance(v, BytesStorageMetadata)}}
     try:
         for name in os.listdir(path):
             if re.fullmatch(r"extra_rank\d+\.pt", name):
@@ -626,10 +570,12 @@ def load_weights(path, model):
 def export_hf(model, processor, out):
     """Full weights gathered to rank 0 and written with save_pretrained (safetensors + processor),
     in the dtype of the master parameters (fp32: training keeps an fp32 master copy). Written into
-    out.tmp, then renamed: a failed write (a full disk) leaves no half export, and stops in one line."""
+    out.tmp, then renamed: a failed write (a full disk) leaves no half export, and stops in one
+    line."""
     import rollout
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-    sd = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    sd = get_model_state_dict(model,
+                              options=StateDictOptions(full_state_dict=True, cpu_offload=True))
     err, tmp = None, out.rstrip(os.sep) + ".tmp"
     if rank() == 0:
         try:
@@ -640,8 +586,9 @@ def export_hf(model, processor, out):
             os.replace(tmp, out)
         except OSError as e:
             shutil.rmtree(tmp, ignore_errors=True)
-            err = (f"checkpoint: cannot export the final model to {out}: {os_error(e)}; the partial export was "
-                   f"removed: {fix_for(e)}, then rerun with --resume (it exports the last checkpoint)")
+            err = (f"checkpoint: cannot export the final model to {out}: {os_error(e)}; the "
+                   f"partial export was removed: {fix_for(e)}, then rerun with --resume (it "
+                   f"exports the last checkpoint)")
     err = _agree(err)          # every rank stops, not only the one that wrote
     if err:
         raise SystemExit(err)

@@ -1,5 +1,5 @@
 """
-config.py: the flags and the presets, shared by train.py, eval.py and make_hints.py.
+config.py: the flags and the presets, shared by train.py, eval.py, scripts/make_hints.py.
 
     args = get_args(argv)        # train.py's flags, the preset (PAPER or DEMO) filled in
 
@@ -69,7 +69,7 @@ FLAGS = {
                                         "the data file's folder)"),
     "--no_spoiler_filter": dict(action="store_true",
                                 help="keep hints that leak the answer (the paper's ablation of the "
-                                     "zero-spoiler filter; make hints with make_hints.py "
+                                     "zero-spoiler filter; make hints with scripts/make_hints.py "
                                      "--no_spoiler_filter, train on them with train.py "
                                      "--no_spoiler_filter)"),
     "--top_p": dict(type=PROB, default=0.99,

@@ -1,9 +1,11 @@
 """
-data.py: the one JSONL format shared by train.py, eval.py and make_hints.py, and its validator.
+data.py: the one JSONL format shared by train.py, eval.py and scripts/make_hints.py, and its
+validator.
 
 One problem per line (UTF-8; a leading byte-order mark is fine):
     {"id": "geo-17",                      unique string or integer (default: file:line)
-     "image": "images/17.png",            path relative to the JSONL file ("images": [...] for several)
+     "image": "images/17.png",            path relative to the JSONL file ("images": [...] for
+                                          several)
      "question": "What is the area?",     or "problem"; an "<image>" placeholder is allowed
      "answer": "12",                      a string or a number, compared by reward.is_correct
      "choices": ["3", "6", "12", "24"],   optional: a list (A, B, ...) or {"A": ..., ...}
@@ -33,12 +35,12 @@ import stat
 
 from PIL import Image
 
-import expert_hints
 import hints
 import reward
 
 SPECIAL_TOKEN = re.compile(r"<\|[^|<>\s]*\|>")  # <|im_end|>, <|image_pad|>, <|box_start|>, ...
-MAX_ASPECT_RATIO = 200  # Qwen-VL's smart_resize raises above this (transformers 5.24, Qwen2/2.5/3-VL)
+# Qwen-VL's smart_resize raises above this (transformers 5.24, Qwen2/2.5/3-VL)
+MAX_ASPECT_RATIO = 200
 
 
 class DataError(ValueError):
@@ -74,7 +76,8 @@ def _check_strings(rec, where):
     for field, s in _strings(rec):
         try:
             s.encode("utf-8")
-        except UnicodeEncodeError as e:  # the field name may hold one too: escape it, so the message prints
+        except UnicodeEncodeError as e:
+            # the field name may hold one too: escape it, so the message prints
             field = field.encode("utf-8", "backslashreplace").decode()
             raise DataError(f"{where}: field '{field}': lone surrogate {s[e.start]!r} "
                             f"at character {e.start + 1} (not encodable text)") from None
@@ -103,7 +106,8 @@ def _image_fields(rec, where):
     if "images" in rec:
         paths = rec["images"]
         if not isinstance(paths, list) or not paths:
-            raise DataError(f"{where}: field 'images': expected a non-empty list of paths, got {_kind(paths)}")
+            raise DataError(f"{where}: field 'images': expected a non-empty list of paths, "
+                            f"got {_kind(paths)}")
         fields = [(f"images[{i}]", p) for i, p in enumerate(paths)]
     elif "image" in rec:
         fields = [("image", rec["image"])]
@@ -120,7 +124,8 @@ def _check_image(field, p, where, base_dir, allow_outside):
     file before opening it (opening a FIFO blocks forever) and the size before decoding pixels."""
     if not allow_outside and (os.path.isabs(p) or os.path.normpath(p).split(os.sep)[0] == ".."):
         raise DataError(f"{where}: field '{field}': {p!r} is outside the data file's folder; "
-                        f"absolute and '..' paths need allow_outside_images (--allow_outside_images)")
+                        f"absolute and '..' paths need allow_outside_images "
+                        f"(--allow_outside_images)")
     full = os.path.join(base_dir, p)
     try:
         st = os.stat(full)
@@ -137,7 +142,8 @@ def _check_image(field, p, where, base_dir, allow_outside):
                 im.load()
             size = im.size
     except Exception as e:
-        raise DataError(f"{where}: field '{field}': unreadable image {full}: {type(e).__name__}: {e}") from None
+        raise DataError(f"{where}: field '{field}': unreadable image {full}: "
+                        f"{type(e).__name__}: {e}") from None
     if why:
         raise DataError(f"{where}: field '{field}': {why}: {full}")
     return full, size
@@ -147,13 +153,16 @@ def _check_choices(choices, where):
     if choices is None:
         return
     if not isinstance(choices, (list, dict)) or len(choices) < 2:
-        raise DataError(f"{where}: field 'choices': expected a list or object with at least 2 options")
+        raise DataError(f"{where}: field 'choices': expected a list or object with at least "
+                        f"2 options")
     if isinstance(choices, list) and len(choices) > 26:
-        raise DataError(f"{where}: field 'choices': {len(choices)} options, more than the letters A-Z")
+        raise DataError(f"{where}: field 'choices': {len(choices)} options, more than the "
+                        f"letters A-Z")
     items = choices.items() if isinstance(choices, dict) else enumerate(choices)
     for k, v in items:
         if isinstance(v, bool) or not isinstance(v, (str, int, float)) or not str(v).strip():
-            raise DataError(f"{where}: field 'choices': option {k}: expected a non-empty string or a number")
+            raise DataError(f"{where}: field 'choices': option {k}: expected a non-empty string "
+                            f"or a number")
 
 
 def _check_answer(answer, choices, where):
@@ -162,7 +171,8 @@ def _check_answer(answer, choices, where):
     if answer is None or (isinstance(answer, str) and not answer.strip()):
         raise DataError(f"{where}: field 'answer': missing or empty")
     if isinstance(answer, bool) or not isinstance(answer, (str, int, float)):
-        raise DataError(f"{where}: field 'answer': expected a string or a number, got {_kind(answer)}")
+        raise DataError(f"{where}: field 'answer': expected a string or a number, "
+                        f"got {_kind(answer)}")
     if isinstance(answer, float) and not math.isfinite(answer):
         raise DataError(f"{where}: field 'answer': {answer} is not a finite number")
     answer = str(answer).strip()
@@ -184,7 +194,8 @@ def _check_hints(ex, rec, where, spoiler_filter=True):
         except ValueError as e:
             notes.append(f"{where}: field 'hint': {e}; hint dropped, problem kept")
         else:
-            why = spoiler_filter and expert_hints.find_spoiler(hints.hint_words(ex["hint"]), ex["answer"], ex["choices"])
+            why = spoiler_filter and reward.find_spoiler(hints.hint_words(ex["hint"]), ex["answer"],
+                                                         ex["choices"])
             if why:
                 ex["hint"] = None
                 notes.append(f"{where}: field 'hint': spoiler ({why}); hint dropped, problem kept")
@@ -193,8 +204,8 @@ def _check_hints(ex, rec, where, spoiler_filter=True):
         if not isinstance(text, str):
             why = f"expected a string, got {_kind(text)}"
         else:
-            why = "empty" if not text.strip() else spoiler_filter and expert_hints.find_spoiler(text, ex["answer"],
-                                                                                         ex["choices"])
+            why = "empty" if not text.strip() else spoiler_filter and reward.find_spoiler(
+                text, ex["answer"], ex["choices"])
         if why:
             notes.append(f"{where}: field 'hint_text': {why}; hint dropped, problem kept")
         else:
@@ -214,17 +225,20 @@ def _check_record(rec, where, base_dir, check_hints, allow_outside, spoiler_filt
         raise DataError(f"{where}: field 'question': missing or empty")
     rid = rec.get("id", where)
     if isinstance(rid, bool) or not isinstance(rid, (str, int)) or not str(rid).strip():
-        raise DataError(f"{where}: field 'id': expected a non-empty string or an integer, got {_kind(rid)}")
+        raise DataError(f"{where}: field 'id': expected a non-empty string or an integer, "
+                        f"got {_kind(rid)}")
     choices = rec.get("choices")
     _check_choices(choices, where)
     answer = _check_answer(rec.get("answer"), choices, where)
-    images = [_check_image(f, p, where, base_dir, allow_outside) for f, p in _image_fields(rec, where)]
+    images = [_check_image(f, p, where, base_dir, allow_outside)
+              for f, p in _image_fields(rec, where)]
     paths, sizes = [p for p, _ in images], [s for _, s in images]
     category = rec.get("category")
     if category is not None and not isinstance(category, (str, int)):
         raise DataError(f"{where}: field 'category': expected a string, got {_kind(category)}")
     ex = {"id": str(rid), "images": paths, "image_size": sizes[0], "image_sizes": sizes,
-          "question": question, "answer": answer, "choices": choices, "hint": None, "hint_text": None,
+          "question": question, "answer": answer, "choices": choices, "hint": None,
+          "hint_text": None,
           "category": None if category is None else str(category), "where": where, "record": rec}
     return ex, (_check_hints(ex, rec, where, spoiler_filter) if check_hints else [])
 
@@ -242,7 +256,8 @@ def _decode(raw, where):
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
-        raise DataError(f"{where}: not valid UTF-8 (byte {e.start + 1} is {raw[e.start:e.start + 1]!r})") from None
+        raise DataError(f"{where}: not valid UTF-8 (byte {e.start + 1} is "
+                        f"{raw[e.start:e.start + 1]!r})") from None
 
 
 def _parse(line, where):
@@ -282,7 +297,8 @@ def _load_line(raw, where, base_dir, check_hints, allow_outside, spoiler_filter=
         line = _decode(raw, where)
         if not line.strip():
             return None
-        return _check_record(_parse(line, where), where, base_dir, check_hints, allow_outside, spoiler_filter)
+        return _check_record(_parse(line, where), where, base_dir, check_hints, allow_outside,
+                             spoiler_filter)
     except DataError:
         raise
     except Exception as e:  # a check broken by a record nobody foresaw: reject it, keep loading
@@ -296,12 +312,14 @@ def load_jsonl(path, strict=False, check_hints=True, report=print, allow_outside
     cannot make the run read files outside its folder). spoiler_filter=False keeps hints that
     leak the answer (an ablation; train.py --no_spoiler_filter)."""
     base = os.path.dirname(os.path.abspath(path))
-    examples, problems, rejected, seen = [], [], [], set()  # problems: in line order, dropped hints too
+    # problems: in line order, dropped hints too
+    examples, problems, rejected, seen = [], [], [], set()
     with _open_data(path) as f:
         for lineno, raw in enumerate(f, 1):
             where = f"{path}:{lineno}"
             try:
-                got = _load_line(raw, where, base, check_hints, allow_outside_images, spoiler_filter)
+                got = _load_line(raw, where, base, check_hints, allow_outside_images,
+                                 spoiler_filter)
                 if got and got[0]["id"] in seen:
                     raise DataError(f"{where}: field 'id': duplicate id {got[0]['id']!r}")
             except DataError as e:
@@ -321,10 +339,13 @@ def load_jsonl(path, strict=False, check_hints=True, report=print, allow_outside
     for p in problems:
         report(f"data: {p}")
     dropped = len(problems) - len(rejected)
-    report(f"data: {path}: {len(examples)} examples loaded, {len(rejected)} skipped, {dropped} hints dropped, "
-           f"{sum(e['hint'] is not None or e['hint_text'] is not None for e in examples)} with a hint")
+    report(f"data: {path}: {len(examples)} examples loaded, {len(rejected)} skipped, "
+           f"{dropped} hints dropped, "
+           f"{sum(e['hint'] is not None or e['hint_text'] is not None for e in examples)} "
+           f"with a hint")
     if not examples:
-        why = f"all {len(rejected)} records rejected, the first as {rejected[0]}" if rejected else "only blank lines"
+        why = (f"all {len(rejected)} records rejected, the first as {rejected[0]}" if rejected
+               else "only blank lines")
         raise DataError(f"data file {path} has no valid examples: {why}")
     return examples
 
@@ -375,8 +396,8 @@ def check_lengths(examples, processor, limit, strict=False, report=print):
             raise DataError(msg)
         report(f"data: {msg}; skipped")
     if examples and not keep:
-        raise DataError(f"data file {examples[0]['where'].rsplit(':', 1)[0]} has no example whose prompt "
-                        f"fits in {limit} tokens (--max_prompt_tokens)")
+        raise DataError(f"data file {examples[0]['where'].rsplit(':', 1)[0]} has no example "
+                        f"whose prompt fits in {limit} tokens (--max_prompt_tokens)")
     return keep
 
 
@@ -388,7 +409,8 @@ def image_size(ex):
 
 
 def step_examples(examples, step, n, seed):
-    """The n prompts of a step: a seeded shuffle per epoch, so position = step * n resumes exactly."""
+    """The n prompts of a step: a seeded shuffle per epoch, so position = step * n resumes
+    exactly."""
     order, start = [], step * n
     epoch = start // len(examples)
     while len(order) < (start % len(examples)) + n:

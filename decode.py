@@ -1,14 +1,14 @@
 """
 decode.py: the model as a fast CUDA sampler.
 
-    fast = decode.FastSampler(policy, torch.bfloat16)    # once per run: a bf16 copy for generation
-    ids, mask = rollout.sample(policy, ..., fast=fast)   # each generation batch goes through it
-    fast.refresh(policy)                                 # after the optimiser: new weights, in place
+    fast = decode.FastSampler(policy, torch.bfloat16)  # once per run: a bf16 copy for generation
+    ids, mask = rollout.sample(policy, ..., fast=fast) # each generation batch goes through it
+    fast.refresh(policy)                               # after the optimiser: new weights, in place
 
-rollout.sample's plain path, HF generate(), spends ~41 ms per decode step on 64 rows of a 2B model on
-an H200, ~25x the memory-bandwidth floor: per-token Python, a cache that grows every layer, well
-over a thousand small kernel launches and host syncs in the sampler. This file samples the same
-tokens:
+rollout.sample's plain path, HF generate(), spends ~41 ms per decode step on 64 rows of a 2B model
+on an H200, ~25x the memory-bandwidth floor: per-token Python, a cache that grows every layer,
+well over a thousand small kernel launches and host syncs in the sampler. This file samples the
+same tokens:
 - HF's own forward runs the prefill (vision tower, M-RoPE positions, the prompt's K/V); the K/V go
   into a static cache allocated once (rows x length; grown only when a call needs more).
 - A short loop over the model's weights then decodes one token for every row per step: RMSNorm,
@@ -20,17 +20,17 @@ tokens:
 - Grouped KV heads: the g query heads that share a KV head attend as g query rows of that head,
   so K and V are read once and never copied per query head.
 - The sampler is sampler.py's, called without host syncs (sampler.choose): every row makes all
-  its draws at once and gets the exact nucleus check. A row still without a token after `tries` draws
-  (probability (1 - top_p)^8 per token) is reported, and rollout.sample re-runs that batch with HF
-  generate() on the same copy. Tokens are the plain path's: the same streams (row key, tokens so
-  far) and the same draws; tests/test_decode.py checks tokens and per-step logits on CPU.
+  its draws at once and gets the exact nucleus check. A row still without a token after `tries`
+  draws (probability (1 - top_p)^8 per token) is reported, and rollout.sample re-runs that batch
+  with HF generate() on the same copy. Tokens are the plain path's: the same streams (row key,
+  tokens so far) and the same draws; tests/test_decode.py checks tokens and per-step logits on CPU.
 - The copy holds the policy's parameters cast to the compute dtype (what generate() sees through
   rollout.gathered), refreshed one FSDP unit at a time (gathered in bf16, copied in): no FSDP hook
-  runs inside a graph and no parameter address ever changes. Memory: 2 bytes x parameters (3.4 GB for a 2B
-  model) plus the static cache (rows x length x rollout.kv_bytes_per_token), both held for the run;
-  rows x length stays within --kv_cache_gb and FREE_SHARE of the free memory.
-- Fallbacks, each a one-line warning (once) and a note in `status`: a step that fails to compile runs
-  eagerly; a failed graph capture leaves the steps eager (still far faster than generate()); an
+  runs inside a graph and no parameter address ever changes. Memory: 2 bytes x parameters (3.4 GB
+  for a 2B model) plus the static cache (rows x length x rollout.kv_bytes_per_token), both held
+  for the run; rows x length stays within --kv_cache_gb and FREE_SHARE of the free memory.
+- Fallbacks, each a one-line warning (once) and a note in `status`: a step that fails to compile
+  runs eagerly; a failed graph capture leaves the steps eager (still far faster than generate()); an
   exception in generate() hands that batch and the rest of the run to HF generate() on the copy;
   a sampler that cannot be built leaves the run on the plain path (for_run). --no_compile and
   --no_cuda_graphs turn the two features off for bisecting.
@@ -54,8 +54,9 @@ from sampler import choose
 WINDOW = 128       # attention windows are multiples of this many cache columns
 CHECK_EVERY = 16   # decode steps between the host's looks at "has every row finished?" (a sync)
 FREE_SHARE = 0.5   # the static cache takes at most this share of the GPU memory free when it grows
-SDPA_BACKENDS = [torch.nn.attention.SDPBackend.EFFICIENT_ATTENTION,   # the decode step's attention on
-                 torch.nn.attention.SDPBackend.MATH]                  # CUDA: pinned, never left to chance
+# the decode step's attention on CUDA: pinned, never left to chance
+SDPA_BACKENDS = [torch.nn.attention.SDPBackend.EFFICIENT_ATTENTION,
+                 torch.nn.attention.SDPBackend.MATH]
 
 # -----------------------------------------------------------------------------
 # one decode step, as pure functions of tensors (what torch.compile fuses on CUDA)
@@ -78,7 +79,8 @@ def attn_in(x, w, cos, sin, heads, eps):
     """Norm, the fused q/k/v matmul, q/k norms (Qwen3-VL) and rotary.
     (R, D) -> q (R, Hq, d), k (R, Hkv, d), v (R, Hkv, d)."""
     hq, hkv, d = heads
-    qkv = F.linear(rms_norm(x, w["ln1"], eps), w["qkv"], w["qkv_bias"]).view(len(x), hq + 2 * hkv, d)
+    qkv = (F.linear(rms_norm(x, w["ln1"], eps), w["qkv"], w["qkv_bias"])
+           .view(len(x), hq + 2 * hkv, d))
     q, k, v = qkv.split([hq, hkv, hkv], 1)
     if w["q_norm"] is not None:
         q, k = rms_norm(q, w["q_norm"], eps), rms_norm(k, w["k_norm"], eps)
@@ -86,7 +88,8 @@ def attn_in(x, w, cos, sin, heads, eps):
 
 
 def attn_out_mlp(x, o, w, eps):
-    """Output projection and residual, then norm, SwiGLU MLP (fused gate/up) and residual: (R, D)."""
+    """Output projection and residual, then norm, SwiGLU MLP (fused gate/up) and residual:
+    (R, D)."""
     x = x + F.linear(o, w["o"], w["o_bias"])
     gate, up = F.linear(rms_norm(x, w["ln2"], eps), w["gate_up"]).chunk(2, -1)
     return x + F.linear(F.silu(gate) * up, w["down"])
@@ -157,8 +160,10 @@ def layer_weights(layer):
     t = lambda p: None if p is None else p.detach()   # noqa: E731
     qn, kn = getattr(a, "q_norm", None), getattr(a, "k_norm", None)
     return {"ln1": t(layer.input_layernorm.weight), "qkv": qkv, "qkv_bias": qkv_bias,
-            "q_norm": t(qn.weight) if qn is not None else None, "k_norm": t(kn.weight) if kn is not None else None,
-            "o": t(a.o_proj.weight), "o_bias": t(a.o_proj.bias), "ln2": t(layer.post_attention_layernorm.weight),
+            "q_norm": t(qn.weight) if qn is not None else None,
+            "k_norm": t(kn.weight) if kn is not None else None,
+            "o": t(a.o_proj.weight), "o_bias": t(a.o_proj.bias),
+            "ln2": t(layer.post_attention_layernorm.weight),
             "gate_up": gate_up, "down": t(m.down_proj.weight)}
 
 
@@ -171,23 +176,26 @@ def check_supported(text, config):
                 "not a Qwen-VL text model" if not hasattr(text, "rotary_emb") else ""]
     problems = [p for p in problems if p]
     if problems:
-        raise ValueError(f"decode.FastSampler does not support {', '.join(problems)}: use the plain path")
+        raise ValueError(f"decode.FastSampler does not support {', '.join(problems)}: use the "
+                         f"plain path")
 
 # -----------------------------------------------------------------------------
 # the sampler
 
 
 def for_run(model, args, device):
-    """train.py's and eval.py's sampler: None (HF generate()) off CUDA or with --plain_generate, else a
-    FastSampler with the run's switches; None, with a one-line warning, if it cannot be built.
-    Under FSDP2 every rank must agree: a failure here (an unsupported model) is the same on all."""
+    """train.py's and eval.py's sampler: None (HF generate()) off CUDA or with --plain_generate,
+    else a FastSampler with the run's switches; None, with a one-line warning, if it cannot be
+    built. Under FSDP2 every rank must agree: a failure here (an unsupported model) is the same
+    on all."""
     if device.type != "cuda" or args.plain_generate:
         return None
     try:
-        return FastSampler(model, rollout.resolve_dtype(args.dtype, device), compile=not args.no_compile,
-                           graphs=not args.no_cuda_graphs)
+        return FastSampler(model, rollout.resolve_dtype(args.dtype, device),
+                           compile=not args.no_compile, graphs=not args.no_cuda_graphs)
     except Exception as e:
-        warnings.warn(f"decode.py: building the fast sampler failed ({one_line(e)}); sampling with HF generate()")
+        warnings.warn(f"decode.py: building the fast sampler failed ({one_line(e)}); sampling with "
+                      f"HF generate()")
         return None
 
 
@@ -216,16 +224,21 @@ class FastSampler:
         cuda = self.device.type == "cuda"
         self.status = {"captured": 0, "replayed": 0, "eager_steps": 0, "fallbacks": []}
         self.broken = False            # set by a failed generate(): HF generate() from then on
-        wrap = (lambda f: compiled(f, self.failed)) if (cuda if compile is None else compile) else (lambda f: f)
-        self._attn_in, self._attn_out_mlp, self._choose = wrap(attn_in), wrap(attn_out_mlp), wrap(choose)
-        self.graphs = {} if cuda and graphs is not False else None   # None: eager steps (CPU, the switch)
-        self.attention = (lambda: torch.nn.attention.sdpa_kernel(SDPA_BACKENDS)) if cuda else contextlib.nullcontext
+        wrap = ((lambda f: compiled(f, self.failed)) if (cuda if compile is None else compile)
+                else (lambda f: f))
+        self._attn_in, self._attn_out_mlp, self._choose = (wrap(attn_in), wrap(attn_out_mlp),
+                                                           wrap(choose))
+        # None: eager steps (CPU, the switch)
+        self.graphs = {} if cuda and graphs is not False else None
+        self.attention = ((lambda: torch.nn.attention.sdpa_kernel(SDPA_BACKENDS)) if cuda
+                          else contextlib.nullcontext)
         self.rows = self.length = self.allocations = 0
         self.banned = {}
         mine = {n for n, _ in self.model.named_parameters()}
         theirs = {n for n, _ in model.named_parameters()}
         if mine != theirs:
-            raise ValueError(f"generation copy and policy name different parameters: {sorted(mine ^ theirs)[:5]}")
+            raise ValueError(f"generation copy and policy name different parameters: "
+                             f"{sorted(mine ^ theirs)[:5]}")
         self.refresh(model)
 
     def failed(self, what, error, then):
@@ -236,13 +249,15 @@ class FastSampler:
 
     @torch.no_grad()
     def refresh(self, policy):
-        """Copy the policy's weights in, one FSDP unit at a time: each unit's unshard() all-gathers its
-        parameters in FSDP2's param_dtype (bf16 on CUDA, one collective per unit, so every rank must
-        call this), then copy_ casts them to this copy's dtype. No address changes: graphs stay valid."""
+        """Copy the policy's weights in, one FSDP unit at a time: each unit's unshard() all-gathers
+        its parameters in FSDP2's param_dtype (bf16 on CUDA, one collective per unit, so every rank
+        must call this), then copy_ casts them to this copy's dtype. No address changes: graphs stay
+        valid."""
         from torch.distributed.fsdp import FSDPModule
         from torch.distributed.tensor import DTensor
         mine = dict(self.model.named_parameters())
-        units = [(n, m) for n, m in policy.named_modules() if isinstance(m, FSDPModule)] or [("", None)]
+        units = ([(n, m) for n, m in policy.named_modules() if isinstance(m, FSDPModule)]
+                 or [("", None)])
         for prefix, unit in units:
             if unit is not None:
                 unit.unshard()
@@ -257,18 +272,21 @@ class FastSampler:
         return -(-length // WINDOW) * WINDOW
 
     def token_budget(self, tokens):
-        """At most `tokens` cache tokens (rows x length), and on CUDA at most FREE_SHARE of the memory
-        free now (the allocator's idle blocks and this cache count as free: it is dropped first)."""
+        """At most `tokens` cache tokens (rows x length), and on CUDA at most FREE_SHARE of the
+        memory free now (the allocator's idle blocks and this cache count as free: it is dropped
+        first)."""
         if self.device.type != "cuda":
             return tokens
         idle = torch.cuda.memory_reserved(self.device) - torch.cuda.memory_allocated(self.device)
-        free = torch.cuda.mem_get_info(self.device)[0] + idle + self.rows * self.length * self.kv_bytes
+        free = (torch.cuda.mem_get_info(self.device)[0] + idle
+                + self.rows * self.length * self.kv_bytes)
         return min(tokens, int(FREE_SHARE * free / self.kv_bytes))
 
     def _reserve(self, rows, length, max_tokens):
         """The static cache and step state for rows x length (length in whole windows), allocated
         once and grown only when a call needs more: to the larger rows and the larger length where
-        their product fits max_tokens, else to this call's own. Growing drops the captured graphs."""
+        their product fits max_tokens, else to this call's own. Growing drops the captured
+        graphs."""
         length = self.padded(length)
         if rows <= self.rows and length <= self.length:
             return
@@ -277,35 +295,42 @@ class FastSampler:
             R, L = rows, length
         self.rows, self.length, (_, hkv, d), dev = R, L, self.heads, self.device
         self.graphs = None if self.graphs is None else {}
-        self.pool = None                                                  # made by the first capture
-        self.k = self.v = None                                           # free the old cache first
+        self.pool = None                                       # made by the first capture
+        self.k = self.v = None                                 # free the old cache first
         self.k = torch.zeros(len(self.layers), R, hkv, L, d, dtype=self.dtype, device=dev)
         self.v = torch.zeros_like(self.k)
-        self.valid = torch.zeros(R, L, dtype=torch.bool, device=dev)     # cache columns a row attends to
-        self.tok, self.pos, self.keys = (torch.zeros(R, dtype=torch.long, device=dev) for _ in range(3))
-        self.col, self.step = torch.zeros(1, dtype=torch.long, device=dev), torch.zeros(1, dtype=torch.long, device=dev)
-        self.logits = torch.zeros(R, self.head.shape[0], device=dev)    # fp32, as generate() hands them over
+        # cache columns a row attends to
+        self.valid = torch.zeros(R, L, dtype=torch.bool, device=dev)
+        self.tok, self.pos, self.keys = (torch.zeros(R, dtype=torch.long, device=dev)
+                                         for _ in range(3))
+        self.col, self.step = (torch.zeros(1, dtype=torch.long, device=dev),
+                               torch.zeros(1, dtype=torch.long, device=dev))
+        # fp32, as generate() hands them over
+        self.logits = torch.zeros(R, self.head.shape[0], device=dev)
         self.out = torch.zeros(R, L, dtype=torch.long, device=dev)       # the sampled tokens
-        self.done, self.unlucky = torch.zeros(R, dtype=torch.bool, device=dev), torch.zeros(R, dtype=torch.bool,
-                                                                                            device=dev)
+        self.done, self.unlucky = (torch.zeros(R, dtype=torch.bool, device=dev),
+                                   torch.zeros(R, dtype=torch.bool, device=dev))
         self.allocations += 1
 
     @torch.no_grad()
-    def start(self, batch, keys, max_new_tokens, temperature, top_p, banned, eos, max_tokens=2 ** 62):
+    def start(self, batch, keys, max_new_tokens, temperature, top_p, banned, eos,
+              max_tokens=2 ** 62):
         """Prefill one left-padded batch with HF's forward, fill the static state, draw token 0."""
         B, P = batch["input_ids"].shape
         self._reserve(B, P + max_new_tokens, max_tokens)
         out = self.model(**batch, use_cache=True, logits_to_keep=1)
-        cache = out.cache if hasattr(out, "cache") else out.past_key_values   # transformers 5.24 / earlier
+        # transformers 5.24 / earlier
+        cache = out.cache if hasattr(out, "cache") else out.past_key_values
         for i, layer in enumerate(cache.layers):
             self.k[i, :B, :, :P] = layer.keys
             self.v[i, :B, :, :P] = layer.values
         attn = batch["attention_mask"].bool()
         self.valid.zero_()
         self.valid[:B, :P] = attn
-        self.valid[B:, 0] = True       # spare rows (a smaller batch in a bigger cache) attend to something
-        # a generated token is text: its three M-RoPE positions are equal, last prompt position + 1 =
-        # real prompt tokens + the row's rope delta (HF's own decode rule)
+        # spare rows (a smaller batch in a bigger cache) attend to something
+        self.valid[B:, 0] = True
+        # a generated token is text: its three M-RoPE positions are equal, last prompt position
+        # + 1 = real prompt tokens + the row's rope delta (HF's own decode rule)
         self.pos.zero_()
         self.pos[:B] = attn.sum(1) + self.model.model.rope_deltas.view(-1).to(self.device)
         self.keys.zero_()
@@ -326,8 +351,8 @@ class FastSampler:
     def _pick(self):
         """Draw every row's next token from self.logits with its stream at self.step; record it."""
         temperature, top_p, eos, _ = self.rule
-        tok, unlucky = self._choose(self.logits, self.keys, self.step, self.banned[self.rule], temperature, top_p,
-                                    self.tries)
+        tok, unlucky = self._choose(self.logits, self.keys, self.step, self.banned[self.rule],
+                                    temperature, top_p, self.tries)
         self.unlucky |= unlucky & ~self.done
         self.out.index_copy_(1, self.step, tok.unsqueeze(1))
         self.done |= tok == eos
@@ -337,20 +362,22 @@ class FastSampler:
     def _decode(self, w):
         """One decode step on the static state, attending to the first w cache columns."""
         (hq, hkv, d), R = self.heads, self.rows
-        x = F.embedding(self.tok, self.embed)                                # (R, D)
-        freqs = self.pos.unsqueeze(-1).float() * self.inv_freq               # (R, d/2), as HF's rotary
-        emb = torch.cat((freqs, freqs), -1).unsqueeze(1)                     # (R, 1, d)
-        cos, sin = (emb.cos() * self.rope_scale).to(x.dtype), (emb.sin() * self.rope_scale).to(x.dtype)
+        x = F.embedding(self.tok, self.embed)                       # (R, D)
+        freqs = self.pos.unsqueeze(-1).float() * self.inv_freq      # (R, d/2), as HF's rotary
+        emb = torch.cat((freqs, freqs), -1).unsqueeze(1)            # (R, 1, d)
+        cos, sin = ((emb.cos() * self.rope_scale).to(x.dtype),
+                    (emb.sin() * self.rope_scale).to(x.dtype))
         self.valid.index_fill_(1, self.col, True)
-        bias = self.valid[:, :w].to(x.dtype).log()[:, None, None]            # (R, 1, 1, w): 0 or -inf
+        bias = self.valid[:, :w].to(x.dtype).log()[:, None, None]   # (R, 1, 1, w): 0 or -inf
         for i, lw in enumerate(self.layers):
             q, k, v = self._attn_in(x, lw, cos, sin, self.heads, self.eps)
             self.k[i].index_copy_(2, self.col, k.unsqueeze(2))
             self.v[i].index_copy_(2, self.col, v.unsqueeze(2))
             # (R, Hkv, g, d) queries against (R, Hkv, w, d) keys: grouped heads, nothing copied
             with self.attention():
-                o = F.scaled_dot_product_attention(q.reshape(R, hkv, hq // hkv, d), self.k[i, :, :, :w],
-                                                   self.v[i, :, :, :w], attn_mask=bias)
+                o = F.scaled_dot_product_attention(q.reshape(R, hkv, hq // hkv, d),
+                                                   self.k[i, :, :, :w], self.v[i, :, :, :w],
+                                                   attn_mask=bias)
             x = self._attn_out_mlp(x, o.reshape(R, hq * d), lw, self.eps)
         self.logits.copy_(F.linear(rms_norm(x, self.norm, self.eps), self.head))
         self.col += 1
@@ -358,8 +385,8 @@ class FastSampler:
         self._pick()
 
     def _warm_up(self, w):
-        """One eager step (it warms up cuBLAS and compiles on first use), on a side stream on CUDA as
-        graph capture wants."""
+        """One eager step (it warms up cuBLAS and compiles on first use), on a side stream on CUDA
+        as graph capture wants."""
         self.status["eager_steps"] += 1
         if self.device.type != "cuda":
             return self._decode(w)
@@ -382,7 +409,7 @@ class FastSampler:
         """One decode step: the captured graph for this step's window, else an eager step that is
         then recorded for the later steps with this window (or stays eager: CPU, the switch, a
         capture that failed)."""
-        col = self.width + self.n - 1                       # the cache column this step's input fills
+        col = self.width + self.n - 1           # the cache column this step's input fills
         w = min(self.length, (col // WINDOW + 1) * WINDOW)
         key = (w, self.rule)
         if self.graphs is not None and key in self.graphs:
@@ -397,32 +424,39 @@ class FastSampler:
                 self.graphs[key] = self._record(w)
                 self.status["captured"] += 1
             except Exception as e:
-                self.failed("CUDA graph capture", e, "decoding with eager steps for the rest of the run")
+                self.failed("CUDA graph capture", e,
+                            "decoding with eager steps for the rest of the run")
                 self.graphs = None
         self.n += 1
 
     def steps(self, k):
-        """k decode steps with no host sync (tests/test_cuda.py checks that with sync debug mode)."""
+        """k decode steps with no host sync (tests/test_cuda.py checks that with sync debug
+        mode)."""
         for _ in range(k):
             self.advance()
 
     @torch.no_grad()
-    def generate(self, batch, keys, max_new_tokens, temperature, top_p, banned, eos, max_tokens=2 ** 62):
-        """(B, n) tokens of one left-padded batch (n <= max_new_tokens: the loop stops once every row
-        has drawn EOS), or None, and rollout.sample runs the batch through HF generate() on the copy:
-        when a row drew no token in `tries` draws (sample_rows' sorted fallback), when the batch needs
-        more than max_tokens cache tokens, and after an exception here (then for the rest of the run)."""
+    def generate(self, batch, keys, max_new_tokens, temperature, top_p, banned, eos,
+                 max_tokens=2 ** 62):
+        """(B, n) tokens of one left-padded batch (n <= max_new_tokens: the loop stops once every
+        row has drawn EOS), or None, and rollout.sample runs the batch through HF generate() on the
+        copy: when a row drew no token in `tries` draws (sample_rows' sorted fallback), when the
+        batch needs more than max_tokens cache tokens, and after an exception here (then for the
+        rest of the run)."""
         B, P = batch["input_ids"].shape
         if self.broken:
             return None
         if B * self.padded(P + max_new_tokens) > max_tokens:
-            self.failed("fitting the KV budget", MemoryError(f"{B} rows x {P + max_new_tokens} tokens"),
+            self.failed("fitting the KV budget",
+                        MemoryError(f"{B} rows x {P + max_new_tokens} tokens"),
                         "sampling such calls with HF generate()")
             return None
         try:
-            return self._generate(batch, keys, max_new_tokens, temperature, top_p, banned, eos, max_tokens)
+            return self._generate(batch, keys, max_new_tokens, temperature, top_p, banned, eos,
+                                  max_tokens)
         except Exception as e:
-            self.failed("the fast decode loop", e, "sampling with HF generate() on the copy for the rest of the run")
+            self.failed("the fast decode loop", e,
+                        "sampling with HF generate() on the copy for the rest of the run")
             self.broken = True
             return None
 

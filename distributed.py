@@ -29,7 +29,8 @@ def setup(single_process_group=False):
     if world > 1 and not dist.is_initialized():
         dist.init_process_group(backend, device_id=dev_id)
     elif single_process_group and not dist.is_initialized():
-        dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1, device_id=dev_id)
+        dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1,
+                                device_id=dev_id)
     return rank, world, device
 
 
@@ -46,7 +47,8 @@ def _reduce(t, op):
     """all_reduce a copy of t; NCCL reduces only CUDA tensors, so CPU tensors travel and return."""
     if not dist.is_initialized():
         return t
-    dev = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else t.device
+    dev = (torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl"
+           else t.device)
     out = t.detach().to(dev, copy=True)
     dist.all_reduce(out, op=op)
     return out.to(t.device)

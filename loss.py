@@ -25,7 +25,7 @@ loss.py: the PTD-PO objective as small pure functions on tensors.
 Only torch is imported: copy this file anywhere. Left out on purpose: sequence-level
 importance ratios (GSPO), entropy bonuses, value losses.
 
-Benchmark (memory and time against a full-vocabulary JSD): python bench.py loss
+Benchmark (memory and time against a full-vocabulary JSD): python scripts/bench.py loss
 """
 import math
 

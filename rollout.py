@@ -4,7 +4,7 @@ rollout.py: the model as a sampler and a scorer.
     load_model(path)          a Qwen2.5-VL / Qwen3-VL model and processor: hub id, local
                               directory or the tiny demo model; image-only processor fallback
     encode(processor, ...)    one prompt (chat template + image) -> token ids and image tensors
-                              (prompts.py's, re-exported here with open_images, prompt_text)
+                              (tutor.py's, re-exported here with open_images, prompt_text)
     sample(model, ...)        G responses per prompt, batched by KV-cache budget, FSDP2-safe,
                               exactly softmax(logits / T) restricted to the top-p nucleus
                               (score() returns the full-softmax log-probs, as verl does);
@@ -28,9 +28,9 @@ import types
 import torch
 
 import loss
-from prompts import (FORMAT_PROMPT, FORMAT_PROMPT_THINKING, IMAGE,  # noqa: F401 (re-exported)
-                     encode, open_images, opens_think, prompt_text, resized_size)
 from sampler import RowSampler, row_keys
+from tutor import (FORMAT_PROMPT, FORMAT_PROMPT_THINKING, IMAGE,  # noqa: F401 (re-exported)
+                   encode, open_images, opens_think, prompt_text, resized_size)
 
 EOS = "<|im_end|>"               # Qwen chat turns end here; generation stops at it
 SCORER = "ptd_score"             # the scoring method attached to a model (an FSDP2 forward method)
@@ -109,7 +109,7 @@ def box_format(model):
     return "norm1000" if model.config.model_type.startswith("qwen3") else "pixels"
 
 # -----------------------------------------------------------------------------
-# prompt lengths and batches (the prompt itself: prompts.py)
+# prompt lengths and batches (the prompt itself: tutor.py)
 
 
 def smart_resize(height, width, factor, min_pixels, max_pixels):
@@ -319,8 +319,8 @@ def pad_responses(seqs, eos, pad):
 
 @torch.no_grad()
 def generate_text(model, processor, images, texts, max_new_tokens=256, temperature=0.0, seed=0):
-    """Free-form replies to arbitrary prompts (used by make_hints.py). images: a list of PIL
-    images per prompt."""
+    """Free-form replies to arbitrary prompts (used by scripts/make_hints.py). images: a list of
+    PIL images per prompt."""
     prompts = [encode(processor, t, imgs, instruct=False) for imgs, t in zip(images, texts)]
     ids, mask = sample(model, processor, prompts, 1, max_new_tokens, temperature, seed=seed)
     return decode(processor, ids, mask)

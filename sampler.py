@@ -9,7 +9,7 @@ sampler.py: exact nucleus sampling with a random stream per row, shared by rollo
 Why not torch.multinomial: a row's token must depend only on (its key, tokens so far), never on
 its batch mates, the micro-batch cut or the rank, so that a data-parallel run samples exactly what
 one process would. Why not a sort: at V = 152k a sort per row per step costs ~9x a greedy step
-(bench.py rollout); inverse-CDF draws on block sums cost a few passes over (B, V).
+(scripts/bench.py rollout); inverse-CDF draws on block sums cost a few passes over (B, V).
 Left out on purpose: top-k, min-p, repetition penalties (any of them would make the samples
 differ from softmax(logits / T) restricted to the nucleus, i.e. off-policy).
 """

@@ -11,7 +11,7 @@ The method's flags: --algo ptdpo|grpo, --group_size G, --tau, --topk K, --ptd_co
 --kl_coef, --divergence jsd|fkl|rkl, --tutor_context hint|answer|none|unanswer, --distill_all;
 the rest, and the paper's and the demo's presets, are in config.py (`python train.py --help`).
 train_step is the method, read top to bottom, and loss.ptdpo_loss its objective; main() at the
-end is the loop; report.py measures and writes.
+end is the loop; eval.py measures and metrics.py writes.
 Left out on purpose: vLLM rollouts, sequence packing, tensor/context parallelism, LoRA.
 """
 import argparse
@@ -27,8 +27,9 @@ import checkpoint
 import config
 import data
 import decode
+import eval
 import loss
-import report
+import metrics
 import reward
 import rollout
 import tutor
@@ -49,7 +50,7 @@ def train_step(step, policy, ref, processor, opt, examples, args, rank, world, f
     row_prompts = [prompts[i] for i in row_example.tolist()]
     t0 = time.time()
     # 1. rollouts: G per prompt, from the policy itself (no grad)
-    with report.waiting(len(prompts) * G, f"step {step + 1} rollouts", rank) as bar:
+    with eval.waiting(len(prompts) * G, f"step {step + 1} rollouts", rank) as bar:
         ids, mask = rollout.sample(policy, processor, prompts, G, args.max_new_tokens,
                                    args.temperature, args.top_p, args.kv_cache_gb,
                                    seed=args.seed * 100_003 + step, prompt_ids=prompt_ids,
@@ -96,10 +97,12 @@ def train_step(step, policy, ref, processor, opt, examples, args, rank, world, f
     if fast is not None:   # the generation copy takes the new weights, in place (a collective)
         fast.refresh(policy)
     same.update(peak_memory())
-    names = sorted({ex["category"] for ex in examples if ex.get("category")})   # the same on every rank
+    # the same on every rank
+    names = sorted({ex["category"] for ex in examples if ex.get("category")})
     buckets = (names, [ex.get("category") for ex in exs]) if 0 < len(names) <= 8 else None
-    return report.step_metrics(step, G, rewards, well_formed, truncated, mask, old["entropy"],
-                               ptd_group, distil, stats, same, (t0, t1, t2, t3, time.time()), buckets)
+    return metrics.step_metrics(step, G, rewards, well_formed, truncated, mask, old["entropy"],
+                             ptd_group, distil, stats, same, (t0, t1, t2, t3, time.time()),
+                             buckets)
 
 
 def peak_memory():
@@ -321,7 +324,7 @@ def resolve_paths(args):
     """--model toy becomes the demo's model directory and, unless given, its data splits (the
     demo builds them on first use: the one call into it)."""
     if args.model == "toy":
-        import toy
+        from demo import toy
         args.model, demo_train, demo_eval = toy.ensure()
         args.train_data = args.train_data or demo_train
         args.eval_data = args.eval_data or demo_eval
@@ -358,7 +361,7 @@ def start_run(argv):
     torch.distributed.barrier()   # every rank has read the old config.json before it is replaced
     if rank == 0:
         try:
-            checkpoint.write_config(args.out_dir, run_config)
+            metrics.write_config(args.out_dir, run_config)
         except OSError as e:
             sys.exit(f"train.py: cannot write {os.path.join(args.out_dir, 'config.json')}: "
                      f"{checkpoint.os_error(e)}: {checkpoint.fix_for(e)}")
@@ -369,7 +372,7 @@ def check_resume(args, run_config):
     """--resume: stop when the settings that fix the data order or the algorithm (RESUME_KEYS)
     differ from the run's config.json, unless --allow_config_change."""
     try:
-        diff = checkpoint.config_changes(args.out_dir, run_config, config.RESUME_KEYS) \
+        diff = metrics.config_changes(args.out_dir, run_config, config.RESUME_KEYS) \
             if args.resume else ""
     except ValueError as e:          # a file that is not a JSON object: nothing to check against
         if not args.allow_config_change:
@@ -395,7 +398,7 @@ def run_folder_problem(args):
             return (f"--resume {args.resume} belongs to the run in {run}, not to --out_dir "
                     f"{args.out_dir}: leave --out_dir out (or give --out_dir {run})")
         args.out_dir, args.resume = run, ckpt or True
-    return checkpoint.out_dir_problem(args.out_dir)
+    return metrics.out_dir_problem(args.out_dir)
 
 
 def check_full_vocabulary_fits(topk, n_rows, max_new_tokens, policy):
@@ -439,14 +442,14 @@ def save_checkpoint(out_dir, step, policy, opt, keep, ptd_coef, rank):
     """checkpoint.save; its rotation reads the run's metrics: it keeps the newest checkpoint they
     vouch for."""
     path = os.path.join(out_dir, "metrics.jsonl")
-    records = report.read_jsonl(path) if rank == 0 and os.path.exists(path) else []
+    records = metrics.read_jsonl(path) if rank == 0 and os.path.exists(path) else []
     checkpoint.save(out_dir, step, policy, opt, keep, records, ptd_coef)
 
 
 def stop_diverged(out_dir, ptd_coef, step, bad, rank):
     """Exit 1 after max_bad_steps non-finite steps in a row, naming the checkpoint to trust."""
-    records = report.read_jsonl(os.path.join(out_dir, "metrics.jsonl")) if rank == 0 else []
-    where = checkpoint.before_divergence(out_dir, records, ptd_coef) if rank == 0 else ""
+    records = metrics.read_jsonl(os.path.join(out_dir, "metrics.jsonl")) if rank == 0 else []
+    where = metrics.before_divergence(out_dir, records, ptd_coef) if rank == 0 else ""
     print0(f"train.py: stopped at step {step + 1}: {bad} steps in a row with a non-finite loss or "
            f"gradient (diverged; try a lower --lr). Nothing exported. {where}")
     sys.exit(1)
@@ -468,12 +471,12 @@ def main(argv=None):
         print0(f"--resume: no valid checkpoint in {where}; starting at step 0")
     # rollouts on CUDA: decode.py's fast loop over a bf16 copy of the (resumed) policy
     fast = decode.for_run(policy, args, device)
-    emit = report.open_metrics(args, rank, start)
+    emit = metrics.open_metrics(args, rank, start)
     def held_out(chance=False):   # chance: the blank-image score too (the run's start and end)
-        out = report.evaluate(policy, processor, eval_ex, args, rank, world, fast=fast)
+        out = eval.heldout(policy, processor, eval_ex, args, rank, world, fast=fast)
         if chance and args.eval_blank:
-            out.update(report.evaluate(policy, processor, eval_ex, args, rank, world, fast=fast,
-                                       blank=True))
+            out.update(eval.heldout(policy, processor, eval_ex, args, rank, world, fast=fast,
+                                    blank=True))
         return out
     def save(step):
         save_checkpoint(args.out_dir, step, policy, opt, args.keep, args.ptd_coef, rank)
@@ -481,7 +484,7 @@ def main(argv=None):
     first = held_out(chance=True) if eval_ex and start == 0 and args.eval_start else None
     if first:
         emit({"step": 0, **first})
-        print0(f"step    0 | {report.eval_text(first, args.eval_samples)} "
+        print0(f"step    0 | {metrics.eval_text(first, args.eval_samples)} "
                f"(no hints, {len(eval_ex)} problems)")
     t_start, bad, collapsed = time.time(), 0, 0
     for step in range(start, args.steps):
@@ -493,9 +496,9 @@ def main(argv=None):
         if eval_ex and every(args.eval_every, step, args.steps):
             m.update(held_out())
         emit(m)
-        print0(report.log_line(m, args.divergence) +
-               (f" | {report.eval_text(m, args.eval_samples)}" if "eval_pass1" in m else ""))
-        collapsed = report.collapse_check(m, collapsed)
+        print0(metrics.log_line(m, args.divergence) +
+               (f" | {metrics.eval_text(m, args.eval_samples)}" if "eval_pass1" in m else ""))
+        collapsed = metrics.collapse_check(m, collapsed)
         if bad >= args.max_bad_steps:
             stop_diverged(args.out_dir, args.ptd_coef, step, bad, rank)
         if bad == 0 and every(args.save_every, step, args.steps) and not args.no_checkpoints:
@@ -508,8 +511,8 @@ def main(argv=None):
     if not args.no_export:
         checkpoint.export_hf(policy, processor, os.path.join(args.out_dir, "final"))
     if last:
-        report.summary(args, first, last, len(eval_ex), time.time() - t_start, world, device,
-                       collapsed)
+        metrics.summary(args, first, last, len(eval_ex), time.time() - t_start, world, device,
+                     collapsed)
     torch.distributed.destroy_process_group()
     return last
 

@@ -148,7 +148,7 @@ open('toy/data/train_framed.jsonl', 'w').write(''.join(json.dumps(r) + '\n' for 
   summary) ;;
   *) echo "PHASE must be dev, dev5, dev5seed, dev5b, dev5c, dev5d, eval5, abl5, eval, ablations, levers or summary"; exit 2 ;;
 esac > "$jobs_file"
-"$PY" -c "import toy; toy.ensure()"   # build the demo data once, before the parallel runs
+"$PY" -c "from demo import toy; toy.ensure()"   # build the demo data once, before the parallel runs
 start=$(date +%s)
 # shellcheck disable=SC2086
 xargs -r -P "$JOBS" -L 1 sh -c '"$0" train.py '"$COMMON"' "$@" > "$(echo "$@" | sed "s/.*--out_dir //").log" 2>&1' \

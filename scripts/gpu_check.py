@@ -28,8 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import data  # noqa: E402
 import decode  # noqa: E402
 import rollout  # noqa: E402
-import tiny_model  # noqa: E402
-import toy  # noqa: E402
+from demo import tiny_model, toy  # noqa: E402
 
 SHAPES = {
     "2b": dict(hidden_size=2048, intermediate_size=6144, num_hidden_layers=28, num_attention_heads=16,

@@ -6,7 +6,7 @@
 #     - the scoring pass's forward + backward at two micro-batch budgets, with a kernel profile (update)
 #     - 2 PTD-PO steps with 1,024-token responses under torchrun (fast rollouts, no checkpoint, no
 #       export): time split, rollout tokens/s, update MFU, peak memory (report)
-#   part 2 (~4 min): tests/test_cuda.py, then bench.py loss in bf16 (Top-K vs full-vocabulary JSD)
+#   part 2 (~4 min): tests/test_cuda.py, then scripts/bench.py loss in bf16 (Top-K vs full-vocabulary JSD)
 #     bash scripts/gpu_check.sh 1; bash scripts/gpu_check.sh 2   # on a GPU machine: two commands
 #     bash scripts/gpu_check.sh 1 --tiny    # on a CPU: tiny shapes, short responses (tests run it)
 #     PYTHON=.venv/bin/python bash scripts/gpu_check.sh 1      # an interpreter other than the python on PATH
@@ -48,11 +48,11 @@ else
 fi
 if [[ "$PART" == 2 ]]; then
     guard "CUDA tests" 300 "$PY" -m pytest -q tests/test_cuda.py
-    [[ "$SHAPE" == tiny ]] || guard "loss bench" 90 "$PY" bench.py loss --device cuda --dtype bfloat16 \
+    [[ "$SHAPE" == tiny ]] || guard "loss bench" 90 "$PY" scripts/bench.py loss --device cuda --dtype bfloat16 \
         --tokens 2048 8192 16384 --hidden 2048
 else
     rm -rf "$DIR/run"
-    "$PY" -c "import toy; toy.ensure()" || exit 1                  # the demo's data (its prompts and hints)
+    "$PY" -c "from demo import toy; toy.ensure()" || exit 1        # the demo's data (its prompts and hints)
     "$PY" scripts/gpu_check.py build --shape "$SHAPE" --out "$DIR/model" || exit 1
     guard "decode bench" 200 "$PY" scripts/gpu_check.py decode --model "$DIR/model" "${DECODE[@]}"
     guard "update bench" 90 "$PY" scripts/gpu_check.py update --model "$DIR/model" "${UPDATE[@]}"

@@ -22,7 +22,7 @@ import statistics
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-import report  # noqa: E402  (the one reader of a metrics file)
+import metrics  # noqa: E402  (metrics.read_jsonl: the one reader of a metrics file)
 
 MAIN = ("grpo", "ptdpo", "ptdpo_other", "control", "unanswer")
 COLOURS = {"grpo": "tab:blue", "ptdpo": "tab:red", "ptdpo_other": "tab:orange", "control": "tab:grey",
@@ -43,7 +43,7 @@ def pack(root, out):
         path = os.path.join(run, "metrics.jsonl")
         if not os.path.exists(path):
             continue
-        recs = report.read_jsonl(path)
+        recs = metrics.read_jsonl(path)
         if not recs or not recs[-1].get("final"):
             print(f"(not packed, not finished: {run})")
             continue
@@ -130,7 +130,7 @@ def num(vals):
     return f"{statistics.mean(vals):.3f}" + (f" ± {statistics.stdev(vals):.3f}" if len(vals) > 1 else "")
 
 
-ANSWERS5 = ("target", "marked", "other", "absent", "none")   # report.ANSWER_CLASSES since task 5
+ANSWERS5 = ("target", "marked", "other", "absent", "none")   # metrics.ANSWER_CLASSES since task 5
 EASY_FLOOR = 0.85   # the task-5 choice rule: easy pass@1 at every evaluation at least this
 
 

@@ -1,10 +1,10 @@
 """
-Rebuild the demo (`python toy.py`) on several seeds and print whether each reaches the regime
+Rebuild the demo (`python demo/toy.py`) on several seeds and print whether each reaches the regime
 PTD-PO is for. Builds run one at a time, each on one thread in its own out_dir, so the
 seconds are comparable and each build is the exact command a user would run.
 
     python scripts/toy_seeds.py                          # seeds 0-4 under a temporary folder
-    python scripts/toy_seeds.py --seeds 0 1 --out /tmp/seeds -- --steps 800   # extra toy.py args
+    python scripts/toy_seeds.py --seeds 0 1 --out /tmp/seeds -- --steps 800   # extra demo/toy.py args
 
 Exit status 1 when any seed misses the regime. The weights column is the first 12 hex digits of
 model.safetensors' sha256: equal digits on the same seed mean a bit-identical rebuild.
@@ -23,8 +23,8 @@ from checkpoint import sha256  # noqa: E402
 
 
 def build(seed, out_dir, extra):
-    """One `python toy.py` build on one thread; returns its diagnostics plus wall seconds."""
-    cmd = [sys.executable, os.path.join(ROOT, "toy.py"), "--out_dir", out_dir, "--seed", str(seed),
+    """One `python demo/toy.py` build on one thread; returns its diagnostics plus wall seconds."""
+    cmd = [sys.executable, os.path.join(ROOT, "demo", "toy.py"), "--out_dir", out_dir, "--seed", str(seed),
            "--threads", "1", "--no_check", *extra]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     t0 = time.time()
@@ -41,20 +41,20 @@ def main(argv=None):
     p = argparse.ArgumentParser(description="Rebuild the demo on several seeds; print the regime table.")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     p.add_argument("--out", default=None, help="folder for the builds (default: a temporary folder)")
-    p.add_argument("extra", nargs="*", help="extra toy.py arguments, after --")
+    p.add_argument("extra", nargs="*", help="extra demo/toy.py arguments, after --")
     args = p.parse_args(argv)
     out = args.out or tempfile.mkdtemp(prefix="toy_seeds_")
     os.makedirs(out, exist_ok=True)
     sys.path.insert(0, ROOT)
-    import toy
-    print(f"builds under {out}; toy.py {' '.join(args.extra)}", flush=True)
+    from demo import diagnostics
+    print(f"builds under {out}; demo/toy.py {' '.join(args.extra)}", flush=True)
     print("| seed | easy: student / tutor / blank | hard: student / tutor / blank | all-fail / mixed groups at step 0 "
           "| tutor on all-fail | student p of the tutor's answer | probe | regime? | seconds | weights |", flush=True)
     print("|---|---|---|---|---|---|---|---|---|---|", flush=True)
     missed = 0
     for seed in args.seeds:
         r = build(seed, os.path.join(out, f"seed{seed}"), args.extra)
-        fails = toy.regime_failures(r)
+        fails = diagnostics.regime_failures(r)
         missed += bool(fails)
         e, h, g = r["by_bucket"]["easy"], r["by_bucket"]["hard"], r["groups"]
         probe = r.get("probe", {}).get("final", float("nan"))
@@ -62,8 +62,8 @@ def main(argv=None):
               f"{h['tutor']:.1%} / {h['blank']:.1%} | {g['all_fail']:.1%} / {g['mixed']:.1%} | "
               f"{g['tutor_on_all_fail']:.1%} | {g['student_p_tutor_answer']:.3f} | {probe:.1%} | "
               f"{'yes' if not fails else 'no'} | {r['wall']:.0f} | {r['weights']} |", flush=True)
-    R = toy.REGIME
-    print(f"{len(args.seeds) - missed} of {len(args.seeds)} seeds reach the regime (toy.REGIME: easy student >= "
+    R = diagnostics.REGIME
+    print(f"{len(args.seeds) - missed} of {len(args.seeds)} seeds reach the regime (diagnostics.REGIME: easy student >= "
           f"{R['easy_student']:.0%} and blank + {R['easy_over_blank']:.0%}; all-fail and mixed groups >= "
           f"{R['all_fail_min']:.0%} / {R['mixed_min']:.0%}; tutor >= {R['tutor_on_all_fail']:.0%} on the all-fail "
           f"problems; student p >= {R['student_p_min']}; probe >= {R['probe_min']:.0%}; {r['n']} held-out problems, "

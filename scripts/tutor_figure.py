@@ -35,10 +35,10 @@ import data  # noqa: E402
 import loss  # noqa: E402
 import reward  # noqa: E402
 import rollout  # noqa: E402
-import toy  # noqa: E402
 import train  # noqa: E402
 import tutor  # noqa: E402
 from config import add_flags  # noqa: E402
+from demo import toy  # noqa: E402
 
 FONT = 8.5                  # points, monospace: one character is 0.602 em wide
 CHAR = 0.602 * FONT / 72    # inches per character

@@ -1,10 +1,14 @@
 """Shared fixtures: a random-weight tiny Qwen-VL and a few demo examples, built once per session."""
+import os
+import sys
 
 import pytest
 
-import data
-import rollout
-import toy
+# the top-level modules (and demo/), importable from tests/ without installing the project
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import data  # noqa: E402
+import rollout  # noqa: E402
+from demo import toy  # noqa: E402
 
 
 @pytest.fixture(scope="session")

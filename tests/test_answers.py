@@ -1,4 +1,4 @@
-"""answers.py against sympy: generated identities must be accepted and generated non-identities
+"""answers/ against sympy: generated identities must be accepted and generated non-identities
 rejected, including differences built to vanish on every structured point set (an arithmetic
 progression across the variables, shared values, small integers, the points an earlier version
 used). Skipped where sympy is absent."""

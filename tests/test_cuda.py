@@ -12,7 +12,7 @@ import decode
 import loss
 import rollout
 import sampler
-import toy
+from demo import toy
 from test_distributed import run, train_args
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-import toy
+from demo import toy
 from test_distributed import run
 
 pytestmark = pytest.mark.skipif(not os.path.exists(os.path.join(toy.DEFAULT_DIR, "model", "config.json")),
@@ -72,11 +72,11 @@ def held_out_copy(path, n, keep_hint=True, category=None):
 def test_hint_generation_command_finishes_and_reports(tmp_path):
     src = held_out_copy(tmp_path / "in.jsonl", 3, keep_hint=False)
     out = tmp_path / "out.jsonl"
-    log = run(["make_hints.py", "--model", toy.DEFAULT_DIR + "/model", "--data", str(src), "--out", str(out),
+    log = run(["scripts/make_hints.py", "--model", toy.DEFAULT_DIR + "/model", "--data", str(src), "--out", str(out),
                "--max_new_tokens", "24", "--retries", "1"])
     assert "hint report for 3 examples" in log
     # resumable: a second run has nothing left to do for ids already written
-    log2 = run(["make_hints.py", "--model", toy.DEFAULT_DIR + "/model", "--data", str(src), "--out", str(out),
+    log2 = run(["scripts/make_hints.py", "--model", toy.DEFAULT_DIR + "/model", "--data", str(src), "--out", str(out),
                 "--max_new_tokens", "8", "--retries", "0"])
     written = sum(1 for _ in open(out)) if out.exists() else 0
     assert f"{written} already in" in log2

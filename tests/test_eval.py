@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import eval as eval_py
-import toy
+from demo import toy
 
 
 @pytest.mark.parametrize("flag,value", [("--n_samples", "0"), ("--limit", "-1"), ("--temperature", "-1"),
@@ -49,7 +49,7 @@ def test_the_response_cap_defaults_to_the_runs_own_then_by_model(tmp_path):
     """A real model gets room for its answers (4,096 new tokens), the demo model 32, a run directory
     the cap it trained with; a flag always wins."""
     import json
-    import toy
+    from demo import toy
     run = tmp_path / "run"
     run.mkdir()
     (run / "config.json").write_text(json.dumps({"model": "m", "eval_data": "e.jsonl", "max_new_tokens": 512}))
@@ -95,8 +95,7 @@ def test_diagnose_classes_the_demos_answers_per_bucket(tiny, toy_data, tmp_path,
 
 def test_a_response_cut_before_eos_is_scored_wrong_as_training_scores_it(tiny, examples, monkeypatch):
     """The same right answer, once finished with EOS and once cut at the cap: held-out scoring
-    (report.pass_counts, used by eval.py and train.py) and training's reward both give 1 and 0."""
-    import report
+    (eval.pass_counts, used by eval.py and train.py) and training's reward both give 1 and 0."""
     import rollout
     import train
     _, processor, _ = tiny
@@ -104,7 +103,7 @@ def test_a_response_cut_before_eos_is_scored_wrong_as_training_scores_it(tiny, e
     body = tok(f"<think>look</think><answer>{ex['answer']}</answer>", add_special_tokens=False)["input_ids"]
     ids, mask = rollout.pad_responses([torch.tensor(body + [eos]), torch.tensor(body)], eos, tok.pad_token_id)
     monkeypatch.setattr(rollout, "sample", lambda *a, **k: (ids, mask))
-    out = report.pass_counts(None, processor, [{}, {}], [ex, ex], 1, len(body))
+    out = eval_py.pass_counts(None, processor, [{}, {}], [ex, ex], 1, len(body))
     assert out["correct"].tolist() == [1.0, 0.0] and out["cut"].tolist() == [0.0, 1.0]
     assert train.rewards_of(processor, ids, mask, [ex], torch.tensor([0, 0]))[0].tolist() == [1.0, 0.0]
 
@@ -124,14 +123,13 @@ def test_eval_warns_once_with_the_share_of_responses_cut(tiny, toy_data, tmp_pat
 def test_a_default_cap_fits_the_models_positions_and_a_chosen_one_is_kept(tiny, toy_data, monkeypatch, capsys):
     """The tiny model has 2,048 positions: the 4,096-token default becomes 2,048 minus the longest
     prompt; a cap given as a flag is kept, with a warning."""
-    import report
     seen = []
 
     def counts(model, processor, prompts, exs, n, max_new_tokens, *a, **k):
         seen.append((max(len(p["input_ids"]) for p in prompts), max_new_tokens))
         z = torch.zeros(len(prompts))
         return {"correct": z, "cut": z, "length": z + 1, "entropy": z, "texts": [""] * len(prompts) * n}
-    monkeypatch.setattr(report, "pass_counts", counts)
+    monkeypatch.setattr(eval_py, "pass_counts", counts)
     positions = tiny[0].config.get_text_config().max_position_embeddings
     base = ["--model", tiny[2], "--data", toy_data[2], "--limit", "3", "--n_samples", "1", "--threads", "1"]
     eval_py.main(base)

@@ -1,12 +1,19 @@
-"""hints.py: the zero-spoiler filter both ways, rendering, drawing, and expert-reply parsing."""
+"""hints.py: rendering, drawing and expert-reply parsing; reward.find_spoiler, the zero-spoiler filter, both
+ways; scripts/make_hints.py's check of an expert reply."""
+import json
+import os
+import sys
+import time
+
 import pytest
 from PIL import Image
 
-import json
-import time
+from hints import (box_for_model, draw_focus, parse_expert_json, render_hint, render_hint_text,
+                   validate_hint)
+from reward import find_spoiler
 
-from expert_hints import check_expert_reply, find_spoiler, parse_expert_json
-from hints import box_for_model, draw_focus, render_hint, render_hint_text, validate_hint
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts"))
+from make_hints import check_expert_reply, finished_ids  # noqa: E402
 
 ABCD = ["a cat", "a dog", "12 apples", "none of these"]
 
@@ -236,7 +243,6 @@ def test_reply_cut_off_inside_think_is_invalid_json(reply, opened):
 
 
 def test_make_hints_resume_drops_a_partial_last_line(tmp_path):
-    from make_hints import finished_ids
     out = tmp_path / "hints.jsonl"
     assert finished_ids(str(out)) == set()
     out.write_text('{"id": "a", "hint": {}}\n{"id": "b", "hint": {}}\n{"id": "c", "hi')  # killed mid-write

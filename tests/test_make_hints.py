@@ -1,13 +1,17 @@
-"""make_hints.py fails in one line (no traceback) on bad data, a damaged --out file and bad
+"""scripts/make_hints.py fails in one line (no traceback) on bad data, a damaged --out file and bad
 arguments, and takes 'toy' for the demo model."""
 import json
+import os
+import sys
 
 import pytest
 from PIL import Image
 
 import data
-import make_hints
 import rollout
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts"))
+import make_hints  # noqa: E402
 
 
 def _exit_message(argv):
@@ -37,7 +41,7 @@ def test_a_malformed_complete_line_in_out_is_named(tmp_path):
 
 
 def test_model_toy_is_the_demo_model(tmp_path, monkeypatch):
-    import toy
+    from demo import toy
     monkeypatch.setattr(toy, "ensure", lambda: (str(tmp_path / "demo_model"), "train", "eval"))
     seen = []
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import rollout
-import toy
+from demo import toy
 from test_tutor import teach
 
 README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")

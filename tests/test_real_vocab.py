@@ -1,6 +1,6 @@
 """Real shapes: the demo model widened to Qwen's 151,936-row lm-head, with a Thinking chat
-template (its generation prompt opens <think>). train.py, eval.py and make_hints.py run through
-it, and the Top-K JSD's tail bucket carries real mass, as on real models."""
+template (its generation prompt opens <think>). train.py, eval.py and scripts/make_hints.py run
+through it, and the Top-K JSD's tail bucket carries real mass, as on real models."""
 import json
 import math
 import os
@@ -11,8 +11,7 @@ import torch
 import data
 import loss
 import rollout
-import tiny_model
-import toy
+from demo import tiny_model, toy
 import train
 from test_tutor import teach
 from test_distributed import run
@@ -96,6 +95,6 @@ def test_train_eval_and_make_hints_run_at_real_vocabulary(wide, tmp_path):
             rec.pop("hint")
             rec["image"] = os.path.join(os.path.dirname(eval_path), rec["image"])
             f.write(json.dumps(rec) + "\n")
-    log = run(["make_hints.py", "--model", d, "--data", src, "--out", str(tmp_path / "hints.jsonl"),
+    log = run(["scripts/make_hints.py", "--model", d, "--data", src, "--out", str(tmp_path / "hints.jsonl"),
                "--max_new_tokens", "16", "--retries", "0", "--allow_outside_images"])
     assert "hint report for 2 examples" in log

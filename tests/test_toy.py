@@ -1,4 +1,4 @@
-"""toy.py: a deterministic task, clean hints, a frame only where the hint points, and a
+"""demo/toy.py: a deterministic task, clean hints, a frame only where the hint points, and a
 shipped checkpoint whose diagnostics meet the regime (docs/DEMO.md)."""
 import json
 import os
@@ -9,11 +9,11 @@ import pytest
 import torch
 
 import data
-import expert_hints
+import eval as eval_py
 import hints
-import report
+import reward
 import rollout
-import toy
+from demo import diagnostics, toy
 
 
 def test_task_generation_is_deterministic(tmp_path):
@@ -124,26 +124,26 @@ def test_answer_classes_name_target_marked_other_absent_and_none():
     other = next(c for c in sorted(in_picture) if c not in (rec["answer"], marked))
     absent = next(c for c in sorted(toy.COLOURS) if c not in in_picture)
     say = lambda c: toy.response("on the tinted background", c)
-    assert report.answer_class(say(rec["answer"]), rec) == "target"
-    assert report.answer_class(say(rec["answer"].upper()), rec) == "target"
-    assert report.answer_class(say(marked), rec) == "marked"
-    assert report.answer_class(say(other), rec) == "other"
-    assert report.answer_class(say(absent), rec) == "absent"
-    assert report.answer_class("<think>I read the shape", rec) == "none"
-    shares = toy.answer_shares([say(rec["answer"]), say(marked), say(other), say(other), "nothing"],
+    assert eval_py.answer_class(say(rec["answer"]), rec) == "target"
+    assert eval_py.answer_class(say(rec["answer"].upper()), rec) == "target"
+    assert eval_py.answer_class(say(marked), rec) == "marked"
+    assert eval_py.answer_class(say(other), rec) == "other"
+    assert eval_py.answer_class(say(absent), rec) == "absent"
+    assert eval_py.answer_class("<think>I read the shape", rec) == "none"
+    shares = diagnostics.answer_shares([say(rec["answer"]), say(marked), say(other), say(other), "nothing"],
                                [{"record": rec}] * 5)
     assert shares == {"target": 0.2, "marked": 0.2, "other": 0.4, "absent": 0.0, "none": 0.2}
     plain = {k: v for k, v in rec.items() if k not in ("framed", "shaded")}   # a record with no marks
-    assert report.answer_class(say(marked), plain) == "other"
+    assert eval_py.answer_class(say(marked), plain) == "other"
 
 
 def test_the_probe_budget_is_the_main_jobs():
     """The learnability probes train with the demo run's own budget: its steps, its lr, its warm-up,
     and, per bucket, that bucket's prompts a step in the run (prompts per step x its share)."""
     import config
-    assert toy.PROBE["steps"] == config.DEMO["steps"] and toy.PROBE["lr"] == config.DEMO["lr"]
-    assert toy.PROBE["warmup"] == config.DEMO["warmup_steps"]
-    assert toy.PROBE["batch"] == config.DEMO["prompts_per_step"]
+    assert diagnostics.PROBE["steps"] == config.DEMO["steps"] and diagnostics.PROBE["lr"] == config.DEMO["lr"]
+    assert diagnostics.PROBE["warmup"] == config.DEMO["warmup_steps"]
+    assert diagnostics.PROBE["batch"] == config.DEMO["prompts_per_step"]
 
 
 def test_each_scene_draws_its_shapes_in_their_colours_inside_their_cells():
@@ -162,8 +162,8 @@ def test_every_hint_of_1000_examples_is_spoiler_free_and_valid():
     for _ in range(1000):
         img, ex = toy.make_example(rng, rng.choice(sorted(toy.BUCKETS)))
         h = hints.validate_hint(ex["hint"], img.size)
-        assert expert_hints.find_spoiler(hints.hint_words(h), ex["answer"]) is None
-        assert expert_hints.find_spoiler(hints.render_hint(h, img.size), ex["answer"]) is None
+        assert reward.find_spoiler(hints.hint_words(h), ex["answer"]) is None
+        assert reward.find_spoiler(hints.render_hint(h, img.size), ex["answer"]) is None
         assert ex["answer"] in toy.COLOURS and ex["answer"] in ex["gold_response"]
 
 
@@ -187,22 +187,24 @@ def test_shipped_checkpoint_loads_and_matches_its_diagnostics():
     with open(os.path.join(model_dir, "diagnostics.json")) as f:
         shipped = json.load(f)
     # the recorded numbers meet the regime, and say how they were made
-    assert toy.regime_failures(shipped) == [] and shipped["regime"] is True
-    assert shipped["command"].startswith("python toy.py") and shipped["args"]["seed"] == 0 and shipped["torch"]
-    assert shipped["probe"]["steps"] == toy.PROBE["steps"] and shipped["probe"]["lr"] == toy.PROBE["lr"]
-    assert shipped["probe"]["warmup"] == toy.PROBE["warmup"]
-    # built with the committed warm start's values (the bare `python toy.py` rebuilds it)
+    assert diagnostics.regime_failures(shipped) == [] and shipped["regime"] is True
+    # (the shipped model was built as `python toy.py`, before the demo moved to demo/)
+    assert shipped["command"].startswith(("python toy.py", "python demo/toy.py"))
+    assert shipped["args"]["seed"] == 0 and shipped["torch"]
+    assert shipped["probe"]["steps"] == diagnostics.PROBE["steps"] and shipped["probe"]["lr"] == diagnostics.PROBE["lr"]
+    assert shipped["probe"]["warmup"] == diagnostics.PROBE["warmup"]
+    # built with the committed warm start's values (the bare `python demo/toy.py` rebuilds it)
     assert all(shipped["args"][k] == v for k, v in toy.WARM.items() if k in shipped["args"]), shipped["args"]
     assert shipped["model_sha256"] == sha256(os.path.join(model_dir, "model.safetensors"))   # the build's own
     model, processor = rollout.load_model(model_dir, "float32", "cpu")
     exs = data.load_jsonl(eval_path, report=lambda s: None)[:150]
-    res = toy.diagnose(model, processor, exs, seed=0)
+    res = diagnostics.diagnose(model, processor, exs, seed=0)
     for b in ("easy", "hard", "pivot"):                      # 50 problems a bucket: ~7 points of noise
         for k in ("student", "tutor", "blank"):
             assert abs(res["by_bucket"][b][k] - shipped["by_bucket"][b][k]) <= 0.15, (b, k, res, shipped)
     assert res["counterfactual"]["follows_hint"] >= 0.25, res["counterfactual"]   # it reads the hint's words
     trains = data.load_jsonl(train_path, report=lambda s: None)[:60]
-    g = toy.group_regime(model, processor, trains, seed=0)
+    g = diagnostics.group_regime(model, processor, trains, seed=0)
     assert g["all_fail"] >= 0.1 and g["mixed"] >= 0.1 and g["tutor_on_all_fail"] >= 0.8, g
     hard, pivot = g["by_bucket"]["hard"], g["by_bucket"]["pivot"]
     assert hard["student_p_tutor_answer"] >= 0.01 and hard["tutor_top_is_right"] >= 0.8, g
@@ -220,7 +222,7 @@ def test_the_swapped_hint_points_to_the_other_marked_shape():
     for bucket in ("easy", "hard", "pivot") * 10:
         _, rec = toy.make_example(rng, bucket)
         ex = {"hint": rec["hint"], "record": rec}
-        sw = toy.swapped(ex)["hint"]
+        sw = diagnostics.swapped(ex)["hint"]
         assert sw["steps"] == [] and hints.validate_hint(sw)
         focus = next(r for r in sw["regions"] if r["role"] == "focus")
         other = toy.other_marked(rec)
@@ -256,8 +258,8 @@ def one_bucket(res, bucket, **values):
 
 
 def test_regime_check_names_what_is_missed():
-    assert toy.regime_failures(regime()) == []
-    toy.check_regime(regime())                               # met: returns quietly
+    assert diagnostics.regime_failures(regime()) == []
+    diagnostics.check_regime(regime())                               # met: returns quietly
     misses = {"blind student": regime(easy_student=0.15, easy_blank=0.1),
               "easy not mastered": regime(easy_student=0.85),
               "too few all-fail groups": regime(all_fail=0.1),
@@ -279,9 +281,9 @@ def test_regime_check_names_what_is_missed():
               "the pivot is not learnable": {**regime(), "probe": {**regime()["probe"], "final": {"hard": 0.9,
                                                                                                   "pivot": 0.2}}}}
     for name, res in misses.items():
-        assert toy.regime_failures(res), name
+        assert diagnostics.regime_failures(res), name
         with pytest.raises(SystemExit) as e:
-            toy.check_regime(res)
+            diagnostics.check_regime(res)
         assert e.value.code not in (0, None) and "regime PTD-PO is for" in str(e.value.code), name
 
 
@@ -298,7 +300,7 @@ def test_toy_build_exits_nonzero_when_the_regime_is_missed(tmp_path):
     with open(tmp_path / "model" / "diagnostics.json") as f:
         diag = json.load(f)
     assert diag["regime"] is False and diag["failures"] and diag["args"]["seed"] == 0 and diag["n"] == 9
-    assert diag["command"] == "python toy.py " + " ".join(argv)
+    assert diag["command"] == "python demo/toy.py " + " ".join(argv)
     assert diag["model_sha256"] == sha256(tmp_path / "model" / "model.safetensors")
     assert set(diag["probe"]["curve"]) == {"hard", "pivot"} and diag["probe"]["n_eval"] == {"hard": 3, "pivot": 3}
     assert set(diag["probe"]["curve"]["pivot"]) == {"0", "2"}
@@ -311,7 +313,7 @@ def test_toy_build_exits_nonzero_when_the_regime_is_missed(tmp_path):
     with open(tmp_path / "model" / "diagnostics.json") as f:
         new = json.load(f)
     assert new["command"] == diag["command"] and new["built"] == diag["built"]       # how it was built
-    assert new["diagnosed"]["command"] == "python toy.py " + " ".join(again)         # how these were made
+    assert new["diagnosed"]["command"] == "python demo/toy.py " + " ".join(again)    # how these were made
     assert set(new["probe"]["curve"]["hard"]) == {"0", "3"} and new["probe"]["warmup"] == 2
     assert new["args"]["probe_steps"] == 3 and new["args"]["steps"] == 1 and new["regime"] is False
 

@@ -1,14 +1,12 @@
-"""config.py and report.py without a model: defaults per model, the regime metrics, the collapse warning,
-metrics.jsonl on a full disk."""
+"""config.py without a model (defaults per model, the presets in --help, configuration only), and
+eval.py's held-out evaluation during training (blank images, per category)."""
 import os
 
-import pytest
 import torch
 
 import config
-import loss
-import report
-import train
+import eval as eval_py
+import metrics
 
 
 def test_a_real_model_gets_the_papers_settings_and_the_demo_its_own():
@@ -46,45 +44,8 @@ def test_help_shows_both_presets_values_and_config_is_only_configuration():
         assert f"import {name}" not in source and f"from {name} " not in source
 
 
-def test_step_metrics_count_all_fail_all_pass_and_mixed_groups():
-    G, R = 4, 3
-    rewards = torch.tensor([0., 0, 0, 0, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0])      # fail, pass, mixed, fail
-    N = len(rewards)
-    zeros = torch.zeros(N, dtype=torch.bool)
-    stats = dict.fromkeys(train.STATS, 0.0)
-    m = report.step_metrics(0, G, rewards, rewards, zeros, torch.ones(N, R, dtype=torch.bool), torch.zeros(N, R),
-                            zeros, zeros, stats, {}, (0, 1, 2, 3, 4))
-    assert "div" in m and not set(m) & set(loss.DIVERGENCES)                  # one key, whichever divergence
-    assert m["all_fail_frac"] == 0.5 and m["all_pass_frac"] == 0.25 and m["mixed_group_frac"] == 0.25
-    assert "groups fail/pass 0.50/0.25" in report.log_line({**m, "div": 0.0}, "jsd")
-    assert not any(k.startswith("groups/") for k in m)
-    # with categories: the counts per category (fail, pass, mixed, fail -> a, b, a, b)
-    m = report.step_metrics(0, G, rewards, rewards, zeros, torch.ones(N, R, dtype=torch.bool), torch.zeros(N, R),
-                            zeros, zeros, stats, {}, (0, 1, 2, 3, 4), (["a", "b", "c"], ["a", "b", "a", "b"]))
-    assert (m["groups/a"], m["mixed_groups/a"], m["all_fail_groups/a"]) == (2, 1, 1)
-    assert (m["groups/b"], m["mixed_groups/b"], m["all_fail_groups/b"]) == (2, 0, 1)
-    assert (m["groups/c"], m["mixed_groups/c"], m["all_fail_groups/c"]) == (0, 0, 0)
-
-
-def test_eval_text_shows_each_bucket():
-    m = {"eval_pass1": 0.4, "eval_pass1/easy": 0.7, "eval_pass1/hard": 0.1, "eval_pass8": 0.6,
-         "eval_pass8/easy": 0.9, "eval_pass8/hard": 0.3}
-    assert report.eval_text(m, 8) == ("held-out pass@1 0.400 (easy 0.700, hard 0.100) | "
-                                     "pass@8 0.600 (easy 0.900, hard 0.300)")
-    assert report.eval_text({"eval_pass1": 0.25}, 1) == "held-out pass@1 0.250"
-
-
-def test_a_collapsed_policy_is_warned_about_once_after_three_steps(capsys):
-    count = 0
-    for _ in range(5):
-        count = report.collapse_check({"reward": 0.0, "entropy": 0.0}, count)
-    assert count == 5 and capsys.readouterr().out.count("WARNING: the policy has collapsed") == 1
-    assert report.collapse_check({"reward": 0.1, "entropy": 0.0}, count) == 0
-    assert report.collapse_check({"reward": 0.0, "entropy": 0.2}, 2) == 0
-
-
 def test_the_blank_evaluation_shows_the_same_prompts_on_white_pictures(tiny, examples, monkeypatch):
-    """report.evaluate(blank=True): the same questions, white images of the same sizes (the chance
+    """eval.heldout(blank=True): the same questions, white images of the same sizes (the chance
     line), keys eval_blank_pass1[/category]; the plain evaluation also classes the demo's answers."""
     from PIL import Image
     import rollout
@@ -96,12 +57,12 @@ def test_the_blank_evaluation_shows_the_same_prompts_on_white_pictures(tiny, exa
         texts = [f"<answer>{ex['answer'] if i % 2 else 'nonsense'}</answer>" for ex in exs for i in range(n)]
         return {"correct": torch.full((len(exs),), n / 2), "length": torch.ones(len(exs)), "texts": texts}
 
-    monkeypatch.setattr(report, "pass_counts", fake_counts)
-    monkeypatch.setattr(report, "all_sum", lambda t: t)
+    monkeypatch.setattr(eval_py, "pass_counts", fake_counts)
+    monkeypatch.setattr(eval_py, "all_sum", lambda t: t)
     exs = examples[:6]
     args = config.get_args(["--eval_samples", "2"])
-    plain = report.evaluate(model, processor, exs, args, 0, 1)
-    blank = report.evaluate(model, processor, exs, args, 0, 1, blank=True)
+    plain = eval_py.heldout(model, processor, exs, args, 0, 1)
+    blank = eval_py.heldout(model, processor, exs, args, 0, 1, blank=True)
     cats = sorted({ex["category"] for ex in exs})
     assert set(blank) == {"eval_blank_pass1"} | {f"eval_blank_pass1/{c}" for c in cats}
     assert blank["eval_blank_pass1"] == plain["eval_pass1"] == 0.5
@@ -113,39 +74,10 @@ def test_the_blank_evaluation_shows_the_same_prompts_on_white_pictures(tiny, exa
     assert torch.equal(p_blank["pixel_values"], white["pixel_values"])
     assert not torch.equal(p_plain["pixel_values"], p_blank["pixel_values"])
     assert torch.equal(p_plain["input_ids"], p_blank["input_ids"])
-    text = report.eval_text({**plain, **blank}, 2)
-    assert "blank image pass@1 0.500" in text and f"answers {'/'.join(report.ANSWER_CLASSES)}" in text
+    text = metrics.eval_text({**plain, **blank}, 2)
+    assert "blank image pass@1 0.500" in text and f"answers {'/'.join(metrics.ANSWER_CLASSES)}" in text
 
 
 def test_by_category_means_each_category_and_counts_the_rest_as_all():
     exs = [{"category": "a"}, {"category": "a"}, {"category": "b"}, {"category": None}]
-    assert report.by_category([1, 0, 1, 0.5], exs) == {"a": 0.5, "all": 0.5, "b": 1.0}
-
-
-def test_a_full_disk_while_writing_metrics_is_one_line_and_the_file_is_kept(tmp_path, monkeypatch):
-    import argparse
-    import builtins
-    import errno
-    import json
-    path = tmp_path / "metrics.jsonl"
-    path.write_text('{"step": 1}\n{"step": 2}\n')
-    real = builtins.open
-
-    def full(file, mode="r", *a, **k):
-        if str(file).startswith(str(tmp_path)) and any(c in mode for c in "wa"):
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return real(file, mode, *a, **k)
-    monkeypatch.setattr(builtins, "open", full)
-    args = argparse.Namespace(out_dir=str(tmp_path), wandb="")
-    with pytest.raises(SystemExit) as e:                  # a resume at step 1 rewrites the file first
-        report.open_metrics(args, 0, 1)
-    assert e.value.code.startswith(f"train.py: cannot rewrite {path}: No space left on device (errno 28);")
-    monkeypatch.setattr(builtins, "open", real)
-    emit = report.open_metrics(args, 0, 1)
-    monkeypatch.setattr(builtins, "open", full)
-    with pytest.raises(SystemExit) as e:
-        emit({"step": 2})
-    assert e.value.code.startswith(f"train.py: cannot append to {path}: No space left on device (errno 28);")
-    monkeypatch.setattr(builtins, "open", real)
-    assert [json.loads(x) for x in path.read_text().splitlines()] == [{"step": 1}] and os.listdir(tmp_path) == [
-        "metrics.jsonl"]
+    assert eval_py.by_category([1, 0, 1, 0.5], exs) == {"a": 0.5, "all": 0.5, "b": 1.0}

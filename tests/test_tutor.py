@@ -242,10 +242,9 @@ def test_the_break_the_answer_control_reads_the_students_prompt_and_breaks_its_o
         processor, examples[0], rollout.box_format(model), context="unanswer")["input_ids"].equal(prompts[0]["input_ids"])
 
 
-def test_tutor_copies_with_hints_and_prompts_alone():
-    """tutor.py builds the tutor's inputs and scores nothing: its imports, nested ones included,
-    are hints.py and prompts.py (which imports nothing of the project), so no model code comes
-    with a copy."""
+def test_tutor_copies_with_hints_alone():
+    """tutor.py builds the tutor's inputs (and the chat prompt both read) and scores nothing: its
+    imports, nested ones included, are hints.py and Pillow, so no model code comes with a copy."""
     import ast
     import os
 
@@ -258,5 +257,5 @@ def test_tutor_copies_with_hints_and_prompts_alone():
             elif isinstance(node, ast.ImportFrom) and node.module:
                 names.add(node.module.split(".")[0])
         return names
-    assert imports("tutor") == {"typing", "hints", "prompts"}
-    assert imports("prompts") == {"PIL"} and imports("hints") <= {"PIL", "math", "re", "json"}
+    assert imports("tutor") == {"typing", "hints", "PIL"}
+    assert imports("hints") <= {"PIL", "math", "re", "json"}

@@ -9,7 +9,7 @@ import torch
 import data
 import loss
 import rollout
-import toy
+from demo import toy
 from test_tutor import teach
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts"))

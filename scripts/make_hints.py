@@ -1,15 +1,16 @@
 """
-make_hints.py: the offline hint command. An expert vision-language model writes a structured
-hint for every training problem; hints.py checks each reply (schema, zero-spoiler filter) and
-only a reply that passes becomes a hint. A problem whose replies all fail is written without a
-hint: it still trains (under plain GRPO, with the KL anchor), it is only never tutored.
+scripts/make_hints.py: the offline hint command. An expert vision-language model writes a structured
+hint for every training problem; each reply is checked (check_expert_reply: hints.validate_hint,
+then reward.find_spoiler) and only a reply that passes becomes a hint. A problem whose replies all
+fail is written without a hint: it still trains (under plain GRPO, with the KL anchor), it is
+only never tutored.
 
-    python make_hints.py --model EXPERT --data train.jsonl --out train_with_hints.jsonl
+    python scripts/make_hints.py --model EXPERT --data train.jsonl --out train_with_hints.jsonl
 
 Any transformers VLM works as the expert (hub id or local directory); a thinking expert's JSON is
 taken from after its </think>. Resumable: ids already in --out are skipped, and a partial last
 line (a kill mid-write) is dropped and redone. Ends with counts by rejection reason. Left out on
-purpose: an LLM spoiler judge (the filter is a rule set; see hints.py) and API-served experts.
+purpose: an LLM spoiler judge (the filter is a rule set; see reward.py) and API-served experts.
 """
 import argparse
 import json
@@ -19,11 +20,47 @@ from collections import Counter
 
 from tqdm import tqdm
 
-import config
-import data
-import rollout
-from config import NONNEG, POS, add_flags, ranged
-from expert_hints import check_expert_reply, expert_prompt
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import config  # noqa: E402
+import data  # noqa: E402
+import rollout  # noqa: E402
+from config import NONNEG, POS, add_flags, ranged  # noqa: E402
+from hints import EXPERT_PROMPT, hint_words, parse_expert_json, validate_hint  # noqa: E402
+from reward import find_spoiler, options  # noqa: E402
+
+# -----------------------------------------------------------------------------
+# the expert's prompt, and the check every reply passes: schema, then the zero-spoiler filter
+
+
+def check_expert_reply(text, example, image_size, opened_think=False, spoiler_filter=True):
+    """Parse, validate and spoiler-check one expert reply: (hint, None) or (None, reason).
+    spoiler_filter=False keeps a leaking hint (the ablation of the zero-spoiler filter)."""
+    try:
+        raw = parse_expert_json(text, opened_think)
+    except ValueError:
+        return None, "invalid JSON"
+    try:
+        hint = validate_hint(raw, image_size)
+    except ValueError as e:
+        return None, "bad schema: " + str(e).split(":")[0]
+    why = spoiler_filter and find_spoiler(hint_words(hint), example["answer"],
+                                          example.get("choices"))
+    if why:
+        return None, "spoiler: " + why.split(":")[0]
+    return hint, None
+
+
+def expert_prompt(ex):
+    """hints.EXPERT_PROMPT filled in for one example: its size, question, options and answer."""
+    w, h = (ex.get("image_size") or (0, 0))
+    opts = options(ex.get("choices"))
+    choices = "".join(f"({k}) {v}\n" for k, v in opts.items())
+    return EXPERT_PROMPT.format(width=w, height=h, question=ex["question"], answer=ex["answer"],
+                                choices=("Options:\n" + choices) if choices else "")
+
+
+# -----------------------------------------------------------------------------
+# the command
 
 
 def finished_ids(path):
@@ -60,7 +97,7 @@ def generate_hints(args):
     todo = [ex for ex in examples if ex["id"] not in done]
     print(f"{len(examples)} examples, {len(done)} already in {args.out}, {len(todo)} to do")
     if args.model == "toy":  # the demo model, built if missing (a folder named toy/ is not a model)
-        import toy
+        from demo import toy
         args.model = toy.ensure()[0]
     model, processor = rollout.load_model(args.model, dtype=args.dtype, device=args.device)
     opened_think = rollout.opens_think(processor)  # a Thinking template: replies start inside <think>

@@ -1,16 +1,21 @@
 """
-answers.py: two short math answers compared, strictly, once answer_forms.py has read each into a form.
+answers/compare.py: two short math answers compared, strictly, once forms.py has read each into a
+form.
 
-    compare(pred, gold)         -> True / False when both parse as forms this module knows, else None
-    parse_number(s)             -> an exact Fraction for a plain number ("1,234", ".5", "\\frac34", "50%")
+    compare(pred, gold)         -> True / False when both parse as forms this module knows, else
+                                   None
+    parse_number(s)             -> an exact Fraction for a plain number ("1,234", ".5", "\\frac34",
+                                   "50%")
     clean_unicode(text)         -> the one Unicode normaliser (reward.py and hints.py use it too)
-    ask_math_verify(pred, gold) -> the optional math_verify package's verdict where it is sound, else None
+    ask_math_verify(pred, gold) -> the optional math_verify package's verdict where it is sound,
+                                   else None
 
 Handled (both sides; kinds must agree: "7 or -1" is a list, never the number -1):
 - numbers: 12, -3, 1,234 and 1 000 (thousands), 0.5, .5, 1e1, \\frac34, 28% (= 28 = 0.28), 204_6
   (base n); a decimal comma "1000,99" only against a decimal written with a point
 - constant expressions: 3\\sqrt{13}, 6-5i, \\frac94\\pi, \\sin x, \\log, n!, |x|
-- expressions in variables: equal at six seeded random rational points (_points says why that is sound)
+- expressions in variables: equal at six seeded random rational points (_points says why that is
+  sound)
 - units: ignored unless both sides carry one; then they must agree (15 cm^2 is not 15 cm^3)
 - lists: "6, 8" = "6 and 8" = "8, 6"; "a \\pm b" is its two values; ";" separates groups
 - tuples and intervals (brackets must match), unions of intervals, matrices
@@ -20,13 +25,14 @@ Handled (both sides; kinds must agree: "7 or -1" is a list, never the number -1)
   side; "p=5, q=2" (distinct names) is the tuple (5, 2) and the list "5, 2", in the order written
 - ratios and times: "7:32", "12:00", compared part by part (14:64 is not 7:32)
 Rational values compare exactly; values with pi, e or roots within REL_TOL (float error). The one
-rounding tolerance: a decimal of at least 6 significant digits for a non-integer gold that it rounds
-correctly (0.0833333 for 1/12, 1.41421 for \\sqrt2).
+rounding tolerance: a decimal of at least 6 significant digits for a non-integer gold that it
+rounds correctly (0.0833333 for 1/12, 1.41421 for \\sqrt2).
 Not handled (compare returns None): prose around the answer, words, \\sum, \\int, derivatives,
-matrices combined by + or products, set-builder notation, chains on an expression ("1 \\le |z| \\le 2"),
-decimals rounded to fewer than 6 digits. reward.py then asks math_verify, else compares texts.
+matrices combined by + or products, set-builder notation, chains on an expression
+("1 \\le |z| \\le 2"), decimals rounded to fewer than 6 digits. reward.py then asks math_verify,
+else compares texts.
 Model text is never evaluated as code, and every scan is linear or bounded. Standard library only
-(math_verify optional, imported where used) and answer_forms.py: copy the two anywhere.
+(math_verify optional, imported where used) and forms.py: copy the folder anywhere.
 """
 import cmath
 import math
@@ -34,8 +40,8 @@ import random
 import re
 from fractions import Fraction
 
-from answer_forms import (_LABEL, _THOUSANDS, _Expr, _form, _prepare, _split_unit,  # noqa: F401 (re-exported)
-                          clean_unicode, parse_number, unwrap)
+from answers.forms import (_LABEL, _THOUSANDS, _Expr, _form, _prepare, _split_unit,  # noqa: F401
+                           clean_unicode, parse_number, unwrap)
 
 REL_TOL = 1e-9     # for values with pi, e or roots: float error, not rounding
 N_POINTS = 6       # random points where expressions in variables are compared
@@ -64,13 +70,16 @@ _DECIMAL = re.compile(r"[+-]?(\d*)\.(\d+)")
 
 
 def _rounds_to(text, value):
-    """Is `text` a decimal of 6+ significant digits that is `value` (not an integer) correctly rounded?"""
+    """Is `text` a decimal of 6+ significant digits that is `value` (not an integer) correctly
+    rounded?"""
     m = _DECIMAL.fullmatch(text.replace(" ", ""))
     if not m or value is None or isinstance(value, complex) or not math.isfinite(value):
         return False
-    if (isinstance(value, Fraction) and value.denominator == 1) or len((m.group(1) + m.group(2)).lstrip("0")) < 6:
+    if (isinstance(value, Fraction) and value.denominator == 1) or \
+            len((m.group(1) + m.group(2)).lstrip("0")) < 6:
         return False
-    return abs(Fraction(text.replace(" ", "")) - Fraction(value)) <= Fraction(1, 2 * 10 ** len(m.group(2)))
+    return abs(Fraction(text.replace(" ", "")) - Fraction(value)) <= \
+        Fraction(1, 2 * 10 ** len(m.group(2)))
 
 
 def _points(names):
@@ -81,7 +90,8 @@ def _points(names):
     of degree d vanishes at such a point with probability about d / 10^6 (Schwartz-Zippel), and a
     false accept needs every point. Rational points keep polynomial comparisons exact."""
     names = sorted(names)
-    rng = random.Random("answers.py points: " + " ".join(names))  # str seeds are hashed with sha512
+    # str seeds are hashed with sha512; the text keeps the file's old name: the points stay the same
+    rng = random.Random("answers.py points: " + " ".join(names))
     out = []
     for _ in range(N_POINTS):
         env = {}
@@ -96,7 +106,8 @@ def _points(names):
 
 
 def _same_value(g, p):
-    """Two ("val", expr, text) forms: equal at every point where either is defined (at least half)."""
+    """Two ("val", expr, text) forms: equal at every point where either is defined (at least
+    half)."""
     names = g[1].names | p[1].names
     if not names:
         gv, pv = g[1].at({}), p[1].at({})
@@ -115,7 +126,8 @@ def _same_value(g, p):
 
 
 def _proportional(g, p, positive):
-    """Do two differences (lhs - rhs) vanish together: is p = c * g for one constant c (> 0 if asked)?"""
+    """Do two differences (lhs - rhs) vanish together: is p = c * g for one constant c (> 0 if
+    asked)?"""
     ratio = None
     for env in _points(g.names | p.names):
         gv, pv = g.at(env), p.at(env)
@@ -164,7 +176,8 @@ def _same_set(g, p):
 
 
 def _same_assignment(g, p):
-    """"p=5, q=2" against another assignment (name by name), or against "(5, 2)" or "5, 2" (in order)."""
+    """"p=5, q=2" against another assignment (name by name), or against "(5, 2)" or "5, 2" (in
+    order)."""
     if p[0] == "assign":
         gd, pd = dict(zip(g[1], g[2])), dict(zip(p[1], p[2]))
         return gd.keys() == pd.keys() and all(_same_form(gd[k], pd[k]) for k in gd)
@@ -220,8 +233,8 @@ def compare(pred, gold):
     """True / False when both answers parse as forms this module knows, None when one does not."""
     try:
         return _compare(pred, gold)
-    except (_Unsettled, ArithmeticError, ValueError, TypeError, RecursionError):  # no verdict, never a crash
-        return None
+    except (_Unsettled, ArithmeticError, ValueError, TypeError, RecursionError):
+        return None   # no verdict, never a crash
 
 
 def _compare(pred, gold):
@@ -265,15 +278,17 @@ def _kind(x):
 
 
 def _whole(extracted, text):
-    """Did math_verify read all of `text`, not a prefix ("1 - \\frac{1}{" of "1 - \\frac{1}{\\mathrm{e}}")?"""
+    """Did math_verify read all of `text`, not a prefix ("1 - \\frac{1}{" of
+    "1 - \\frac{1}{\\mathrm{e}}")?"""
     squash = lambda s: re.sub(r"[\s$]|\\[()\[\]]", "", s)
-    return extracted.count("{") == extracted.count("}") and len(squash(extracted)) >= len(squash(unwrap(text))) // 2
+    return extracted.count("{") == extracted.count("}") and \
+        len(squash(extracted)) >= len(squash(unwrap(text))) // 2
 
 
 def ask_math_verify(pred, gold):
-    """math_verify's verdict where it is sound, else None (not installed, unsure). Its verdict counts
-    only when both sides parse to the same kind of object and the gold's parse is not a prefix
-    standing for more text (it reads "1 - \\frac{1}{\\mathrm{e}}" as 1)."""
+    """math_verify's verdict where it is sound, else None (not installed, unsure). Its verdict
+    counts only when both sides parse to the same kind of object and the gold's parse is not a
+    prefix standing for more text (it reads "1 - \\frac{1}{\\mathrm{e}}" as 1)."""
     try:
         import math_verify  # optional: pip install math-verify
     except ImportError:

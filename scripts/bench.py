@@ -1,14 +1,14 @@
 """
-bench.py: measured costs, printed as tables with ratios against a baseline in the same run.
+scripts/bench.py: measured costs, printed as tables with ratios against a baseline in the same run.
 
-    python bench.py loss                  # Top-K JSD (chunked, K=100) vs full-vocabulary JSD,
+    python scripts/bench.py loss          # Top-K JSD (chunked, K=100) vs full-vocabulary JSD,
                                           # V=151,936, 2k and 8k response tokens (add 16384 on a GPU)
-    python bench.py loss --tokens 2048 8192 16384 --device cuda --dtype bfloat16
-    python bench.py step                  # PTD-PO step vs GRPO-with-KL step on the same batch,
+    python scripts/bench.py loss --tokens 2048 8192 16384 --device cuda --dtype bfloat16
+    python scripts/bench.py step          # PTD-PO step vs GRPO-with-KL step on the same batch,
                                           # time split by phase, tokens/s (the demo model)
-    python bench.py rollout               # sampling per decode step at V = 151,936: ours vs HF
+    python scripts/bench.py rollout       # sampling per decode step at V = 151,936: ours vs HF
                                           # greedy (the floor) vs a per-row sort for top-p
-    python bench.py head                  # vocabulary-sized matmuls per scoring pass, counted
+    python scripts/bench.py head          # vocabulary-sized matmuls per scoring pass, counted
 
 Each loss measurement runs in a fresh subprocess. Peak memory on CPU is the rise of the
 process's peak resident set (ru_maxrss) over its level just before the first call, with the
@@ -27,7 +27,8 @@ import time
 
 import torch
 
-import loss
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import loss  # noqa: E402
 
 # -----------------------------------------------------------------------------
 # the distillation term, two ways
@@ -201,8 +202,7 @@ def bench_rollout(a):
     import data
     import rollout
     import sampler
-    import tiny_model
-    import toy
+    from demo import tiny_model, toy
     torch.set_num_threads(a.threads)
     model_dir, train_path, _ = toy.ensure()
     wide = tiny_model.widen(model_dir, tempfile.mkdtemp())
@@ -259,7 +259,7 @@ def bench_head(a):
     """How many (tokens x V) matmuls each pass of a step costs, counted, with its time."""
     import data
     import rollout
-    import toy
+    from demo import toy
     torch.set_num_threads(a.threads)
     model_dir, train_path, _ = toy.ensure()
     model, processor = rollout.load_model(model_dir, "float32", "cpu")

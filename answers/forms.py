@@ -1,12 +1,14 @@
 """
-answer_forms.py: a short math answer read into a form (answers.py compares two forms).
+answers/forms.py: a short math answer read into a form (compare.py compares two forms).
 
-    parse_number(s)             -> an exact Fraction for a plain number ("1,234", ".5", "\\frac34", "50%")
-    clean_unicode(text)         -> the one Unicode normaliser (reward.py and hints' spoiler filter use it too)
+    parse_number(s)             -> an exact Fraction for a plain number ("1,234", ".5", "\\frac34",
+                                   "50%")
+    clean_unicode(text)         -> the one Unicode normaliser (reward.py and hints' spoiler filter
+                                   use it too)
     unwrap(s)                   -> the answer without $...$, \\(...\\), \\[...\\] around it
     _form(s)                    -> the answer's structure as nested tuples (see _form), or None
 
-What the forms are and what is handled: answers.py's docstring. Model text is never evaluated as
+What the forms are and what is handled: compare.py's docstring. Model text is never evaluated as
 code, and every scan is linear or bounded. Standard library only: copy it anywhere.
 """
 import cmath
@@ -27,7 +29,7 @@ _SUPER_DIGITS = str.maketrans(_SUPERSCRIPTS, "0123456789-+")
 _UNICODE_FIXES = str.maketrans({
     **{c: "-" for c in "\u2212\u2010\u2011\u2012\u2013\ufe63"},    # minus signs and dashes
     **{c: None for c in "\u200b\u200c\u200d\u200e\u200f\u2060\u2061\u2062\u2063\u2064\ufeff\u00ad"},
-    "\u2044": "/"})                                                # the fraction slash of ½ after NFKC
+    "\u2044": "/"})                                    # the fraction slash of ½ after NFKC
 
 
 def clean_unicode(text):
@@ -49,11 +51,13 @@ def unwrap(s):
     return s
 
 
-_THOUSANDS = re.compile(r"[+-]?[1-9]\d{0,2}(?:,\d{3})+(?:\.\d+)?|[1-9]\d{0,2}(?: \d{3})+")  # 7,425,000 and 1 000
+# 7,425,000 and 1 000
+_THOUSANDS = re.compile(r"[+-]?[1-9]\d{0,2}(?:,\d{3})+(?:\.\d+)?|[1-9]\d{0,2}(?: \d{3})+")
 
 
 def parse_number(s):
-    """A plain number as an exact Fraction (12, -3, 1,234, 0.5, .5, 1e1, 3/4, \\frac34, 50%), else None."""
+    """A plain number as an exact Fraction (12, -3, 1,234, 0.5, .5, 1e1, 3/4, \\frac34, 50%), else
+    None."""
     s = clean_unicode(s).replace(" ", "")
     if not s or len(s) > 60:
         return None
@@ -70,7 +74,8 @@ def parse_number(s):
 # -----------------------------------------------------------------------------
 # the expression parser: LaTeX-ish arithmetic to a function of its variables
 
-_TOKEN = re.compile(r"\s*(?:((?:\d+(?:\.\d+)?|\.\d+)(?:[eE][-+]?\d+)?)|(\\[a-zA-Z]+|\\[{}])|([a-zA-Z])|(\S))")
+_TOKEN = re.compile(r"\s*(?:((?:\d+(?:\.\d+)?|\.\d+)(?:[eE][-+]?\d+)?)|(\\[a-zA-Z]+|\\[{}])"
+                    r"|([a-zA-Z])|(\S))")
 _FUNCS = {"sin": cmath.sin, "cos": cmath.cos, "tan": cmath.tan, "sec": lambda z: 1 / cmath.cos(z),
           "csc": lambda z: 1 / cmath.sin(z), "cot": lambda z: 1 / cmath.tan(z), "ln": cmath.log,
           "log": cmath.log, "exp": cmath.exp, "arcsin": cmath.asin, "arccos": cmath.acos,
@@ -102,7 +107,8 @@ def _exact_root(v, n):
         if k.bit_length() > 1000:
             return None
         r = round(k ** (1.0 / n)) if k < 2 ** 1000 else None
-        r = next((c for c in (r - 1, r, r + 1) if c >= 0 and c ** n == k), None) if r is not None else None
+        r = (next((c for c in (r - 1, r, r + 1) if c >= 0 and c ** n == k), None)
+             if r is not None else None)
         if r is None:
             return None
         out.append(r)
@@ -264,7 +270,8 @@ def _variable(ts):
 
 
 def _command(ts):
-    """\\frac, \\sqrt (and \\sqrt[n]), \\pi, \\infty, \\text{e}, and the functions in _FUNCS (\\sin^2 x)."""
+    """\\frac, \\sqrt (and \\sqrt[n]), \\pi, \\infty, \\text{e}, and the functions in _FUNCS
+    (\\sin^2 x)."""
     tok = ts.take()
     name = tok[1:]
     if name == "frac":
@@ -339,19 +346,22 @@ def _expression(s):
     return _Expr(fn, frozenset(ts.names))
 
 # -----------------------------------------------------------------------------
-# answer forms: a value with a unit, lists, tuples and intervals, relations, ratios, matrices, base-n
+# answer forms: a value with a unit, lists, tuples and intervals, relations, ratios, matrices,
+# base-n
 
-_MATH_CHARS = str.maketrans({"π": "\\pi ", "√": "\\sqrt ", "∞": "\\infty ", "≤": "\\le ", "≥": "\\ge ",
-                             "≠": "\\ne ", "·": "*", "⋅": "*", "×": "*", "÷": "/", "±": "\\pm ", "∓": "\\mp ",
-                             "°": "^\\circ ", "∪": "\\cup ", "∈": "\\in ", "≈": "\\approx "})
-_SPACING = re.compile(r"\\(?:left|right|[bB]igg?[lr]?)(?![a-zA-Z])|(?<!\\)\\[,;:! ]|\\q?quad|\\displaystyle")
+_MATH_CHARS = str.maketrans({"π": "\\pi ", "√": "\\sqrt ", "∞": "\\infty ", "≤": "\\le ",
+                             "≥": "\\ge ", "≠": "\\ne ", "·": "*", "⋅": "*", "×": "*", "÷": "/",
+                             "±": "\\pm ", "∓": "\\mp ", "°": "^\\circ ", "∪": "\\cup ",
+                             "∈": "\\in ", "≈": "\\approx "})
+_SPACING = re.compile(r"\\(?:left|right|[bB]igg?[lr]?)(?![a-zA-Z])|(?<!\\)\\[,;:! ]|\\q?quad"
+                      r"|\\displaystyle")
 _TEXTLIKE = re.compile(r"\\(?:textbf|textit|textnormal|textrm|mbox|mathrm|mathbf|mathit|rm)\{")
 
 
 def _prepare(s):
     """One spelling for the many LaTeX spellings of the same answer."""
     s = unwrap(clean_unicode(s).replace("\\$", "")).replace("$", "").translate(_MATH_CHARS)
-    s = re.sub(r"(?<!\\)\\\\(?=[a-zA-Z])", r"\\", s)                         # \\left typed for \left
+    s = re.sub(r"(?<!\\)\\\\(?=[a-zA-Z])", r"\\", s)       # \\left typed for \left
     s = re.sub(r",\\!\s*|\{,\}", ",", s)                   # 10,\!080 and 14{,}916: thousands
     s = re.sub(r"\\[dtc]frac", r"\\frac", s)
     s = _TEXTLIKE.sub(r"\\text{", _SPACING.sub(" ", s))
@@ -363,8 +373,10 @@ def _prepare(s):
     return whole.group(1).strip() if whole else s
 
 
-_PERCENT = re.compile(r"\s*(?:%|\\text\{\s*(?:percent|percentage|pct)\s*\}|(?<![a-zA-Z])(?:percent|percentage|pct))$")
-_UNIT = re.compile(r"(?:\\text\{([^{}]*)\}|\s([a-zA-Z]{2,}(?: [a-zA-Z]{2,})?)|(?<=\d)(cm|mm|km|kg|mg|ml|ft|yd|hr|min))"
+_PERCENT = re.compile(r"\s*(?:%|\\text\{\s*(?:percent|percentage|pct)\s*\}"
+                      r"|(?<![a-zA-Z])(?:percent|percentage|pct))$")
+_UNIT = re.compile(r"(?:\\text\{([^{}]*)\}|\s([a-zA-Z]{2,}(?: [a-zA-Z]{2,})?)"
+                   r"|(?<=\d)(cm|mm|km|kg|mg|ml|ft|yd|hr|min))"
                    r"\s*(\^\s*\{?\d\}?)?$")
 
 
@@ -412,9 +424,11 @@ _REL = re.compile(r"<=|>=|!=|=|<|>|\\(?:leq?|geq?|neq?|lt|gt|approx)(?![a-zA-Z])
 _REL_NAMES = {"\\le": "<=", "\\leq": "<=", "\\ge": ">=", "\\geq": ">=", "\\ne": "!=", "\\neq": "!=",
               "\\lt": "<", "\\gt": ">", "\\approx": "="}
 _ONE_NAME = r"[A-Za-z](?:_\{?\w+\}?)?'*"
-_NAME = re.compile(rf"{_ONE_NAME}|\((?:[A-Za-z]\s*,\s*)+[A-Za-z]\)|[A-Za-z]\([a-z]\)|\|?[A-Z]{{1,3}}\|?")
+_NAME = re.compile(rf"{_ONE_NAME}|\((?:[A-Za-z]\s*,\s*)+[A-Za-z]\)|[A-Za-z]\([a-z]\)"
+                   rf"|\|?[A-Z]{{1,3}}\|?")
 # what may stand on the left of "=" as a mere label: a name, a ratio of names, a ratio of segments
-_LABEL = re.compile(rf"{_NAME.pattern}|{_ONE_NAME}(?:\s*:\s*{_ONE_NAME})+|\\frac\{{[A-Z]{{1,3}}\}}\{{[A-Z]{{1,3}}\}}")
+_LABEL = re.compile(rf"{_NAME.pattern}|{_ONE_NAME}(?:\s*:\s*{_ONE_NAME})+"
+                    rf"|\\frac\{{[A-Z]{{1,3}}\}}\{{[A-Z]{{1,3}}\}}")
 _ASSIGNED = re.compile(rf"({_ONE_NAME})\s*=\s*(.+)", re.S)
 _AND_OR = re.compile(r"\s*(?<![a-zA-Z\\])(?:and|or)(?![a-zA-Z])\s*")
 _MATRIX = re.compile(r"\\begin\{([pbBvV]?matrix|array)\}(?:\{[lcr|]*\})?(.*)\\end\{\1\}", re.S)
@@ -423,8 +437,9 @@ _CUP = re.compile(r"\\cup(?![a-zA-Z])")
 
 def _form(s, depth=0):
     """An answer's structure as nested tuples, or None when it is not a form this module knows.
-    ("val", expr, text) | ("seq", open, close, items) | ("set", items) | ("rel", op, lhs_text, lhs, rhs)
-    | ("assign", names, values) | ("ratio", items) | ("mat", rows) | ("base", digits, base)."""
+    ("val", expr, text) | ("seq", open, close, items) | ("set", items)
+    | ("rel", op, lhs_text, lhs, rhs) | ("assign", names, values) | ("ratio", items)
+    | ("mat", rows) | ("base", digits, base)."""
     s = s.strip()
     if not s or depth > 8:
         return None
@@ -449,14 +464,16 @@ def _single(s, depth):
         return _set_of(_split_top(inner, ",;"), depth)
     if s[0] in "([" and s[-1] in ")]" and _encloses(s):
         items = _split_top(s[1:-1], ",;")                             # (0;-2;6) is (0, -2, 6)
-        if len(items) == 1 and _MATRIX.fullmatch(items[0]):          # \left[\begin{array}..\end{array}\right]
+        # \left[\begin{array}..\end{array}\right]
+        if len(items) == 1 and _MATRIX.fullmatch(items[0]):
             return _form(items[0], depth + 1)
         if len(items) > 1 or s[0] == "[":
             forms = [_form(p, depth + 1) for p in items]
             return ("seq", s[0], s[-1], forms) if None not in forms else None
     m = _MATRIX.fullmatch(s)
     if m:
-        rows = [[_form(c, depth + 1) for c in r.split("&")] for r in m.group(2).split("\\\\") if r.strip()]
+        rows = [[_form(c, depth + 1) for c in r.split("&")] for r in m.group(2).split("\\\\")
+                if r.strip()]
         return ("mat", rows) if rows and all(None not in r for r in rows) else None
     m = re.fullmatch(r"([0-9A-Za-z]+)_\{?(\d+)\}?", s)
     if m and any(c.isdigit() for c in m.group(1)):                    # 204_6: a base-6 numeral
@@ -483,7 +500,8 @@ def _list(s, depth):
         return False
     assigned = [_ASSIGNED.fullmatch(p) for p in items]
     names = [m.group(1).replace("{", "").replace("}", "") for m in assigned if m]
-    k = next((k for k in range(2, len(names) + 1) if names[k - 1] in names[:k - 1]), len(names) + 1) - 1
+    k = next((k for k in range(2, len(names) + 1) if names[k - 1] in names[:k - 1]),
+             len(names) + 1) - 1
     if len(names) < len(items) or k < 2 or len(names) % k or names != names[:k] * (len(names) // k):
         return _set_of(items, depth)
     out = []
@@ -515,13 +533,14 @@ def _set_of(items, depth):
 
 
 def _relation(s, depth):
-    """("rel", op, lhs_text, lhs, rhs) for "a = b", "x \\le 5"; a chain "a < x \\le b" as an interval;
-    None if unparsable; False if no relation."""
+    """("rel", op, lhs_text, lhs, rhs) for "a = b", "x \\le 5"; a chain "a < x \\le b" as an
+    interval; None if unparsable; False if no relation."""
     ops = [m for m in _REL.finditer(s) if _depth0(s, m.start())]
     if not ops:
         return False
     if ops[0].group(0) == "\\approx" and not _LABEL.fullmatch(s[:ops[0].start()].strip()):
-        return _form(s[:ops[0].start()], depth + 1)                    # "\frac{9.5}{\pi} \approx 3.02": the value
+        # "\frac{9.5}{\pi} \approx 3.02": the value
+        return _form(s[:ops[0].start()], depth + 1)
     approx = [m for m in ops if m.group(0) == "\\approx"]
     if approx and approx[0] is not ops[0]:                              # "x = 1/3 \approx 0.33"
         s, ops = s[:approx[0].start()], [m for m in ops if m.start() < approx[0].start()]
@@ -531,7 +550,8 @@ def _relation(s, depth):
     if len(set(names)) != 1 or (names[0] != "=" and len(ops) > 1):
         return None                                                     # "1 < x > 0": not handled
     lhs_text, rhs_text = s[:ops[0].start()].strip(), s[ops[-1].end():].strip()
-    lhs, rhs = _form(lhs_text, depth + 1), _form(rhs_text, depth + 1)  # a chain "x = 2+3 = 5": first, last
+    # a chain "x = 2+3 = 5": first, last
+    lhs, rhs = _form(lhs_text, depth + 1), _form(rhs_text, depth + 1)
     if lhs is None or rhs is None:
         return None
     op = names[0]
@@ -541,16 +561,18 @@ def _relation(s, depth):
 
 
 def _chain(s, ops, names, depth):
-    """"-2 < x \\le 7" (or "7 \\ge x > -2") as the interval (-2, 7]: a bare name between two bounds."""
+    """"-2 < x \\le 7" (or "7 \\ge x > -2") as the interval (-2, 7]: a bare name between two
+    bounds."""
     if not _NAME.fullmatch(s[ops[0].end():ops[1].start()].strip()):
-        return None                                                     # "1 \le |z| \le 2": not handled
+        return None                                     # "1 \le |z| \le 2": not handled
     lo, hi = s[:ops[0].start()], s[ops[1].end():]
     if names[0].startswith(">"):
         lo, hi, names = hi, lo, names[::-1]
     lo, hi = _form(lo, depth + 1), _form(hi, depth + 1)
     if lo is None or hi is None:
         return None
-    return ("seq", "(" if "=" not in names[0] else "[", ")" if "=" not in names[1] else "]", [lo, hi])
+    return ("seq", "(" if "=" not in names[0] else "[", ")" if "=" not in names[1] else "]",
+            [lo, hi])
 
 
 def _ratio(s, depth):

@@ -1,7 +1,7 @@
 """
-tiny_model.py: a ~1M-parameter Qwen3-VL (or Qwen2.5-VL) built offline in code, for the demo and the
-tests: a hand-written config of the real architecture, a byte-level BPE tokenizer trained on a
-given corpus with the Qwen special tokens and chat template, and an image-only processor (no
+demo/tiny_model.py: a ~1M-parameter Qwen3-VL (or Qwen2.5-VL) built offline in code, for the demo
+and the tests: a hand-written config of the real architecture, a byte-level BPE tokenizer trained
+on a given corpus with the Qwen special tokens and chat template, and an image-only processor (no
 torchvision needed). Saved with save_pretrained, so rollout.load_model reads it exactly as it
 reads a real checkpoint. widen() gives a copy a real-size vocabulary (152k) without a download.
 What the model is trained on is the demo task's business (toy.py).

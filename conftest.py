@@ -1,5 +1,0 @@
-# Makes the top-level modules importable from tests/ without installing the project.
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
