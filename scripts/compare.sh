@@ -71,7 +71,7 @@ case "${PHASE:-dev}" in
   abl5)   # task 5: the paper's ablations of PTD-PO at the frozen ptdpo setting, paired on ABL_SEEDS5
     # (seeds of the confirmation, so each compares with ptdpo_s<seed>); "frame": the tutor also sees
     # a frame drawn around the focus (text + frame against ptdpo's text alone)
-    "$PY" -c "import toy; toy.ensure()" >&2   # the framed copy needs the train split built first
+    "$PY" -c "from demo import toy; toy.ensure()" >&2   # the framed copy needs the train split built first
     "$PY" -c "import json; recs = [json.loads(l) for l in open('toy/data/train.jsonl')]
 [r['hint'].update(frame=True) for r in recs if r.get('hint')]
 open('toy/data/train_framed.jsonl', 'w').write(''.join(json.dumps(r) + '\n' for r in recs))" >&2
