@@ -18,16 +18,13 @@ used the frame as a scaffold, then taught the tutor to follow the words; docs/DE
                                              unstructured-hint ablation: no boxes, no roles,
                                              no list)
     draw_focus(image, hint)               -> a copy of the image with the focus boxes framed
-    EXPERT_PROMPT, parse_expert_json(text, opened_think)   -> the prompt an expert model answers
-                                             with a hint, and the first JSON object of its reply
+    EXPERT_PROMPT                         -> the prompt an expert model answers with a hint
 
 What the tutor needs and nothing else: the standard library and Pillow (draw_focus). The
 zero-spoiler filter every hint passes is reward.find_spoiler (it reads answers as the reward
 does); the offline command that asks an expert model for hints, and checks each reply with
 both, is scripts/make_hints.py.
 """
-import json
-import re
 
 ROLES = ("focus", "distractor")
 
@@ -159,7 +156,7 @@ def draw_focus(image, hint, width=3, colour=(0, 0, 0)):
     return out
 
 # -----------------------------------------------------------------------------
-# the expert's prompt and its reply
+# the expert's prompt (scripts/make_hints.py reads its reply)
 
 EXPERT_PROMPT = """You are writing a privileged hint for a student who will solve this problem.
 The image is {width}x{height} pixels. Problem: {question}
@@ -174,46 +171,3 @@ Write a hint that teaches the way, not the answer, as JSON with two parts:
 Zero-spoiler rule: never state, imply or compute the final answer, its value in any form, the
 correct option letter or the correct option's text, and never write "the answer is".
 Reply with the JSON object only."""
-
-
-def parse_expert_json(text, opened_think=False):
-    """The first JSON object in a model's reply (code fences and chatter tolerated).
-
-    A thinking expert reasons in <think>...</think> first, often with a draft JSON in there: only
-    what follows the last </think> counts, and a reply cut off inside <think> has no JSON.
-    opened_think: the chat template opened the <think> block itself (Qwen3-VL-*-Thinking), so
-    the reply starts inside it. One pass over the text, then one json.loads per outermost
-    balanced {...}: linear time, whatever the reply holds (30 kB of "{" included)."""
-    end = text.rfind("</think>")
-    if end != -1:
-        text = text[end + len("</think>"):]
-    elif opened_think or "<think>" in text:
-        raise ValueError("the reply ends inside <think>: cut off before its JSON")
-    text = re.sub(r"```(?:json)?", "", text)
-    for start, stop in _outermost_braces(text):
-        chunk = text[start:stop + 1]
-        for candidate in (chunk, re.sub(r",\s*([}\]])", r"\1", chunk)):
-            try:
-                obj = json.loads(candidate)
-            except (json.JSONDecodeError, RecursionError):
-                continue
-            if isinstance(obj, dict):
-                return obj
-    raise ValueError("no JSON object found in the reply")
-
-
-def _outermost_braces(text, max_chars=20000):
-    """(start, end) of every balanced {...} not inside another balanced one, in order. Braces
-    are counted without reading strings: a JSON string holding one lone brace is lost, which
-    costs a retry, where tracking quotes would let one stray quote in the chatter hide the JSON."""
-    opened, spans = [], []
-    for i, c in enumerate(text):
-        if c == "{":
-            opened.append(i)
-        elif c == "}" and opened:
-            start = opened.pop()
-            while spans and spans[-1][0] > start:  # a closed span inside this one: keep the outer
-                spans.pop()
-            if i - start < max_chars:
-                spans.append((start, i))
-    return spans

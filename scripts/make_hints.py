@@ -15,21 +15,64 @@ purpose: an LLM spoiler judge (the filter is a rule set; see reward.py) and API-
 import argparse
 import json
 import os
+import re
 import sys
 from collections import Counter
 
 from tqdm import tqdm
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import config  # noqa: E402
 import data  # noqa: E402
 import rollout  # noqa: E402
 from config import NONNEG, POS, add_flags, ranged  # noqa: E402
-from hints import EXPERT_PROMPT, hint_words, parse_expert_json, validate_hint  # noqa: E402
+from hints import EXPERT_PROMPT, hint_words, validate_hint  # noqa: E402
 from reward import find_spoiler, options  # noqa: E402
 
 # -----------------------------------------------------------------------------
 # the expert's prompt, and the check every reply passes: schema, then the zero-spoiler filter
+
+
+def parse_expert_json(text, opened_think=False):
+    """The first JSON object in a model's reply (code fences and chatter tolerated).
+
+    A thinking expert reasons in <think>...</think> first, often with a draft JSON in there: only
+    what follows the last </think> counts, and a reply cut off inside <think> has no JSON.
+    opened_think: the chat template opened the <think> block itself (Qwen3-VL-*-Thinking), so
+    the reply starts inside it. One pass over the text, then one json.loads per outermost
+    balanced {...}: linear time, whatever the reply holds (30 kB of "{" included)."""
+    end = text.rfind("</think>")
+    if end != -1:
+        text = text[end + len("</think>"):]
+    elif opened_think or "<think>" in text:
+        raise ValueError("the reply ends inside <think>: cut off before its JSON")
+    text = re.sub(r"```(?:json)?", "", text)
+    for start, stop in _outermost_braces(text):
+        chunk = text[start:stop + 1]
+        for candidate in (chunk, re.sub(r",\s*([}\]])", r"\1", chunk)):
+            try:
+                obj = json.loads(candidate)
+            except (json.JSONDecodeError, RecursionError):
+                continue
+            if isinstance(obj, dict):
+                return obj
+    raise ValueError("no JSON object found in the reply")
+
+
+def _outermost_braces(text, max_chars=20000):
+    """(start, end) of every balanced {...} not inside another balanced one, in order. Braces
+    are counted without reading strings: a JSON string holding one lone brace is lost, which
+    costs a retry, where tracking quotes would let one stray quote in the chatter hide the JSON."""
+    opened, spans = [], []
+    for i, c in enumerate(text):
+        if c == "{":
+            opened.append(i)
+        elif c == "}" and opened:
+            start = opened.pop()
+            while spans and spans[-1][0] > start:  # a closed span inside this one: keep the outer
+                spans.pop()
+            if i - start < max_chars:
+                spans.append((start, i))
+    return spans
 
 
 def check_expert_reply(text, example, image_size, opened_think=False, spoiler_filter=True):

@@ -1,5 +1,5 @@
-"""hints.py: rendering, drawing and expert-reply parsing; reward.find_spoiler, the zero-spoiler filter, both
-ways; scripts/make_hints.py's check of an expert reply."""
+"""hints.py: rendering and drawing; reward.find_spoiler, the zero-spoiler filter, both ways;
+scripts/make_hints.py's parsing and check of an expert reply."""
 import json
 import os
 import sys
@@ -8,12 +8,11 @@ import time
 import pytest
 from PIL import Image
 
-from hints import (box_for_model, draw_focus, parse_expert_json, render_hint, render_hint_text,
-                   validate_hint)
+from hints import box_for_model, draw_focus, render_hint, render_hint_text, validate_hint
 from reward import find_spoiler
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts"))
-from make_hints import check_expert_reply, finished_ids  # noqa: E402
+from make_hints import check_expert_reply, finished_ids, parse_expert_json  # noqa: E402
 
 ABCD = ["a cat", "a dog", "12 apples", "none of these"]
 
