@@ -1,7 +1,7 @@
 """Tables and curves of the demo's comparison (scripts/compare.sh), from one compact file per run.
 
     python scripts/summarise.py --pack runs/compare results/runs   # run dirs -> results/runs/<run>.json
-    python scripts/summarise.py results/runs --png results/compare.png
+    python scripts/summarise.py results/runs --skip_dev --png results/compare.png
 
 --pack keeps, per run, its settings and every number it logged that a table or figure uses (each
 step's training metrics, each held-out evaluation), so results/runs/ is committed and every table
@@ -329,11 +329,15 @@ def main(argv=None):
     p.add_argument("root", nargs="?", default="results/runs", help="a folder of packed runs (<run>.json)")
     p.add_argument("--pack", nargs=2, metavar=("RUNS", "OUT"), help="pack run directories first, then summarise OUT")
     p.add_argument("--png", default="", help="also draw the curves here (and <png>_ablations.png)")
+    p.add_argument("--skip_dev", action="store_true",
+                   help="leave out the development runs (dev_*): the confirmation and the ablations alone")
     args = p.parse_args(argv)
     if args.pack:
         pack(*args.pack)
         args.root = args.pack[1]
     groups = groups_of(args.root)
+    if args.skip_dev:
+        groups = {name: g for name, g in groups.items() if not name.startswith("dev_")}
     if not groups:
         raise SystemExit(f"summarise.py: no packed runs in {args.root}")
     dev = sorted(n for n in groups if n.startswith("dev_"))

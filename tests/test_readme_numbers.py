@@ -1,9 +1,11 @@
 """The docs' numbers are the committed files' numbers: the README's main-job excerpt is
 results/main_job_cpu.txt, the development table it cites (docs/RESULTS.md) results/runs/dev_*.json,
-docs/DEMO.md's table of the shipped model toy/model/diagnostics.json."""
+docs/DEMO.md's table of the shipped model toy/model/diagnostics.json, the confirmation's tables
+results/runs/<method>_s<seed>.json."""
 import json
 import os
 import re
+import statistics
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 
@@ -107,3 +109,51 @@ def test_the_main_jobs_prose_is_its_committed_output():
     easy = [evals[s][0] for s in (20, 40, 60, 80)]
     assert (f"easy stays at {min(easy):.1f}% or more at every evaluation "
             f"({' / '.join(f'{e:.1f}' for e in easy)}% at steps 20-80)") in prose, prose
+
+
+CONFIRMATION = {"PTD-PO - GRPO": ("ptdpo", "grpo"), "PTD-PO - no-hint control": ("ptdpo", "control"),
+                "PTD-PO - un-answer control": ("ptdpo", "unanswer"),
+                "forward KL - the JSD": ("ptdpo", "ptdpo_other")}
+
+
+def test_the_confirmations_verdict_is_the_committed_runs():
+    """The README's confirmatory tables recompute from results/runs/<method>_s<seed>.json: each
+    method's means over the 8 pre-registered seeds, each paired difference with its 95% t interval
+    (scripts/summarise.py's own computation), and each "met" / "missed" follows from docs/
+    PREREGISTRATION.md's rule (the pivot's lower end above +30, the area's above 0)."""
+    import sys
+    sys.path.insert(0, os.path.join(ROOT, "scripts"))
+    import summarise
+    groups = summarise.groups_of(os.path.join(ROOT, "results", "runs"))
+    section = read("README.md").split("**Task 5, the confirmation (pre-registered).**", 1)[1]
+    section = section.split("\n\n**", 1)[0]
+    rows = [[c.strip() for c in r.strip().strip("|").split("|")] for r in section.splitlines()
+            if r.startswith("| ") and not r.startswith("| ---")]
+    measures = (lambda r: r["end"]["eval_pass1/pivot"], lambda r: r["end"]["eval_pass1/hard"],
+                lambda r: r["auc"])
+    checked = set()
+    for label, *cells in rows:
+        if label in CONFIRMATION:
+            a, b = CONFIRMATION[label]
+            lows = []
+            for cell, value in zip(cells, measures):
+                mean, half, n = summarise.paired(groups, a, b, value)
+                assert n == 8, (label, n)
+                assert cell == f"{mean:+.1f} [{mean - half:+.1f}, {mean + half:+.1f}]", (label, cell)
+                lows.append(mean - half)
+            if b != "ptdpo_other":
+                met = lows[0] > 30 and (b != "grpo" or lows[2] > 0)
+                assert cells[-1].endswith("**met**" if met else "**missed**"), (label, cells[-1])
+            checked.add(label)
+        elif label in summarise.MAIN:
+            runs = groups[label].values()
+            assert len(runs) == 8, label
+            for cell, value in zip(cells, (lambda r: r["end"]["eval_pass1/pivot"],
+                                           lambda r: r["end"]["eval_pass1/hard"], lambda r: r["min_easy"],
+                                           lambda r: r["end"]["eval_blank_pass1/pivot"])):
+                assert cell == f"{statistics.mean(100 * value(r) for r in runs):.1f}", (label, cell)
+            mixed = [int(summarise.mixed_seen(r, "pivot").split(" / ")[0]) for r in runs]
+            said = f"{min(mixed)}-{max(mixed)}" if min(mixed) < max(mixed) else f"{min(mixed)}"
+            assert cells[4] == said, (label, cells[4], said)                 # pivot groups mixed, per run
+            checked.add(label)
+    assert checked == set(CONFIRMATION) | set(summarise.MAIN), checked

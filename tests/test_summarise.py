@@ -94,3 +94,15 @@ def test_an_ablation_pairs_with_ptdpo_on_the_seeds_both_ran(tmp_path, capsys):
     row = next(line for line in text.splitlines() if line.startswith("| abl_tau0.2 - ptdpo |"))
     assert f"{m:+.1f} [{m - h:+.1f}, {m + h:+.1f}] (n=2)" in row, row
     assert "Ablations (PTD-PO with one change)" in text
+
+
+def test_the_committed_confirmation_file_is_the_committed_runs(capsys):
+    """results/task5_confirmation.txt, under its '#' header, is summarise.py's output on the
+    committed runs less the development ones (the confirmation and the ablations)."""
+    root = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "results")
+    summarise.main([os.path.join(root, "runs"), "--skip_dev"])
+    with open(os.path.join(root, "task5_confirmation.txt")) as f:
+        committed = [line for line in f.read().splitlines() if not line.startswith("# ")]
+    out = capsys.readouterr().out.splitlines()
+    assert sum(line.startswith("| ptdpo - grpo |") for line in out) == 1 and "(n=8)" in out[-1]
+    assert committed == out
