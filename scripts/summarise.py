@@ -64,6 +64,13 @@ def pack(root, out):
 EVAL_KEYS = ("model", "eval_data", "eval_n", "eval_samples", "max_new_tokens", "temperature", "top_p")
 
 
+def in_repo(value):
+    """A setting as a string; the demo's paths from toy/ on, so that two exports of the repository
+    (the same committed model and data, other folders) share one step-0 evaluation."""
+    text = str(value)
+    return text[text.rfind("toy/"):] if "toy/" in text else text
+
+
 def shared_start(out):
     """Give each packed run that skipped its step-0 evaluation (--eval_start 0) the one of a run of
     the same seed with the same model and evaluation settings, named in 'start_from': that
@@ -72,7 +79,7 @@ def shared_start(out):
     for path in glob.glob(os.path.join(out, "*.json")):
         with open(path) as f:
             runs[path] = json.load(f)
-    key = lambda r: (r["settings"].get("seed"), tuple(str(r.get("eval_settings", {}).get(k)) for k in EVAL_KEYS))
+    key = lambda r: (r["settings"].get("seed"), tuple(in_repo(r.get("eval_settings", {}).get(k)) for k in EVAL_KEYS))
     donors = {key(r): r for r in runs.values() if r["evals"] and r["evals"][0]["step"] == 0}
     for path, r in runs.items():
         if r["evals"] and r["evals"][0]["step"] != 0:

@@ -106,3 +106,20 @@ def test_the_committed_confirmation_file_is_the_committed_runs(capsys):
     out = capsys.readouterr().out.splitlines()
     assert sum(line.startswith("| ptdpo - grpo |") for line in out) == 1 and "(n=8)" in out[-1]
     assert committed == out
+
+
+def test_two_exports_of_the_repository_share_a_step_0_evaluation(tmp_path):
+    """A run from another export (its model and data under another folder, the same toy/ inside)
+    takes the step-0 evaluation of the same seed's run; another model does not."""
+    runs, out = tmp_path / "runs", tmp_path / "packed"
+    runs.mkdir()
+    write_run(runs, "grpo_s1", "grpo", 1, (0.5, 0.9))
+    write_run(runs, "abl_rkl_s1", "ptdpo", 1, (0.8, 0.97), start=False)
+    write_run(runs, "abl_tau0.2_s1", "ptdpo", 1, (0.8, 0.97), start=False)
+    for name, model in (("grpo_s1", "/x/eval5/toy/model"), ("abl_rkl_s1", "/y/abl5/toy/model"),
+                        ("abl_tau0.2_s1", "/y/abl5/other/model")):
+        cfg = json.loads((runs / name / "config.json").read_text())
+        (runs / name / "config.json").write_text(json.dumps({**cfg, "model": model}))
+    summarise.pack(str(runs), str(out))
+    assert json.load(open(out / "abl_rkl_s1.json"))["start_from"] == "grpo_s1"
+    assert not (out / "abl_tau0.2_s1.json").exists()
