@@ -126,7 +126,7 @@ def _model_and_data(p):
 def _algorithm(p):
     g = p.add_argument_group("algorithm")
     g.add_argument("--algo", default="ptdpo", choices=["ptdpo", "grpo"],
-                   help="ptdpo adds the tutor's Top-K JSD")
+                   help="ptdpo adds the distillation toward the tutor (--divergence)")
     g.add_argument("--group_size", type=ranged(int, 2), default=8,
                    help="G: rollouts per prompt (>= 2)")
     g.add_argument("--kl_coef", type=ranged(float, 0), default=0.01,
