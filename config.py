@@ -67,6 +67,15 @@ FLAGS = {
     "--allow_outside_images": dict(action="store_true",
                                    help="allow absolute or ../ image paths (default: only inside "
                                         "the data file's folder)"),
+    "--tutor_context": dict(default="hint", choices=["hint", "answer", "none", "unanswer"],
+                            help="what the tutor reads: the hint; the gold answer (leaky baseline); "
+                                 "none (a control: the frozen model on the student's own prompt, "
+                                 "same gate and rows); unanswer (a control: the same, with the "
+                                 "rollout's own unsure tokens removed and the rest renormalised)"),
+    "--hint_style": dict(default="structured", choices=["structured", "text"],
+                         help="how the tutor reads a hint: regions with boxes and numbered steps, or "
+                              "the same hint as one paragraph of prose (the paper's structured vs "
+                              "unstructured ablation)"),
     "--no_spoiler_filter": dict(action="store_true",
                                 help="keep hints that leak the answer (the paper's ablation of the "
                                      "zero-spoiler filter; make hints with scripts/make_hints.py "
@@ -144,17 +153,7 @@ def _algorithm(p):
     g.add_argument("--divergence", default=None, choices=list(DIVERGENCES),
                    help=preset("divergence", "distillation divergence: the paper's Top-K JSD, "
                                              "forward KL(tutor||student) or reverse KL"))
-    g.add_argument("--tutor_context", default="hint",
-                   choices=["hint", "answer", "none", "unanswer"],
-                   help="what the tutor reads: the hint; the gold answer (leaky baseline); none "
-                        "(a control: the frozen model on the student's own prompt, same gate and "
-                        "rows); unanswer (a control: the same, with the rollout's own unsure "
-                        "tokens removed and the rest renormalised)")
-    g.add_argument("--hint_style", default="structured", choices=["structured", "text"],
-                   help="how the tutor reads a hint: regions with boxes and numbered steps, or "
-                        "the same hint as one paragraph of prose (the paper's structured vs "
-                        "unstructured ablation)")
-    add_flags(g, "--no_spoiler_filter")
+    add_flags(g, "--tutor_context", "--hint_style", "--no_spoiler_filter")
     g.add_argument("--clip_low", type=ranged(float, 0, 0.999), default=0.2,
                    help="PPO clip below 1")
     g.add_argument("--clip_high", type=ranged(float, 0), default=0.3,

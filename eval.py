@@ -4,6 +4,8 @@ eval.py: benchmarks (pass@1, pass@k, per category, length, entropy) and run comp
     python eval.py                                 # the demo model on the demo's held-out split
     python eval.py --model runs/demo --data eval.jsonl --n_samples 8 --k 1 4 8
     python eval.py --model runs/demo --with_hints  # the hinted tutor instead: the hint gain
+    python eval.py --with_hints --hint_style text  # the tutor reading another context (also
+                                                   # --tutor_context answer), as train.py builds it
     python eval.py --diagnose                      # demo diagnostics: student / tutor / blank /
                                                    # majority
     python eval.py --compare runs/grpo runs/ptdpo --png curves.png
@@ -65,6 +67,7 @@ def get_args(argv=None):
                         "prompt)")
     p.add_argument("--with_hints", action="store_true",
                    help="evaluate the hinted tutor (hint in context)")
+    add_flags(p, "--tutor_context", "--hint_style")   # what the tutor reads, with --with_hints
     p.add_argument("--blank", action="store_true",
                    help="also score the same prompts on white images of the same sizes: the chance "
                         "line of a model that does not read the picture (train.py's summary prints "
@@ -84,6 +87,8 @@ def get_args(argv=None):
         p.error(f"--k values must be in 1..{args.n_samples} (--n_samples)")
     if args.blank and args.with_hints:
         p.error("--blank scores the student's prompts on white images: not with --with_hints")
+    if not args.with_hints and (args.tutor_context, args.hint_style) != ("hint", "structured"):
+        p.error("--tutor_context and --hint_style choose what the tutor reads: use them with --with_hints")
     return args
 
 
@@ -189,7 +194,8 @@ def evaluate(model, processor, examples, args, rank=0, world=1, fast=None, blank
     prompts = []
     for i in mine:
         ex = examples[i]
-        p = tutor.tutor_prompt(processor, ex, fmt) if args.with_hints else None
+        p = tutor.tutor_prompt(processor, ex, fmt, args.tutor_context, args.hint_style) \
+            if args.with_hints else None
         if p is None:
             images = rollout.open_images(ex)
             p = rollout.encode(processor, ex["question"], blank_images(images) if blank else images)
@@ -229,6 +235,7 @@ def summarise(examples, counts, args, blank=None):
            "resp_len": counts["length"].sum().item() / (n * N),
            "entropy": counts["entropy"].sum().item() / max(counts["length"].sum().item(), 1),
            "cut_frac": counts["cut"].sum().item() / (n * N), "with_hints": args.with_hints,
+           "tutor_context": args.tutor_context, "hint_style": args.hint_style,
            "temperature": args.temperature, "top_p": args.top_p,
            "max_new_tokens": args.max_new_tokens, "seed": args.seed}
     cats = sorted({ex["category"] for ex in examples if ex.get("category")})
@@ -272,7 +279,8 @@ def warn_cut(res, rank=0):
 def print_table(res):
     keys = [k for k in res if k.startswith(("pass@", "blank_pass@", "all_fail", "answers/"))] + [
         "resp_len", "entropy", "cut_frac"]
-    tutor_note = " (tutor, with hints)" if res["with_hints"] else ""
+    tutor_note = (f" (tutor, reading: {res['tutor_context']}, {res['hint_style']})"
+                  if res["with_hints"] else "")
     print(f"{res['problems']} problems x {res['samples']} samples{tutor_note}, "
           f"T={res['temperature']}, top_p={res['top_p']}, max_new_tokens={res['max_new_tokens']}, "
           f"seed={res['seed']}")

@@ -209,3 +209,40 @@ def test_the_summarys_eval_commands_reproduce_every_number_it_prints(toy_data, t
             if col == column:
                 digits = 2 if key.startswith("answers/") else 3
                 assert f"{res[key]:.{digits}f}" == text, (column, key, res[key], text)
+
+
+def test_with_hints_reads_the_context_and_hint_style_asked_for(tiny, toy_data, monkeypatch, capsys):
+    """--with_hints scores the tutor's prompt as training builds it (tutor.tutor_prompt) for the
+    --tutor_context and --hint_style given: the hint, the hint as prose, the gold answer; both flags
+    are refused without --with_hints, where there is no tutor to read them."""
+    import data
+    import rollout
+    import tutor
+    model, processor, d = tiny
+    exs = data.load_jsonl(toy_data[2], report=lambda s: None)[:2]
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def record(model, processor, prompts, *a, **k):
+        seen.append([p["input_ids"] for p in prompts])
+        raise Stop
+    monkeypatch.setattr(eval_py, "pass_counts", record)
+    readings = {}
+    for flags, ctx, style in ((["--with_hints"], "hint", "structured"),
+                              (["--with_hints", "--hint_style", "text"], "hint", "text"),
+                              (["--with_hints", "--tutor_context", "answer"], "answer", "structured")):
+        args = eval_py.get_args(["--n_samples", "1", "--max_new_tokens", "8"] + flags)
+        args.default_cap = False                                   # what resolve_model sets
+        with pytest.raises(Stop):
+            eval_py.evaluate(model, processor, exs, args)
+        want = [tutor.tutor_prompt(processor, ex, rollout.box_format(model), ctx, style)["input_ids"]
+                for ex in exs]
+        assert all(torch.equal(torch.as_tensor(a), torch.as_tensor(b)) for a, b in zip(seen[-1], want))
+        readings[(ctx, style)] = [torch.as_tensor(a).tolist() for a in seen[-1]]
+    assert len({str(v) for v in readings.values()}) == 3          # three different prompts
+    for flags in (["--hint_style", "text"], ["--tutor_context", "answer"]):
+        with pytest.raises(SystemExit):
+            eval_py.get_args(flags)
+        assert "use them with --with_hints" in capsys.readouterr().err
