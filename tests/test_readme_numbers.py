@@ -157,3 +157,59 @@ def test_the_confirmations_verdict_is_the_committed_runs():
             assert cells[4] == said, (label, cells[4], said)                 # pivot groups mixed, per run
             checked.add(label)
     assert checked == set(CONFIRMATION) | set(summarise.MAIN), checked
+
+
+ABLATIONS = {"`--tau 0.2`": "tau0.2", "`--distill_all`": "distill_all", "`--divergence rkl`": "rkl",
+             "`--tutor_context answer`": "answer_tutor", "`--hint_style text`": "hint_text",
+             "text + a drawn frame": "frame"}
+
+
+def test_the_ablations_are_the_committed_runs():
+    """docs/RESULTS.md's ablation table recomputes from results/runs/abl_<name>_s<seed>.json and
+    ptdpo_s<seed>.json: each cell is the paired difference abl - ptdpo over the seeds both ran
+    (21-23), with summarise.py's 95% t interval. The README's ablation bullet quotes those cells,
+    reverse KL's range and the tutor's readings (results/tutor_readings/, scripts/tutor_readings.sh)."""
+    import sys
+    sys.path.insert(0, os.path.join(ROOT, "scripts"))
+    import summarise
+    groups = summarise.groups_of(os.path.join(ROOT, "results", "runs"))
+    section = read("docs/RESULTS.md").split("| ablation of PTD-PO - PTD-PO", 1)[1].split("\n\n", 1)[0]
+    rows = [[c.strip() for c in r.strip().strip("|").split("|")] for r in section.splitlines()[2:]]
+    measures = (lambda r: r["end"]["eval_pass1/pivot"], lambda r: r["end"]["eval_pass1/hard"],
+                lambda r: r["auc"], lambda r: r["min_easy"])
+    cell = {}
+    for label, *cells in rows:
+        name = "abl_" + ABLATIONS[label]
+        assert len(cells) == len(measures), (label, cells)
+        for i, (said, value) in enumerate(zip(cells, measures)):
+            mean, half, n = summarise.paired(groups, name, "ptdpo", value)
+            assert n == 3, (label, n)
+            assert said == f"{mean:+.1f} [{mean - half:+.1f}, {mean + half:+.1f}]", (label, said)
+            cell[ABLATIONS[label], i] = said
+    assert {r[0] for r in rows} == set(ABLATIONS), rows
+    prose = " ".join(read("README.md").split("- **Ablations** (one change", 1)[1].split("\n\n", 1)[0].split())
+    assert (f"move no end point (pivot {cell['tau0.2', 0]}, {cell['distill_all', 0]})") in prose, prose
+    short = lambda c: c.split(" [")[0]
+    assert (f"break the student (pivot {short(cell['answer_tutor', 0])}, {short(cell['hint_text', 0])}; "
+            f"frame: hard {short(cell['frame', 1])})") in prose, prose
+    rkl = sorted(100 * r["end"]["eval_pass1/pivot"] for r in groups["abl_rkl"].values())
+    assert f"not on every seed ({rkl[0]:.1f}-{rkl[-1]:.1f}% at the end)" in prose, prose
+    reading = {k: json.loads(read(f"results/tutor_readings/{k}.json")) for k in ("text", "answer", "frame")}
+    right = [100 * reading[k][f"pass@1/{b}"] for k in ("text", "answer") for b in ("easy", "hard", "pivot")]
+    assert f"right on {min(right):.1f}-{max(right):.1f}%; with the frame, on easy " \
+           f"{100 * reading['frame']['pass@1/easy']:.1f}%)" in prose, prose
+
+
+def test_the_tutor_readings_table_is_its_json_files():
+    """results/tutor_readings/table.txt is what scripts/tutor_readings.sh's table code prints from
+    the committed eval.py outputs beside it, and docs/RESULTS.md shows that table."""
+    import subprocess
+    import sys
+    script = read("scripts/tutor_readings.sh")
+    code = script.split("<<'EOF'", 1)[1].split("\n", 1)[1].split("\nEOF", 1)[0]
+    out = subprocess.run([sys.executable, "-", os.path.join(ROOT, "results", "tutor_readings")], input=code,
+                         capture_output=True, text=True, check=True).stdout
+    table = read("results/tutor_readings/table.txt")
+    assert out == table
+    rows = table.split("\n\n")[1].strip()
+    assert rows.count("\n") == 6 and rows in read("docs/RESULTS.md")
