@@ -27,7 +27,7 @@ import metrics  # noqa: E402  (metrics.read_jsonl: the one reader of a metrics f
 MAIN = ("grpo", "ptdpo", "ptdpo_other", "control", "unanswer")
 COLOURS = {"grpo": "tab:blue", "ptdpo": "tab:red", "ptdpo_other": "tab:orange", "control": "tab:grey",
            "unanswer": "tab:purple"}
-EXTRA = ("tab:green", "tab:brown", "tab:pink", "tab:olive", "tab:cyan")   # other runs: none of the above
+EXTRA = ("tab:green", "tab:brown", "tab:pink", "tab:olive", "tab:cyan", "navy")   # other runs: none of the above
 TRAIN_KEYS = ("step", "reward", "format", "entropy", "kl", "div", "distilled_frac", "all_fail_frac",
               "all_pass_frac", "mixed_group_frac", "resp_len", "skipped")
 SETTINGS = ("algo", "divergence", "ptd_coef", "lr", "warmup_steps", "kl_coef", "tutor_context", "tau", "distill_all",
