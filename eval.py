@@ -87,8 +87,13 @@ def get_args(argv=None):
         p.error(f"--k values must be in 1..{args.n_samples} (--n_samples)")
     if args.blank and args.with_hints:
         p.error("--blank scores the student's prompts on white images: not with --with_hints")
-    if not args.with_hints and (args.tutor_context, args.hint_style) != ("hint", "structured"):
-        p.error("--tutor_context and --hint_style choose what the tutor reads: use them with --with_hints")
+    if (args.tutor_context, args.hint_style) != ("hint", "structured"):
+        if not args.with_hints or args.diagnose:
+            p.error("--tutor_context and --hint_style choose what the tutor reads: use them with "
+                    "--with_hints (not --diagnose, which reads the hint)")
+        if args.tutor_context in ("none", "unanswer"):
+            p.error(f"--tutor_context {args.tutor_context} is a training control (the student's own "
+                    "prompt, scored as training scores it): evaluate the student without --with_hints")
     return args
 
 

@@ -5,7 +5,7 @@
 # the structured hint with a frame drawn around the focus (the abl5 "frame" ablation). Development
 # split, first 300 problems (100 a bucket) x 8 samples at T = 1.
 #   bash scripts/tutor_readings.sh [out_dir]     (default results/tutor_readings; ~3 min on 2 cores)
-set -e
+set -eo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-results/tutor_readings}
 PY=${PYTHON:-python}

@@ -239,10 +239,16 @@ def test_with_hints_reads_the_context_and_hint_style_asked_for(tiny, toy_data, m
             eval_py.evaluate(model, processor, exs, args)
         want = [tutor.tutor_prompt(processor, ex, rollout.box_format(model), ctx, style)["input_ids"]
                 for ex in exs]
+        assert len(seen[-1]) == len(want) == 2
         assert all(torch.equal(torch.as_tensor(a), torch.as_tensor(b)) for a, b in zip(seen[-1], want))
         readings[(ctx, style)] = [torch.as_tensor(a).tolist() for a in seen[-1]]
     assert len({str(v) for v in readings.values()}) == 3          # three different prompts
-    for flags in (["--hint_style", "text"], ["--tutor_context", "answer"]):
+    for flags in (["--hint_style", "text"], ["--tutor_context", "answer"],
+                  ["--with_hints", "--diagnose", "--hint_style", "text"]):
         with pytest.raises(SystemExit):
             eval_py.get_args(flags)
         assert "use them with --with_hints" in capsys.readouterr().err
+    for ctx in ("none", "unanswer"):                 # training's controls: no tutor prompt to score
+        with pytest.raises(SystemExit):
+            eval_py.get_args(["--with_hints", "--tutor_context", ctx])
+        assert f"--tutor_context {ctx} is a training control" in capsys.readouterr().err

@@ -161,7 +161,7 @@ def test_the_confirmations_verdict_is_the_committed_runs():
 
 ABLATIONS = {"`--tau 0.2`": "tau0.2", "`--distill_all`": "distill_all", "`--divergence rkl`": "rkl",
              "`--tutor_context answer`": "answer_tutor", "`--hint_style text`": "hint_text",
-             "text + a drawn frame": "frame"}
+             "hint + a drawn frame": "frame"}
 
 
 def test_the_ablations_are_the_committed_runs():
@@ -182,21 +182,34 @@ def test_the_ablations_are_the_committed_runs():
         name = "abl_" + ABLATIONS[label]
         assert len(cells) == len(measures), (label, cells)
         for i, (said, value) in enumerate(zip(cells, measures)):
-            mean, half, n = summarise.paired(groups, name, "ptdpo", value)
-            assert n == 3, (label, n)
+            pair = summarise.paired(groups, name, "ptdpo", value)
+            assert pair is not None and pair[2] == 3, (label, pair)   # seeds 21-23, both methods
+            mean, half, _ = pair
             assert said == f"{mean:+.1f} [{mean - half:+.1f}, {mean + half:+.1f}]", (label, said)
             cell[ABLATIONS[label], i] = said
     assert {r[0] for r in rows} == set(ABLATIONS), rows
+    # the means line: pivot / hard at the end, easy's lowest, over seeds 21-23
+    means = " ".join(read("docs/RESULTS.md").split("Means at the end, pivot / hard (%)", 1)[1]
+                     .split("\n\n", 1)[0].split())
+    for label, name in [("ptdpo on the same seeds", "ptdpo")] + [
+            (lab, "abl_" + n) for lab, n in (("`--tau 0.2`", "tau0.2"), ("`--distill_all`", "distill_all"),
+                                             ("reverse KL", "rkl"), ("the answer", "answer_tutor"),
+                                             ("prose", "hint_text"), ("the frame", "frame"))]:
+        rs = [groups[name][seed] for seed in (21, 22, 23)]
+        m = [100 * statistics.mean(f(r) for r in rs) for f in (measures[0], measures[1], measures[3])]
+        assert f"{label} {m[0]:.1f} / {m[1]:.1f}, {m[2]:.1f}" in means, (label, m, means)
     prose = " ".join(read("README.md").split("- **Ablations** (one change", 1)[1].split("\n\n", 1)[0].split())
-    assert (f"move no end point (pivot {cell['tau0.2', 0]}, {cell['distill_all', 0]})") in prose, prose
+    assert (f"`--tau 0.2` and `--distill_all` ({cell['tau0.2', 0]}, {cell['distill_all', 0]}; tau 0.2 ends "
+            f"hard {cell['tau0.2', 1]})") in prose, prose
     short = lambda c: c.split(" [")[0]
     assert (f"break the student (pivot {short(cell['answer_tutor', 0])}, {short(cell['hint_text', 0])}; "
             f"frame: hard {short(cell['frame', 1])})") in prose, prose
+    assert "`--tau 0.2` and `--distill_all`" in prose and "holds with" in prose
     rkl = sorted(100 * r["end"]["eval_pass1/pivot"] for r in groups["abl_rkl"].values())
     assert f"not on every seed ({rkl[0]:.1f}-{rkl[-1]:.1f}% at the end)" in prose, prose
     reading = {k: json.loads(read(f"results/tutor_readings/{k}.json")) for k in ("text", "answer", "frame")}
     right = [100 * reading[k][f"pass@1/{b}"] for k in ("text", "answer") for b in ("easy", "hard", "pivot")]
-    assert f"right on {min(right):.1f}-{max(right):.1f}%; with the frame, on easy " \
+    assert f"the answer right on {min(right):.1f}-{max(right):.1f}%; with the frame, on easy " \
            f"{100 * reading['frame']['pass@1/easy']:.1f}%)" in prose, prose
 
 
@@ -211,5 +224,13 @@ def test_the_tutor_readings_table_is_its_json_files():
                          capture_output=True, text=True, check=True).stdout
     table = read("results/tutor_readings/table.txt")
     assert out == table
+    for name, ctx, style, data in (("student", "hint", "structured", "dev.jsonl"),
+                                   ("hint", "hint", "structured", "dev.jsonl"),
+                                   ("text", "hint", "text", "dev.jsonl"),
+                                   ("answer", "answer", "structured", "dev.jsonl"),
+                                   ("frame", "hint", "structured", "dev_framed.jsonl")):
+        r = json.loads(read(f"results/tutor_readings/{name}.json"))       # each file is what it says
+        assert (r["with_hints"], r["tutor_context"], r["hint_style"]) == (name != "student", ctx, style), name
+        assert os.path.basename(r["data"]) == data and (r["problems"], r["samples"]) == (300, 8), name
     rows = table.split("\n\n")[1].strip()
     assert rows.count("\n") == 6 and rows in read("docs/RESULTS.md")
