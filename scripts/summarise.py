@@ -30,8 +30,8 @@ COLOURS = {"grpo": "tab:blue", "ptdpo": "tab:red", "ptdpo_other": "tab:orange", 
 EXTRA = ("tab:green", "tab:brown", "tab:pink", "tab:olive", "tab:cyan", "navy")   # other runs: none of the above
 TRAIN_KEYS = ("step", "reward", "format", "entropy", "kl", "div", "distilled_frac", "all_fail_frac",
               "all_pass_frac", "mixed_group_frac", "resp_len", "skipped")
-SETTINGS = ("algo", "divergence", "ptd_coef", "lr", "warmup_steps", "kl_coef", "tutor_context", "tau", "distill_all",
-            "seed", "steps", "prompts_per_step", "eval_data", "eval_n", "eval_samples")
+SETTINGS = ("algo", "divergence", "ptd_coef", "lr", "warmup_steps", "kl_coef", "tutor_context", "hint_style", "tau",
+            "distill_all", "train_data", "seed", "steps", "prompts_per_step", "eval_data", "eval_n", "eval_samples")
 T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
 COLLAPSE = 0.5   # a format collapse: a step where fewer than half the rollouts keep the answer format
 
