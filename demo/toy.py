@@ -318,6 +318,16 @@ def framed(ex):
     return {**ex, "hint": {**ex["hint"], "frame": True}}
 
 
+def write_framed(src, dst):
+    """A copy of the JSONL split src at dst, every hint asking for the frame (the "frame" ablation:
+    scripts/compare.sh PHASE=abl5, scripts/tutor_readings.sh). dst must sit beside src: the image
+    paths are relative to the file's folder."""
+    with open(src) as f:
+        recs = [json.loads(line) for line in f if line.strip()]
+    with open(dst, "w") as f:
+        f.writelines(json.dumps(framed(r) if r.get("hint") else r) + "\n" for r in recs)
+
+
 NEUTRAL = "What colour is the shape the hint points to?"   # phase 2: the hint alone says which
 WHERE = {"framed": "in the frame", "shaded": "in the shaded cell"}
 

@@ -70,11 +70,9 @@ case "${PHASE:-dev}" in
     done ;;
   abl5)   # task 5: the paper's ablations of PTD-PO at the frozen ptdpo setting, paired on ABL_SEEDS5
     # (seeds of the confirmation, so each compares with ptdpo_s<seed>); "frame": the tutor also sees
-    # a frame drawn around the focus (text + frame against ptdpo's text alone)
+    # a frame drawn around the focus (the structured hint + frame against ptdpo's hint alone)
     "$PY" -c "from demo import toy; toy.ensure()" >&2   # the framed copy needs the train split built first
-    "$PY" -c "import json; recs = [json.loads(l) for l in open('toy/data/train.jsonl')]
-[r['hint'].update(frame=True) for r in recs if r.get('hint')]
-open('toy/data/train_framed.jsonl', 'w').write(''.join(json.dumps(r) + '\n' for r in recs))" >&2
+    "$PY" -c "from demo import toy; toy.write_framed('toy/data/train.jsonl', 'toy/data/train_framed.jsonl')" >&2
     for s in ${ABL_SEEDS5:-21 22 23}; do
       for a in "tau0.2 --tau 0.2" "distill_all --distill_all" "rkl --divergence rkl" \
                "answer_tutor --tutor_context answer" "hint_text --hint_style text" \

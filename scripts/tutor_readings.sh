@@ -11,9 +11,7 @@ OUT=${1:-results/tutor_readings}
 PY=${PYTHON:-python}
 mkdir -p "$OUT"
 "$PY" -c "from demo import toy; toy.ensure()"
-"$PY" -c "import json; recs = [json.loads(l) for l in open('toy/data/dev.jsonl')]
-[r['hint'].update(frame=True) for r in recs if r.get('hint')]
-open('toy/data/dev_framed.jsonl', 'w').write(''.join(json.dumps(r) + '\n' for r in recs))"
+"$PY" -c "from demo import toy; toy.write_framed('toy/data/dev.jsonl', 'toy/data/dev_framed.jsonl')"
 E="--model toy --limit 300 --n_samples 8 --seed 1234 --threads ${THREADS:-2}"
 run() { name=$1; shift; echo "== $name" >&2; "$PY" eval.py $E "$@" --out "$OUT/$name.json" > /dev/null; }
 run student --data toy/data/dev.jsonl --blank

@@ -351,3 +351,20 @@ def test_data_left_by_an_older_task_is_redrawn(tmp_path):
     assert not toy.data_is_current(str(data_dir))
     (data_dir / "task.json").unlink()
     assert not toy.data_is_current(str(data_dir))
+
+
+def test_write_framed_copies_a_split_with_every_hint_asking_for_the_frame(toy_data):
+    """The "frame" ablation's data: the same records in the same order, each hint with "frame": true
+    and nothing else changed; the tutor then draws the frame (tutor.tutor_images)."""
+    src = toy_data[1]
+    dst = os.path.join(os.path.dirname(src), "framed_test.jsonl")
+    toy.write_framed(src, dst)
+    before = [json.loads(line) for line in open(src)]
+    after = [json.loads(line) for line in open(dst)]
+    os.remove(dst)
+    assert len(after) == len(before) > 0 and any(r.get("hint") for r in before)
+    for a, b in zip(after, before):
+        if b.get("hint"):
+            assert a["hint"] == {**b["hint"], "frame": True} and "frame" not in b["hint"]
+            a = {**a, "hint": b["hint"]}
+        assert a == b
