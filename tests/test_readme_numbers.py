@@ -206,10 +206,11 @@ def test_the_ablations_are_the_committed_runs():
             f"frame: hard {short(cell['frame', 1])})") in prose, prose
     assert "`--tau 0.2` and `--distill_all`" in prose and "holds with" in prose
     rkl = sorted(100 * r["end"]["eval_pass1/pivot"] for r in groups["abl_rkl"].values())
-    assert f"not on every seed ({rkl[0]:.1f}-{rkl[-1]:.1f}% at the end)" in prose, prose
+    blank = statistics.mean(100 * r["start"]["eval_blank_pass1/pivot"] for r in groups["abl_rkl"].values())
+    assert f"not on every seed ({rkl[0]:.1f}-{rkl[-1]:.1f}% at the end; blank image {blank:.1f}%)" in prose, prose
     reading = {k: json.loads(read(f"results/tutor_readings/{k}.json")) for k in ("text", "answer", "frame")}
     right = [100 * reading[k][f"pass@1/{b}"] for k in ("text", "answer") for b in ("easy", "hard", "pivot")]
-    assert f"the answer right on {min(right):.1f}-{max(right):.1f}%; with the frame, on easy " \
+    assert f"the answer right on {min(right):.1f}-{max(right):.1f}%, a guess 10%; the frame, easy " \
            f"{100 * reading['frame']['pass@1/easy']:.1f}%)" in prose, prose
 
 
